@@ -1,0 +1,500 @@
+//! The gateway's configuration: a typed tree parsed from TOML and validated once, before
+//! anything starts. Every problem names the file, the line and the key.
+
+use authflow_shared::config::{ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig};
+use authflow_shared::cookie;
+use authflow_shared::fingerprint::FingerprintSpec;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The whole gateway config (`conf/gateway.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Plain-HTTP listen address, e.g. `"0.0.0.0:8000"`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Optional TLS listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Networks whose `X-Forwarded-For` is believed (load balancers in front of the gateway).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: HumanDuration,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8000".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// `[session]`: how the session cookie is read and when a session is over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    /// Whether the cookie carries `Secure` (must match the auth service's setting, so that
+    /// a clearing `Set-Cookie` replaces the cookie).
+    pub cookie_secure: bool,
+    pub idle_timeout: HumanDuration,
+    pub absolute_timeout: HumanDuration,
+    /// How often activity rewrites the session's last-seen time (bounds Redis writes).
+    pub touch_interval: HumanDuration,
+    /// Where browsers are sent to sign in; `?next=<path>` is appended.
+    pub login_url: String,
+    /// What a fingerprint mismatch does: `"revoke"` deletes the session (a stolen cookie is
+    /// burned), `"reject"` only refuses the request.
+    pub on_fingerprint_mismatch: MismatchPolicy,
+    pub fingerprint: FingerprintSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MismatchPolicy {
+    Revoke,
+    Reject,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            cookie_name: "authflow_session".into(),
+            cookie_secure: true,
+            idle_timeout: HumanDuration::secs(3600),
+            absolute_timeout: HumanDuration::secs(12 * 3600),
+            touch_interval: HumanDuration::secs(60),
+            login_url: "/auth/signin".into(),
+            on_fingerprint_mismatch: MismatchPolicy::Revoke,
+            fingerprint: FingerprintSpec::default(),
+        }
+    }
+}
+
+/// `[identity]`: headers the gateway owns. Clients can never send these upstream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Extra client headers to remove on every route, besides `X-User-Id`, `X-User-Email`,
+    /// `X-Session-*` and `X-Authflow-*`.
+    pub strip_headers: Vec<String>,
+}
+
+/// `[rate_limit]`: per-client-IP request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Requests allowed per window for paths no rule matches.
+    pub requests: u64,
+    pub per: HumanDuration,
+    /// IPv6 clients are counted per prefix of this length (one host usually holds a /64).
+    pub ipv6_prefix: u8,
+    /// Counter slots per hash row of each limit's count-min estimator. With N clients active
+    /// in one window, a client at exactly its limit sees a false 429 with probability about
+    /// (1 - e^(-N/slots))^hashes; memory is 16 bytes x hashes x slots per limit.
+    pub estimator_slots: usize,
+    /// Hash rows of each limit's estimator (more rows, fewer false 429s, more CPU).
+    pub estimator_hashes: usize,
+    pub rules: Vec<RateRule>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            requests: 100,
+            per: HumanDuration::secs(1),
+            ipv6_prefix: 64,
+            estimator_slots: 32_768,
+            estimator_hashes: 8,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A stricter (or looser) limit for one path prefix; the longest matching rule replaces the
+/// default limit for that request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    pub prefix: String,
+    pub requests: u64,
+    pub per: HumanDuration,
+}
+
+/// `[[upstreams]]`: a named pool of servers, balanced round-robin with health checks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `"host:port"` entries.
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and `Host` for TLS upstreams.
+    #[serde(default)]
+    pub sni: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Longest wait for the upstream between reads; past it the client gets 504.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    #[serde(default = "default_health_interval")]
+    pub health_check_interval: HumanDuration,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_health_interval() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+
+/// `[[routes]]`: which upstream serves a path prefix (and optionally a host), and whether a
+/// session is required.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub upstream: String,
+    pub auth: AuthMode,
+    /// Pass the session cookie and the client's fingerprint upstream. Only for the auth
+    /// service's route, which needs them for sign-in and logout.
+    #[serde(default)]
+    pub auth_service: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid session is needed; identity headers are sent upstream.
+    Required,
+    /// No session is checked; identity headers are only stripped.
+    Public,
+}
+
+impl GatewayConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let src = ConfigSource::read(path)?;
+        let cfg: GatewayConfig = src.parse()?;
+        let problems = cfg.problems(&src);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Every semantic problem, each pinned to its key.
+    pub fn problems(&self, src: &ConfigSource) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |key: String, reason: String| out.push(src.problem(&key, reason));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            bad("listen".into(), format!("{:?} is not an address:port", self.listen));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.listen.parse::<SocketAddr>().is_err() {
+                bad("tls.listen".into(), format!("{:?} is not an address:port", tls.listen));
+            }
+            for (k, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !Path::new(p).is_file() {
+                    bad(k.into(), format!("file {p:?} does not exist"));
+                }
+            }
+        }
+        if self.threads == 0 || self.threads > 256 {
+            bad("threads".into(), "must be between 1 and 256".into());
+        }
+        for (k, reason) in self.redis.problems() {
+            bad(format!("redis.{k}"), reason);
+        }
+        self.session_problems(&mut bad);
+        for (i, h) in self.identity.strip_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                bad(format!("identity.strip_headers[{i}]"), format!("{h:?} is not a header name"));
+            }
+        }
+        self.rate_limit_problems(&mut bad);
+        self.upstream_and_route_problems(&mut bad);
+        out
+    }
+
+    fn session_problems(&self, bad: &mut impl FnMut(String, String)) {
+        let s = &self.session;
+        if !cookie::valid_name(&s.cookie_name) {
+            bad("session.cookie_name".into(), format!("{:?} is not a valid cookie name", s.cookie_name));
+        }
+        if s.cookie_name.starts_with("__Host-") && !s.cookie_secure {
+            bad("session.cookie_secure".into(), "a __Host- cookie must be Secure".into());
+        }
+        if s.idle_timeout.0.is_zero() {
+            bad("session.idle_timeout".into(), "must be greater than 0".into());
+        }
+        if s.absolute_timeout < s.idle_timeout {
+            bad("session.absolute_timeout".into(), "must not be shorter than idle_timeout".into());
+        }
+        if s.touch_interval > s.idle_timeout {
+            bad("session.touch_interval".into(), "must not be longer than idle_timeout".into());
+        }
+        if !(s.login_url.starts_with('/') || s.login_url.starts_with("https://") || s.login_url.starts_with("http://")) {
+            bad("session.login_url".into(), "must be a path starting with / or an http(s) URL".into());
+        }
+        if let Err((k, reason)) = s.fingerprint.validate() {
+            bad(format!("session.fingerprint.{k}"), reason);
+        }
+    }
+
+    fn rate_limit_problems(&self, bad: &mut impl FnMut(String, String)) {
+        let r = &self.rate_limit;
+        let mut check = |key: &str, requests: u64, per: HumanDuration| {
+            if requests == 0 {
+                bad(format!("{key}.requests"), "must be at least 1".into());
+            }
+            if per.0 < std::time::Duration::from_secs(1) {
+                bad(format!("{key}.per"), "must be at least 1s".into());
+            }
+        };
+        check("rate_limit", r.requests, r.per);
+        for (i, rule) in r.rules.iter().enumerate() {
+            check(&format!("rate_limit.rules[{i}]"), rule.requests, rule.per);
+        }
+        for (i, rule) in r.rules.iter().enumerate() {
+            if !rule.prefix.starts_with('/') {
+                bad(format!("rate_limit.rules[{i}].prefix"), "must start with /".into());
+            }
+        }
+        if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
+            bad("rate_limit.ipv6_prefix".into(), "must be between 1 and 128".into());
+        }
+        if !(1024..=(1 << 22)).contains(&r.estimator_slots) {
+            bad("rate_limit.estimator_slots".into(), "must be between 1024 and 4194304".into());
+        }
+        if !(1..=16).contains(&r.estimator_hashes) {
+            bad("rate_limit.estimator_hashes".into(), "must be between 1 and 16".into());
+        }
+    }
+
+    fn upstream_and_route_problems(&self, bad: &mut impl FnMut(String, String)) {
+        let mut names = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if !names.insert(u.name.as_str()) {
+                bad(format!("upstreams[{i}].name"), format!("upstream {:?} is defined twice", u.name));
+            }
+            if u.servers.is_empty() {
+                bad(format!("upstreams[{i}].servers"), "must list at least one host:port".into());
+            }
+            for (j, s) in u.servers.iter().enumerate() {
+                if !valid_server(s) {
+                    bad(format!("upstreams[{i}].servers[{j}]"), format!("{s:?} is not host:port"));
+                }
+            }
+            if u.tls && u.sni.is_empty() {
+                bad(format!("upstreams[{i}].sni"), "a TLS upstream needs sni".into());
+            }
+        }
+        if self.routes.is_empty() {
+            bad("routes".into(), "at least one [[routes]] entry is needed".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.prefix.starts_with('/') {
+                bad(format!("routes[{i}].prefix"), "must start with /".into());
+            }
+            if !names.contains(r.upstream.as_str()) {
+                bad(format!("routes[{i}].upstream"), format!("no [[upstreams]] entry is named {:?}", r.upstream));
+            }
+            let host = r.host.as_deref().map(str::to_ascii_lowercase);
+            if !seen.insert((r.prefix.clone(), host)) {
+                bad(format!("routes[{i}].prefix"), format!("another route already has prefix {:?} for this host", r.prefix));
+            }
+            if r.auth_service && r.auth == AuthMode::Required {
+                bad(format!("routes[{i}].auth_service"), "the auth service's route must be public".into());
+            }
+        }
+    }
+}
+
+/// `host:port` with a non-empty host and a valid port.
+fn valid_server(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && !host.contains(['/', ' ']) && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8000"
+trusted_proxies = ["10.0.0.0/8"]
+
+[redis]
+url = "redis://127.0.0.1:6379"
+timeout = "50ms"
+
+[session]
+cookie_name = "sid"
+idle_timeout = "30m"
+absolute_timeout = "12h"
+login_url = "/auth/signin"
+
+[rate_limit]
+requests = 10
+per = "1s"
+
+[[rate_limit.rules]]
+prefix = "/api/v1/simple_auth/signin"
+requests = 5
+per = "1m"
+
+[[upstreams]]
+name = "app"
+servers = ["127.0.0.1:9000"]
+
+[[routes]]
+prefix = "/app/"
+upstream = "app"
+auth = "required"
+"#;
+
+    fn check(text: &str) -> Result<GatewayConfig, ConfigError> {
+        let src = ConfigSource { file: "gw.toml".into(), text: text.into() };
+        let cfg: GatewayConfig = src.parse()?;
+        let p = cfg.problems(&src);
+        if p.is_empty() { Ok(cfg) } else { Err(ConfigError(p)) }
+    }
+
+    /// 1-based line of the first line containing `needle`.
+    fn line_of(text: &str, needle: &str) -> Option<usize> {
+        text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+
+    fn first_problem(text: &str) -> ConfigProblem {
+        match check(text) {
+            Ok(_) => panic!("config was accepted"),
+            Err(e) => e.0[0].clone(),
+        }
+    }
+
+    #[test]
+    fn good_config_is_accepted() {
+        let cfg = check(GOOD).expect("valid");
+        assert_eq!(cfg.rate_limit.rules[0].per, HumanDuration::secs(60));
+        assert_eq!(cfg.session.idle_timeout, HumanDuration::secs(1800));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = GOOD.replace("timeout = \"50ms\"", "timeout = \"50ms\"\ntimeuot = 1");
+        let p = first_problem(&text);
+        assert_eq!(p.line, line_of(&text, "timeuot"));
+        assert!(p.reason.contains("unknown field `timeuot`"), "{}", p.reason);
+        assert_eq!(p.key, "redis.timeuot");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let text = GOOD.replace("idle_timeout = \"30m\"", "idle_timeout = \"30 minutes\"");
+        let p = first_problem(&text);
+        assert_eq!(p.key, "session.idle_timeout");
+        assert_eq!(p.line, line_of(&text, "30 minutes"));
+        assert!(p.reason.contains("invalid duration"), "{}", p.reason);
+    }
+
+    #[test]
+    fn bad_cidr_is_named() {
+        let text = GOOD.replace("10.0.0.0/8", "10.0.0.0/33");
+        let p = first_problem(&text);
+        assert_eq!(p.key, "trusted_proxies[0]");
+        assert_eq!(p.line, line_of(&text, "/33"));
+    }
+
+    #[test]
+    fn route_naming_missing_upstream_is_named() {
+        let text = GOOD.replace("upstream = \"app\"", "upstream = \"ghost\"");
+        let p = first_problem(&text);
+        let line = line_of(&text, "ghost").expect("line");
+        assert_eq!(p.key, "routes[0].upstream");
+        assert_eq!(p.line, Some(line));
+        assert!(p.reason.contains("ghost"));
+        assert!(p.to_string().starts_with(&format!("gw.toml:{line}: routes[0].upstream:")), "{p}");
+    }
+
+    #[test]
+    fn several_semantic_problems_are_all_reported() {
+        let text = GOOD
+            .replace("requests = 10", "requests = 0")
+            .replace("servers = [\"127.0.0.1:9000\"]", "servers = [\"nohost\"]")
+            .replace("login_url = \"/auth/signin\"", "login_url = \"javascript:x\"");
+        let e = check(&text).expect_err("invalid");
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["session.login_url", "rate_limit.requests", "upstreams[0].servers[0]"]);
+    }
+
+    #[test]
+    fn sub_second_windows_and_bad_auth_mode_are_refused() {
+        let p = first_problem(&GOOD.replace("per = \"1s\"", "per = \"500ms\""));
+        assert_eq!(p.key, "rate_limit.per");
+        let p = first_problem(&GOOD.replace("auth = \"required\"", "auth = \"maybe\""));
+        assert_eq!(p.key, "routes[0].auth");
+        assert!(p.reason.contains("unknown variant"), "{}", p.reason);
+    }
+
+    #[test]
+    fn host_cookie_must_be_secure() {
+        let p = first_problem(&GOOD.replace("cookie_name = \"sid\"", "cookie_name = \"__Host-s\"\ncookie_secure = false"));
+        assert_eq!(p.key, "session.cookie_secure");
+    }
+
+    #[test]
+    fn duplicate_upstreams_and_routes_are_refused() {
+        let text = format!("{GOOD}\n[[upstreams]]\nname = \"app\"\nservers = [\"127.0.0.1:1\"]\n\n[[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nauth = \"public\"\n");
+        let e = check(&text).expect_err("invalid");
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["upstreams[1].name", "routes[1].prefix"]);
+    }
+}

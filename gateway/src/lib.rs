@@ -1,0 +1,17 @@
+//! The AuthFlow gateway: a Pingora proxy that checks rate limits, sessions and device
+//! fingerprints before it picks an upstream.
+//!
+//! Start at [`proxy`]: its `request_filter` is the policy, step by step.
+
+pub mod config;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod rate_limit;
+pub mod response;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod upstream;
+
+pub use config::GatewayConfig;

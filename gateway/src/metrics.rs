@@ -1,0 +1,44 @@
+//! Prometheus metrics of the request path. Served on `metrics_listen` when configured.
+
+use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+use std::sync::LazyLock;
+
+/// Requests by the gateway's decision (`forwarded`, `rate_limited`, `unauthenticated`, ...).
+pub static DECISIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_gateway_requests_total",
+        "Requests by gateway decision",
+        &["decision"]
+    )
+    .ok()
+});
+
+/// Time spent in the session store lookup.
+pub static SESSION_LOOKUP: LazyLock<Option<Histogram>> = LazyLock::new(|| {
+    register_histogram!(
+        "authflow_gateway_session_lookup_seconds",
+        "Session store lookup latency",
+        vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1]
+    )
+    .ok()
+});
+
+pub fn count(decision: &str) {
+    if let Some(c) = DECISIONS.as_ref() {
+        c.with_label_values(&[decision]).inc();
+    }
+}
+
+pub fn observe_lookup(seconds: f64) {
+    if let Some(h) = SESSION_LOOKUP.as_ref() {
+        h.observe(seconds);
+    }
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}

@@ -1,0 +1,353 @@
+//! The `ProxyHttp` implementation. `request_filter` reads top to bottom as the policy:
+//! path check → client IP → rate limit → health → route → session → fingerprint; each step
+//! lives in its own module and returns a decision, and one place sends local responses.
+
+use crate::config::{AuthMode, GatewayConfig};
+use crate::headers;
+use crate::metrics;
+use crate::rate_limit::{RateDecision, RateLimiter};
+use crate::response::LocalResponse;
+use crate::route::{self, Route, Router};
+use crate::session::{RejectReason, SessionChecker, Verdict};
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use authflow_shared::client_ip;
+use authflow_shared::cookie::{self, CookieSpec};
+use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
+use authflow_shared::store::SessionStore;
+use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state, filled in by `request_filter` and read by the later phases.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub client_ip: IpAddr,
+    pub route: Option<Route>,
+    pub identity: Option<Identity>,
+    /// The client's fingerprint, handed to the auth service on its route only.
+    pub fingerprint: Option<String>,
+    pub decision: &'static str,
+    pub started: Instant,
+}
+
+/// Who the upstream is told the client is.
+pub struct Identity {
+    pub user_id: String,
+    pub email: Option<String>,
+    pub session_id: String,
+}
+
+/// What a request step decides.
+pub enum Step {
+    Continue,
+    Respond(&'static str, LocalResponse),
+}
+
+pub struct Gateway {
+    trusted_proxies: Vec<IpNet>,
+    limiter: RateLimiter,
+    router: Router,
+    upstreams: Vec<Upstream>,
+    sessions: SessionChecker,
+    store: Arc<dyn SessionStore>,
+    cookie: CookieSpec,
+    fingerprint: FingerprintSpec,
+    login_url: String,
+    strip_headers: Vec<String>,
+    tls: bool,
+}
+
+impl Gateway {
+    pub fn new(cfg: &GatewayConfig, upstreams: Vec<Upstream>, store: Arc<dyn SessionStore>) -> Self {
+        let router = Router::new(&cfg.routes, |name| upstreams.iter().position(|u| u.name == name));
+        Gateway {
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            limiter: RateLimiter::new(&cfg.rate_limit),
+            router,
+            upstreams,
+            sessions: SessionChecker::new(store.clone(), &cfg.session),
+            store,
+            cookie: CookieSpec { name: cfg.session.cookie_name.clone(), secure: cfg.session.cookie_secure },
+            fingerprint: cfg.session.fingerprint.clone(),
+            login_url: cfg.session.login_url.clone(),
+            strip_headers: cfg.identity.strip_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            tls: cfg.tls.is_some(),
+        }
+    }
+
+    /// The request policy, in order. Only `Step::Respond` stops it.
+    async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step {
+        let path = session.req_header().uri.path().to_owned();
+        if !route::path_is_safe(&path) {
+            return Step::Respond("bad_path", LocalResponse::error(400, "bad_request"));
+        }
+        if let RateDecision::Limited(resp) = self.limiter.check(ctx.client_ip, &path) {
+            return Step::Respond("rate_limited", resp);
+        }
+        if path == "/health" {
+            return Step::Respond("health", self.health().await);
+        }
+        let host = request_host(session.req_header());
+        let Some(route) = self.router.find(host.as_deref(), &path).cloned() else {
+            return Step::Respond("no_route", LocalResponse::error(404, "not_found"));
+        };
+        if route.auth_service {
+            ctx.fingerprint = Some(self.fingerprint.compute(ctx.client_ip, &session.req_header().headers));
+        }
+        let auth = route.auth;
+        ctx.route = Some(route);
+        if auth == AuthMode::Required {
+            return self.require_session(session.req_header(), ctx).await;
+        }
+        Step::Continue
+    }
+
+    /// The session step of a protected route: valid, rejected, or the store is down (503).
+    async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
+        let cookies = req.headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
+        let found = cookie::find(cookies, &self.cookie.name);
+        let fp = self.fingerprint.compute(ctx.client_ip, &req.headers);
+        let started = Instant::now();
+        let verdict = self.sessions.check(found, &fp).await;
+        metrics::observe_lookup(started.elapsed().as_secs_f64());
+        match verdict {
+            Ok(Verdict::Valid { id, record }) => {
+                ctx.identity = Some(Identity { user_id: record.user_id, email: record.email, session_id: id });
+                Step::Continue
+            }
+            Ok(Verdict::Rejected(reason)) => {
+                tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
+                Step::Respond("unauthenticated", self.unauthenticated(req, reason))
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "session store unavailable: failing closed");
+                Step::Respond("store_unavailable", LocalResponse::error(503, "session_store_unavailable").header("retry-after", "1"))
+            }
+        }
+    }
+
+    /// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
+    /// gets a 401. A cookie that named a dead session is cleared.
+    fn unauthenticated(&self, req: &RequestHeader, reason: RejectReason) -> LocalResponse {
+        let wants_html = req.method == http::Method::GET
+            && req
+                .headers
+                .get_all("accept")
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
+        let resp = if wants_html {
+            let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let sep = if self.login_url.contains('?') { '&' } else { '?' };
+            LocalResponse::redirect(format!("{}{}next={}", self.login_url, sep, percent_encode(next)))
+        } else {
+            LocalResponse::error(401, "unauthenticated")
+                .header("www-authenticate", format!("Cookie realm=\"authflow\", cookie-name=\"{}\"", self.cookie.name))
+        };
+        if reason.clears_cookie() {
+            resp.header("set-cookie", self.cookie.clear())
+        } else {
+            resp
+        }
+    }
+
+    /// `/health`: 200 when Redis answers, 503 otherwise; names each dependency's state.
+    async fn health(&self) -> LocalResponse {
+        let redis_up = self.store.ping().await.is_ok();
+        let upstreams: serde_json::Map<String, serde_json::Value> = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                let (healthy, total) = u.health();
+                (u.name.clone(), serde_json::json!({ "healthy": healthy, "total": total }))
+            })
+            .collect();
+        let body = serde_json::json!({
+            "status": if redis_up { "ok" } else { "unavailable" },
+            "redis": if redis_up { "up" } else { "down" },
+            "upstreams": upstreams,
+        });
+        LocalResponse::json(if redis_up { 200 } else { 503 }, body)
+    }
+
+    fn client_ip(&self, session: &Session) -> IpAddr {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| client_ip::canonical(a.ip()));
+        let xff = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        client_ip::resolve(peer, xff, &self.trusted_proxies)
+    }
+}
+
+/// The request's host: the `Host` header, else the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.host().map(str::to_owned))
+}
+
+/// Percent-encodes everything but unreserved characters, for a query parameter value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Status for a proxying failure: 504 when the upstream was too slow, 502 when it refused or
+/// broke, the status itself for `HTTPStatus`, 400 for a bad client request.
+fn failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "internal_error",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: String::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            route: None,
+            identity: None,
+            fingerprint: None,
+            decision: "forwarded",
+            started: Instant::now(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.client_ip = self.client_ip(session);
+        ctx.request_id = headers::request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        match self.decide(session, ctx).await {
+            Step::Continue => Ok(false),
+            Step::Respond(decision, resp) => {
+                ctx.decision = decision;
+                resp.send(session, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.as_ref().ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
+        let upstream = self
+            .upstreams
+            .get(route.upstream)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "unknown upstream"))?;
+        upstream.peer().ok_or_else(|| {
+            Error::explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream {}", upstream.name))
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::strip_identity(req, &self.strip_headers);
+        let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
+        if !is_auth_service {
+            headers::strip_session_cookie(req, &self.cookie.name)?;
+        }
+        if let (true, Some(fp)) = (is_auth_service, ctx.fingerprint.as_deref()) {
+            req.insert_header(FINGERPRINT_HEADER, fp)?;
+        }
+        if let Some(id) = &ctx.identity {
+            req.insert_header("x-user-id", id.user_id.as_str())?;
+            if let Some(email) = &id.email {
+                req.insert_header("x-user-email", email.as_str())?;
+            }
+        }
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        req.insert_header("x-forwarded-for", ctx.client_ip.to_string())?;
+        req.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let status = failure_status(e);
+        if status > 0 && session.response_written().is_none() {
+            ctx.decision = "upstream_error";
+            let resp = LocalResponse::error(status, error_code(status));
+            session.set_keepalive(None);
+            if let Err(err) = resp.send(session, &ctx.request_id).await {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        metrics::count(ctx.decision);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            client = %ctx.client_ip,
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            status,
+            decision = ctx.decision,
+            user = ctx.identity.as_ref().map_or("-", |i| i.user_id.as_str()),
+            session = ctx.identity.as_ref().map_or("-", |i| &i.session_id[..12]),
+            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_encoded() {
+        assert_eq!(percent_encode("/app/x?a=1&b=2"), "/app/x%3Fa%3D1%26b%3D2");
+    }
+}

@@ -1,0 +1,82 @@
+//! Responses the gateway writes itself (errors, redirects, health). Request steps return a
+//! [`LocalResponse`]; one place, [`LocalResponse::send`], writes it to the wire.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// A complete response: status, headers and a body that is always framed with
+/// `Content-Length`.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl LocalResponse {
+    /// A JSON response that is never cached.
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        LocalResponse {
+            status,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("cache-control", "no-store".into()),
+            ],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// `{"error": code}` with `status`.
+    pub fn error(status: u16, code: &str) -> Self {
+        Self::json(status, serde_json::json!({ "error": code }))
+    }
+
+    /// A `302 Found` to `location`.
+    pub fn redirect(location: String) -> Self {
+        LocalResponse {
+            status: 302,
+            headers: vec![("location", location), ("cache-control", "no-store".into())],
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Writes the response downstream. Keep-alive is dropped when the client sent a request
+    /// body we did not read, so leftover bytes never become the next request.
+    pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
+        for (k, v) in self.headers {
+            header.append_header(k, v)?;
+        }
+        if !request_id.is_empty() {
+            header.insert_header("x-request-id", request_id)?;
+        }
+        header.insert_header("content-length", self.body.len().to_string())?;
+        if request_has_body(session) {
+            session.set_keepalive(None);
+        }
+        let empty = self.body.is_empty();
+        session.write_response_header(Box::new(header), empty).await?;
+        if !empty {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn request_has_body(session: &Session) -> bool {
+    let h = &session.req_header().headers;
+    h.contains_key("transfer-encoding")
+        || h.get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}

@@ -1,0 +1,120 @@
+//! The session cookie: finding it in `Cookie` headers, removing it before a request goes
+//! upstream, and writing the `Set-Cookie` that sets or clears it.
+
+use std::time::Duration;
+
+/// What the `Cookie` headers hold under the session cookie's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieLookup<'a> {
+    Missing,
+    One(&'a str),
+    /// Several cookies of that name: ambiguous, so treated as unauthenticated.
+    Many,
+}
+
+/// Finds the cookie `name` across all `Cookie` header values.
+pub fn find<'a>(cookie_headers: impl IntoIterator<Item = &'a str>, name: &str) -> CookieLookup<'a> {
+    let mut found = CookieLookup::Missing;
+    for header in cookie_headers {
+        for pair in header.split(';') {
+            let Some((k, v)) = pair.split_once('=') else { continue };
+            if k.trim() == name {
+                found = match found {
+                    CookieLookup::Missing => CookieLookup::One(v.trim().trim_matches('"')),
+                    _ => CookieLookup::Many,
+                };
+            }
+        }
+    }
+    found
+}
+
+/// The `Cookie` header value with every cookie called `name` removed; `None` when nothing is left.
+pub fn without(cookie_header: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = cookie_header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(pair.trim(), |(k, _)| k.trim()) != name)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// How the session cookie is written. The same attributes serve to set and to clear it,
+/// because a browser only replaces a cookie whose name, path and flags match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSpec {
+    pub name: String,
+    pub secure: bool,
+}
+
+impl CookieSpec {
+    /// `Set-Cookie` for a fresh session: `HttpOnly; SameSite=Lax; Path=/`, `Secure` unless
+    /// the deployment is plain-HTTP development.
+    pub fn set(&self, token: &str, max_age: Duration) -> String {
+        format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            self.name,
+            token,
+            max_age.as_secs(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// `Set-Cookie` that makes the browser drop the session cookie.
+    pub fn clear(&self) -> String {
+        format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+            self.name,
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// A cookie name is a token (RFC 6265): no separators, controls or spaces.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_one_many_or_none() {
+        assert_eq!(find(["a=1; sid=xyz; b=2"], "sid"), CookieLookup::One("xyz"));
+        assert_eq!(find(["a=1", "sid=x"], "sid"), CookieLookup::One("x"));
+        assert_eq!(find(["sid=x; sid=y"], "sid"), CookieLookup::Many);
+        assert_eq!(find(["sid=x", "sid=y"], "sid"), CookieLookup::Many);
+        assert_eq!(find(["xsid=x"], "sid"), CookieLookup::Missing);
+        assert_eq!(find(Vec::<&str>::new(), "sid"), CookieLookup::Missing);
+    }
+
+    #[test]
+    fn strips_only_the_named_cookie() {
+        assert_eq!(without("a=1; sid=x; b=2", "sid").as_deref(), Some("a=1; b=2"));
+        assert_eq!(without("sid=x", "sid"), None);
+        assert_eq!(without("sid=x;sid=y; c=3", "sid").as_deref(), Some("c=3"));
+    }
+
+    #[test]
+    fn set_and_clear_share_attributes() {
+        let spec = CookieSpec { name: "__Host-session".into(), secure: true };
+        let set = spec.set("tok", Duration::from_secs(60));
+        assert_eq!(set, "__Host-session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(spec.clear(), "__Host-session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure");
+        let dev = CookieSpec { name: "sid".into(), secure: false };
+        assert!(!dev.clear().contains("Secure"));
+    }
+
+    #[test]
+    fn cookie_names() {
+        assert!(valid_name("__Host-session"));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a;b"));
+        assert!(!valid_name(""));
+    }
+}

@@ -1,0 +1,28 @@
+//! What the gateway and the auth service must agree on, defined once.
+//!
+//! - [`keys`]: the Redis key schema and default TTLs.
+//! - [`token`]: how session tokens are made and checked, and how a token maps to its store id.
+//! - [`session`]: the session record kept under `session:{id}`.
+//! - [`fingerprint`]: the device fingerprint function.
+//! - [`store`]: the session store trait and its Redis implementation.
+//! - [`cookie`]: reading the session cookie and writing `Set-Cookie` for it.
+//! - [`client_ip`]: who the client is, given the socket peer and `X-Forwarded-For`.
+//! - [`config`]: config primitives (durations, config errors that name file, key and line).
+
+pub mod client_ip;
+pub mod config;
+pub mod cookie;
+pub mod fingerprint;
+pub mod keys;
+pub mod session;
+pub mod store;
+pub mod token;
+
+/// Seconds since the Unix epoch, as milliseconds. Session timestamps use this unit so that
+/// short timeouts (tests, strict deployments) are enforced precisely.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,91 @@
+//! The session record stored as JSON under `session:{id}`.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a sign-in leaves in Redis. Timestamps are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Hex SHA-256 device fingerprint of the client that signed in.
+    pub fingerprint: String,
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    /// Absolute expiry: the session ends here whatever the activity.
+    pub expires_at: u64,
+    /// Provider-specific data kept with the session (e.g. encrypted upstream tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_data: Option<String>,
+}
+
+/// Why a stored session is no longer valid at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Idle,
+    Absolute,
+}
+
+impl SessionRecord {
+    /// A new record for a sign-in at `now_ms`, ending at most `absolute` later.
+    pub fn new(
+        user_id: impl Into<String>,
+        email: Option<String>,
+        fingerprint: impl Into<String>,
+        now_ms: u64,
+        absolute: Duration,
+    ) -> Self {
+        SessionRecord {
+            user_id: user_id.into(),
+            email,
+            fingerprint: fingerprint.into(),
+            created_at: now_ms,
+            last_seen_at: now_ms,
+            expires_at: now_ms.saturating_add(absolute.as_millis() as u64),
+            provider_data: None,
+        }
+    }
+
+    /// `Some(reason)` when the session is over at `now_ms` under `idle` inactivity.
+    pub fn expiry(&self, now_ms: u64, idle: Duration) -> Option<Expiry> {
+        if now_ms >= self.expires_at {
+            Some(Expiry::Absolute)
+        } else if now_ms.saturating_sub(self.last_seen_at) >= idle.as_millis() as u64 {
+            Some(Expiry::Idle)
+        } else {
+            None
+        }
+    }
+
+    /// The Redis TTL the record should carry: the idle timeout, never past the absolute expiry.
+    pub fn ttl(&self, now_ms: u64, idle: Duration) -> Duration {
+        let idle_ms = idle.as_millis() as u64;
+        let left = self.expires_at.saturating_sub(now_ms);
+        Duration::from_millis(idle_ms.min(left).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_and_absolute_expiry() {
+        let r = SessionRecord::new("u", None, "fp", 1_000, Duration::from_secs(10));
+        let idle = Duration::from_secs(3);
+        assert_eq!(r.expiry(2_000, idle), None);
+        assert_eq!(r.expiry(4_000, idle), Some(Expiry::Idle));
+        let mut touched = r.clone();
+        touched.last_seen_at = 10_500;
+        assert_eq!(touched.expiry(10_999, idle), None);
+        assert_eq!(touched.expiry(11_000, idle), Some(Expiry::Absolute));
+    }
+
+    #[test]
+    fn ttl_never_passes_absolute_expiry() {
+        let r = SessionRecord::new("u", None, "fp", 0, Duration::from_secs(10));
+        assert_eq!(r.ttl(0, Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(r.ttl(9_000, Duration::from_secs(3)), Duration::from_secs(1));
+    }
+}
