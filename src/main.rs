@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "authflow", version, about = "AuthFlow: an authenticating edge gateway and its auth service")]
+#[command(
+    name = "authflow",
+    version,
+    about = "AuthFlow: an authenticating edge gateway and its auth service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,13 +59,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints each line of the error as its own `error:` line (one per config problem).
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
+    for line in e.to_string().lines() {
+        eprintln!("error: {line}");
+    }
     ExitCode::FAILURE
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,7 +1,9 @@
 //! The gateway's configuration: a typed tree parsed from TOML and validated once, before
 //! anything starts. Every problem names the file, the line and the key.
 
-use authflow_shared::config::{ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig};
+use authflow_shared::config::{
+    ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig,
+};
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::FingerprintSpec;
 use ipnet::IpNet;
@@ -229,11 +231,17 @@ impl GatewayConfig {
         let mut out = Vec::new();
         let mut bad = |key: String, reason: String| out.push(src.problem(&key, reason));
         if self.listen.parse::<SocketAddr>().is_err() {
-            bad("listen".into(), format!("{:?} is not an address:port", self.listen));
+            bad(
+                "listen".into(),
+                format!("{:?} is not an address:port", self.listen),
+            );
         }
         if let Some(tls) = &self.tls {
             if tls.listen.parse::<SocketAddr>().is_err() {
-                bad("tls.listen".into(), format!("{:?} is not an address:port", tls.listen));
+                bad(
+                    "tls.listen".into(),
+                    format!("{:?} is not an address:port", tls.listen),
+                );
             }
             for (k, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !Path::new(p).is_file() {
@@ -250,7 +258,10 @@ impl GatewayConfig {
         self.session_problems(&mut bad);
         for (i, h) in self.identity.strip_headers.iter().enumerate() {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                bad(format!("identity.strip_headers[{i}]"), format!("{h:?} is not a header name"));
+                bad(
+                    format!("identity.strip_headers[{i}]"),
+                    format!("{h:?} is not a header name"),
+                );
             }
         }
         self.rate_limit_problems(&mut bad);
@@ -261,22 +272,43 @@ impl GatewayConfig {
     fn session_problems(&self, bad: &mut impl FnMut(String, String)) {
         let s = &self.session;
         if !cookie::valid_name(&s.cookie_name) {
-            bad("session.cookie_name".into(), format!("{:?} is not a valid cookie name", s.cookie_name));
+            bad(
+                "session.cookie_name".into(),
+                format!("{:?} is not a valid cookie name", s.cookie_name),
+            );
         }
         if s.cookie_name.starts_with("__Host-") && !s.cookie_secure {
-            bad("session.cookie_secure".into(), "a __Host- cookie must be Secure".into());
+            bad(
+                "session.cookie_secure".into(),
+                "a __Host- cookie must be Secure".into(),
+            );
         }
         if s.idle_timeout.0.is_zero() {
-            bad("session.idle_timeout".into(), "must be greater than 0".into());
+            bad(
+                "session.idle_timeout".into(),
+                "must be greater than 0".into(),
+            );
         }
         if s.absolute_timeout < s.idle_timeout {
-            bad("session.absolute_timeout".into(), "must not be shorter than idle_timeout".into());
+            bad(
+                "session.absolute_timeout".into(),
+                "must not be shorter than idle_timeout".into(),
+            );
         }
         if s.touch_interval > s.idle_timeout {
-            bad("session.touch_interval".into(), "must not be longer than idle_timeout".into());
+            bad(
+                "session.touch_interval".into(),
+                "must not be longer than idle_timeout".into(),
+            );
         }
-        if !(s.login_url.starts_with('/') || s.login_url.starts_with("https://") || s.login_url.starts_with("http://")) {
-            bad("session.login_url".into(), "must be a path starting with / or an http(s) URL".into());
+        if !(s.login_url.starts_with('/')
+            || s.login_url.starts_with("https://")
+            || s.login_url.starts_with("http://"))
+        {
+            bad(
+                "session.login_url".into(),
+                "must be a path starting with / or an http(s) URL".into(),
+            );
         }
         if let Err((k, reason)) = s.fingerprint.validate() {
             bad(format!("session.fingerprint.{k}"), reason);
@@ -299,17 +331,29 @@ impl GatewayConfig {
         }
         for (i, rule) in r.rules.iter().enumerate() {
             if !rule.prefix.starts_with('/') {
-                bad(format!("rate_limit.rules[{i}].prefix"), "must start with /".into());
+                bad(
+                    format!("rate_limit.rules[{i}].prefix"),
+                    "must start with /".into(),
+                );
             }
         }
         if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
-            bad("rate_limit.ipv6_prefix".into(), "must be between 1 and 128".into());
+            bad(
+                "rate_limit.ipv6_prefix".into(),
+                "must be between 1 and 128".into(),
+            );
         }
         if !(1024..=(1 << 22)).contains(&r.estimator_slots) {
-            bad("rate_limit.estimator_slots".into(), "must be between 1024 and 4194304".into());
+            bad(
+                "rate_limit.estimator_slots".into(),
+                "must be between 1024 and 4194304".into(),
+            );
         }
         if !(1..=16).contains(&r.estimator_hashes) {
-            bad("rate_limit.estimator_hashes".into(), "must be between 1 and 16".into());
+            bad(
+                "rate_limit.estimator_hashes".into(),
+                "must be between 1 and 16".into(),
+            );
         }
     }
 
@@ -317,22 +361,37 @@ impl GatewayConfig {
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !names.insert(u.name.as_str()) {
-                bad(format!("upstreams[{i}].name"), format!("upstream {:?} is defined twice", u.name));
+                bad(
+                    format!("upstreams[{i}].name"),
+                    format!("upstream {:?} is defined twice", u.name),
+                );
             }
             if u.servers.is_empty() {
-                bad(format!("upstreams[{i}].servers"), "must list at least one host:port".into());
+                bad(
+                    format!("upstreams[{i}].servers"),
+                    "must list at least one host:port".into(),
+                );
             }
             for (j, s) in u.servers.iter().enumerate() {
                 if !valid_server(s) {
-                    bad(format!("upstreams[{i}].servers[{j}]"), format!("{s:?} is not host:port"));
+                    bad(
+                        format!("upstreams[{i}].servers[{j}]"),
+                        format!("{s:?} is not host:port"),
+                    );
                 }
             }
             if u.tls && u.sni.is_empty() {
-                bad(format!("upstreams[{i}].sni"), "a TLS upstream needs sni".into());
+                bad(
+                    format!("upstreams[{i}].sni"),
+                    "a TLS upstream needs sni".into(),
+                );
             }
         }
         if self.routes.is_empty() {
-            bad("routes".into(), "at least one [[routes]] entry is needed".into());
+            bad(
+                "routes".into(),
+                "at least one [[routes]] entry is needed".into(),
+            );
         }
         let mut seen = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -340,14 +399,26 @@ impl GatewayConfig {
                 bad(format!("routes[{i}].prefix"), "must start with /".into());
             }
             if !names.contains(r.upstream.as_str()) {
-                bad(format!("routes[{i}].upstream"), format!("no [[upstreams]] entry is named {:?}", r.upstream));
+                bad(
+                    format!("routes[{i}].upstream"),
+                    format!("no [[upstreams]] entry is named {:?}", r.upstream),
+                );
             }
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
             if !seen.insert((r.prefix.clone(), host)) {
-                bad(format!("routes[{i}].prefix"), format!("another route already has prefix {:?} for this host", r.prefix));
+                bad(
+                    format!("routes[{i}].prefix"),
+                    format!(
+                        "another route already has prefix {:?} for this host",
+                        r.prefix
+                    ),
+                );
             }
             if r.auth_service && r.auth == AuthMode::Required {
-                bad(format!("routes[{i}].auth_service"), "the auth service's route must be public".into());
+                bad(
+                    format!("routes[{i}].auth_service"),
+                    "the auth service's route must be public".into(),
+                );
             }
         }
     }
@@ -359,7 +430,9 @@ fn valid_server(s: &str) -> bool {
         return true;
     }
     match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && !host.contains(['/', ' ']) && port.parse::<u16>().is_ok(),
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(['/', ' ']) && port.parse::<u16>().is_ok()
+        }
         None => false,
     }
 }
@@ -402,10 +475,17 @@ auth = "required"
 "#;
 
     fn check(text: &str) -> Result<GatewayConfig, ConfigError> {
-        let src = ConfigSource { file: "gw.toml".into(), text: text.into() };
+        let src = ConfigSource {
+            file: "gw.toml".into(),
+            text: text.into(),
+        };
         let cfg: GatewayConfig = src.parse()?;
         let p = cfg.problems(&src);
-        if p.is_empty() { Ok(cfg) } else { Err(ConfigError(p)) }
+        if p.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError(p))
+        }
     }
 
     /// 1-based line of the first line containing `needle`.
@@ -461,7 +541,11 @@ auth = "required"
         assert_eq!(p.key, "routes[0].upstream");
         assert_eq!(p.line, Some(line));
         assert!(p.reason.contains("ghost"));
-        assert!(p.to_string().starts_with(&format!("gw.toml:{line}: routes[0].upstream:")), "{p}");
+        assert!(
+            p.to_string()
+                .starts_with(&format!("gw.toml:{line}: routes[0].upstream:")),
+            "{p}"
+        );
     }
 
     #[test]
@@ -469,10 +553,20 @@ auth = "required"
         let text = GOOD
             .replace("requests = 10", "requests = 0")
             .replace("servers = [\"127.0.0.1:9000\"]", "servers = [\"nohost\"]")
-            .replace("login_url = \"/auth/signin\"", "login_url = \"javascript:x\"");
+            .replace(
+                "login_url = \"/auth/signin\"",
+                "login_url = \"javascript:x\"",
+            );
         let e = check(&text).expect_err("invalid");
         let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["session.login_url", "rate_limit.requests", "upstreams[0].servers[0]"]);
+        assert_eq!(
+            keys,
+            vec![
+                "session.login_url",
+                "rate_limit.requests",
+                "upstreams[0].servers[0]"
+            ]
+        );
     }
 
     #[test]
@@ -486,7 +580,10 @@ auth = "required"
 
     #[test]
     fn host_cookie_must_be_secure() {
-        let p = first_problem(&GOOD.replace("cookie_name = \"sid\"", "cookie_name = \"__Host-s\"\ncookie_secure = false"));
+        let p = first_problem(&GOOD.replace(
+            "cookie_name = \"sid\"",
+            "cookie_name = \"__Host-s\"\ncookie_secure = false",
+        ));
         assert_eq!(p.key, "session.cookie_secure");
     }
 

@@ -47,7 +47,8 @@ pub fn request_id(incoming: Option<&[u8]>) -> String {
     match incoming {
         Some(v)
             if (1..=128).contains(&v.len())
-                && v.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b)) =>
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b)) =>
         {
             String::from_utf8_lossy(v).into_owned()
         }
@@ -87,7 +88,10 @@ mod tests {
         let mut r = req(&[("cookie", "a=1; sid=secret"), ("cookie", "sid=x")]);
         strip_session_cookie(&mut r, "sid").expect("strip");
         assert_eq!(r.headers.get_all("cookie").iter().count(), 1);
-        assert_eq!(r.headers.get("cookie").map(|v| v.as_bytes()), Some(&b"a=1"[..]));
+        assert_eq!(
+            r.headers.get("cookie").map(|v| v.as_bytes()),
+            Some(&b"a=1"[..])
+        );
         let mut r = req(&[("cookie", "sid=x")]);
         strip_session_cookie(&mut r, "sid").expect("strip");
         assert!(r.headers.get("cookie").is_none());

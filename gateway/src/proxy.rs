@@ -1,5 +1,5 @@
 //! The `ProxyHttp` implementation. `request_filter` reads top to bottom as the policy:
-//! path check → client IP → rate limit → health → route → session → fingerprint; each step
+//! client IP → path check → health → rate limit → route → session → fingerprint; each step
 //! lives in its own module and returns a decision, and one place sends local responses.
 
 use crate::config::{AuthMode, GatewayConfig};
@@ -64,8 +64,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: &GatewayConfig, upstreams: Vec<Upstream>, store: Arc<dyn SessionStore>) -> Self {
-        let router = Router::new(&cfg.routes, |name| upstreams.iter().position(|u| u.name == name));
+    pub fn new(
+        cfg: &GatewayConfig,
+        upstreams: Vec<Upstream>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        let router = Router::new(&cfg.routes, |name| {
+            upstreams.iter().position(|u| u.name == name)
+        });
         Gateway {
             trusted_proxies: cfg.trusted_proxies.clone(),
             limiter: RateLimiter::new(&cfg.rate_limit),
@@ -73,10 +79,18 @@ impl Gateway {
             upstreams,
             sessions: SessionChecker::new(store.clone(), &cfg.session),
             store,
-            cookie: CookieSpec { name: cfg.session.cookie_name.clone(), secure: cfg.session.cookie_secure },
+            cookie: CookieSpec {
+                name: cfg.session.cookie_name.clone(),
+                secure: cfg.session.cookie_secure,
+            },
             fingerprint: cfg.session.fingerprint.clone(),
             login_url: cfg.session.login_url.clone(),
-            strip_headers: cfg.identity.strip_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            strip_headers: cfg
+                .identity
+                .strip_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             tls: cfg.tls.is_some(),
         }
     }
@@ -87,18 +101,22 @@ impl Gateway {
         if !route::path_is_safe(&path) {
             return Step::Respond("bad_path", LocalResponse::error(400, "bad_request"));
         }
-        if let RateDecision::Limited(resp) = self.limiter.check(ctx.client_ip, &path) {
-            return Step::Respond("rate_limited", resp);
-        }
+        // Load-balancer probes are never rate limited; `/health` costs one Redis PING.
         if path == "/health" {
             return Step::Respond("health", self.health().await);
+        }
+        if let RateDecision::Limited(resp) = self.limiter.check(ctx.client_ip, &path) {
+            return Step::Respond("rate_limited", resp);
         }
         let host = request_host(session.req_header());
         let Some(route) = self.router.find(host.as_deref(), &path).cloned() else {
             return Step::Respond("no_route", LocalResponse::error(404, "not_found"));
         };
         if route.auth_service {
-            ctx.fingerprint = Some(self.fingerprint.compute(ctx.client_ip, &session.req_header().headers));
+            ctx.fingerprint = Some(
+                self.fingerprint
+                    .compute(ctx.client_ip, &session.req_header().headers),
+            );
         }
         let auth = route.auth;
         ctx.route = Some(route);
@@ -110,7 +128,11 @@ impl Gateway {
 
     /// The session step of a protected route: valid, rejected, or the store is down (503).
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
-        let cookies = req.headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
+        let cookies = req
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         let found = cookie::find(cookies, &self.cookie.name);
         let fp = self.fingerprint.compute(ctx.client_ip, &req.headers);
         let started = Instant::now();
@@ -118,7 +140,11 @@ impl Gateway {
         metrics::observe_lookup(started.elapsed().as_secs_f64());
         match verdict {
             Ok(Verdict::Valid { id, record }) => {
-                ctx.identity = Some(Identity { user_id: record.user_id, email: record.email, session_id: id });
+                ctx.identity = Some(Identity {
+                    user_id: record.user_id,
+                    email: record.email,
+                    session_id: id,
+                });
                 Step::Continue
             }
             Ok(Verdict::Rejected(reason)) => {
@@ -127,7 +153,11 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "session store unavailable: failing closed");
-                Step::Respond("store_unavailable", LocalResponse::error(503, "session_store_unavailable").header("retry-after", "1"))
+                Step::Respond(
+                    "store_unavailable",
+                    LocalResponse::error(503, "session_store_unavailable")
+                        .header("retry-after", "1"),
+                )
             }
         }
     }
@@ -143,11 +173,25 @@ impl Gateway {
                 .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
         let resp = if wants_html {
             let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            let sep = if self.login_url.contains('?') { '&' } else { '?' };
-            LocalResponse::redirect(format!("{}{}next={}", self.login_url, sep, percent_encode(next)))
+            let sep = if self.login_url.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            LocalResponse::redirect(format!(
+                "{}{}next={}",
+                self.login_url,
+                sep,
+                percent_encode(next)
+            ))
         } else {
-            LocalResponse::error(401, "unauthenticated")
-                .header("www-authenticate", format!("Cookie realm=\"authflow\", cookie-name=\"{}\"", self.cookie.name))
+            LocalResponse::error(401, "unauthenticated").header(
+                "www-authenticate",
+                format!(
+                    "Cookie realm=\"authflow\", cookie-name=\"{}\"",
+                    self.cookie.name
+                ),
+            )
         };
         if reason.clears_cookie() {
             resp.header("set-cookie", self.cookie.clear())
@@ -164,7 +208,10 @@ impl Gateway {
             .iter()
             .map(|u| {
                 let (healthy, total) = u.health();
-                (u.name.clone(), serde_json::json!({ "healthy": healthy, "total": total }))
+                (
+                    u.name.clone(),
+                    serde_json::json!({ "healthy": healthy, "total": total }),
+                )
             })
             .collect();
         let body = serde_json::json!({
@@ -179,7 +226,9 @@ impl Gateway {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| client_ip::canonical(a.ip()));
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| {
+                client_ip::canonical(a.ip())
+            });
         let xff = session
             .req_header()
             .headers
@@ -257,7 +306,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.client_ip = self.client_ip(session);
-        ctx.request_id = headers::request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.request_id = headers::request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
         match self.decide(session, ctx).await {
             Step::Continue => Ok(false),
             Step::Respond(decision, resp) => {
@@ -268,14 +323,24 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.as_ref().ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
         let upstream = self
             .upstreams
             .get(route.upstream)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "unknown upstream"))?;
         upstream.peer().ok_or_else(|| {
-            Error::explain(ErrorType::HTTPStatus(502), format!("no healthy server in upstream {}", upstream.name))
+            Error::explain(
+                ErrorType::HTTPStatus(502),
+                format!("no healthy server in upstream {}", upstream.name),
+            )
         })
     }
 
@@ -305,12 +370,22 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let status = failure_status(e);
         if status > 0 && session.response_written().is_none() {
             ctx.decision = "upstream_error";
@@ -320,7 +395,10 @@ impl ProxyHttp for Gateway {
                 tracing::debug!(error = %err, "could not send error response");
             }
         }
-        FailToProxy { error_code: status, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

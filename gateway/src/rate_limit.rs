@@ -59,9 +59,14 @@ impl RateLimiter {
             .rules
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.prefix.clone(), Limit::new(format!("rule{i}"), r.requests, r.per.0, hashes, slots)))
+            .map(|(i, r)| {
+                (
+                    r.prefix.clone(),
+                    Limit::new(format!("rule{i}"), r.requests, r.per.0, hashes, slots),
+                )
+            })
             .collect();
-        rules.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         RateLimiter {
             enabled: cfg.enabled,
             ipv6_prefix: cfg.ipv6_prefix,
@@ -92,7 +97,9 @@ impl RateLimiter {
     /// IPv6 clients are counted per prefix: one host usually controls a whole /64.
     fn client_key(&self, ip: IpAddr) -> IpAddr {
         match ip {
-            IpAddr::V6(_) => IpNet::new(ip, self.ipv6_prefix).map(|n| n.network()).unwrap_or(ip),
+            IpAddr::V6(_) => IpNet::new(ip, self.ipv6_prefix)
+                .map(|n| n.network())
+                .unwrap_or(ip),
             v4 => v4,
         }
     }
@@ -108,9 +115,17 @@ fn too_many_requests(limit: &Limit, retry_after: u64) -> LocalResponse {
     .header("retry-after", retry_after.to_string())
     .header(
         "ratelimit-policy",
-        format!("\"{}\";q={};w={}", limit.name, limit.requests, limit.per.as_secs()),
+        format!(
+            "\"{}\";q={};w={}",
+            limit.name,
+            limit.requests,
+            limit.per.as_secs()
+        ),
     )
-    .header("ratelimit", format!("\"{}\";r=0;t={}", limit.name, retry_after))
+    .header(
+        "ratelimit",
+        format!("\"{}\";r=0;t={}", limit.name, retry_after),
+    )
 }
 
 #[cfg(test)]
@@ -142,9 +157,16 @@ mod tests {
         match l.check(ip, "/x") {
             RateDecision::Limited(r) => {
                 assert_eq!(r.status, 429);
-                let retry: u64 = r.header_value("retry-after").expect("retry-after").parse().expect("int");
+                let retry: u64 = r
+                    .header_value("retry-after")
+                    .expect("retry-after")
+                    .parse()
+                    .expect("int");
                 assert!((1..=60).contains(&retry));
-                assert_eq!(r.header_value("ratelimit-policy"), Some("\"default\";q=3;w=60"));
+                assert_eq!(
+                    r.header_value("ratelimit-policy"),
+                    Some("\"default\";q=3;w=60")
+                );
             }
             RateDecision::Allow => panic!("4th request allowed"),
         }
@@ -153,7 +175,11 @@ mod tests {
 
     #[test]
     fn longest_rule_replaces_the_default() {
-        let rule = |p: &str, n| RateRule { prefix: p.into(), requests: n, per: HumanDuration::secs(60) };
+        let rule = |p: &str, n| RateRule {
+            prefix: p.into(),
+            requests: n,
+            per: HumanDuration::secs(60),
+        };
         let l = limiter(100, vec![rule("/api/", 50), rule("/api/signin", 1)]);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         assert!(allowed(l.check(ip, "/api/signin")));
@@ -167,7 +193,9 @@ mod tests {
         let l = limiter(1, vec![]);
         assert!(allowed(l.check("2001:db8::1".parse().expect("ip"), "/")));
         assert!(!allowed(l.check("2001:db8::2".parse().expect("ip"), "/")));
-        assert!(allowed(l.check("2001:db8:0:1::1".parse().expect("ip"), "/")));
+        assert!(allowed(
+            l.check("2001:db8:0:1::1".parse().expect("ip"), "/")
+        ));
     }
 
     /// With the default sizing, 2,000 clients each using its whole limit in one window see
@@ -178,7 +206,10 @@ mod tests {
         for round in 0..20 {
             for i in 0..2_000u32 {
                 let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-                assert!(allowed(l.check(ip, "/")), "client {ip} limited in round {round}");
+                assert!(
+                    allowed(l.check(ip, "/")),
+                    "client {ip} limited in round {round}"
+                );
             }
         }
     }

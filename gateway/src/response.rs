@@ -47,7 +47,10 @@ impl LocalResponse {
     }
 
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Writes the response downstream. Keep-alive is dropped when the client sent a request
@@ -65,7 +68,9 @@ impl LocalResponse {
             session.set_keepalive(None);
         }
         let empty = self.body.is_empty();
-        session.write_response_header(Box::new(header), empty).await?;
+        session
+            .write_response_header(Box::new(header), empty)
+            .await?;
         if !empty {
             session.write_response_body(Some(self.body), true).await?;
         }

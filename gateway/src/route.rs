@@ -34,7 +34,10 @@ impl Router {
             })
             .collect();
         routes.sort_by(|a, b| {
-            b.prefix.len().cmp(&a.prefix.len()).then(b.host.is_some().cmp(&a.host.is_some()))
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
         });
         Router { routes }
     }
@@ -44,7 +47,9 @@ impl Router {
         let host = host.map(|h| strip_port(h).to_ascii_lowercase());
         self.routes.iter().find(|r| {
             prefix_matches(&r.prefix, path)
-                && r.host.as_ref().is_none_or(|rh| host.as_deref() == Some(rh.as_str()))
+                && r.host
+                    .as_ref()
+                    .is_none_or(|rh| host.as_deref() == Some(rh.as_str()))
         })
     }
 }
@@ -52,7 +57,9 @@ impl Router {
 /// `/app/` matches `/app/x`; `/app` matches `/app` and `/app/x` but not `/apple`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
-        && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
 }
 
 fn strip_port(host: &str) -> &str {
@@ -110,16 +117,30 @@ mod tests {
     fn longest_prefix_wins() {
         let r = router();
         assert_eq!(r.find(None, "/app/x").map(|r| r.upstream), Some(1));
-        assert_eq!(r.find(None, "/app/admin/users").map(|r| r.upstream), Some(2));
-        assert_eq!(r.find(None, "/app/administrator").map(|r| r.upstream), Some(1));
+        assert_eq!(
+            r.find(None, "/app/admin/users").map(|r| r.upstream),
+            Some(2)
+        );
+        assert_eq!(
+            r.find(None, "/app/administrator").map(|r| r.upstream),
+            Some(1)
+        );
         assert_eq!(r.find(None, "/other").map(|r| r.upstream), Some(0));
     }
 
     #[test]
     fn host_routes_win_over_hostless() {
         let r = router();
-        assert_eq!(r.find(Some("api.example.com:8443"), "/app/x").map(|r| r.upstream), Some(3));
-        assert_eq!(r.find(Some("www.example.com"), "/app/x").map(|r| r.upstream), Some(1));
+        assert_eq!(
+            r.find(Some("api.example.com:8443"), "/app/x")
+                .map(|r| r.upstream),
+            Some(3)
+        );
+        assert_eq!(
+            r.find(Some("www.example.com"), "/app/x")
+                .map(|r| r.upstream),
+            Some(1)
+        );
     }
 
     #[test]
@@ -132,7 +153,15 @@ mod tests {
 
     #[test]
     fn unsafe_paths() {
-        for bad in ["/app/../admin", "/app/%2e%2e/admin", "/app/%2E./x", "/a/./b", "/a%2fb", "/a\\b", "x"] {
+        for bad in [
+            "/app/../admin",
+            "/app/%2e%2e/admin",
+            "/app/%2E./x",
+            "/a/./b",
+            "/a%2fb",
+            "/a\\b",
+            "x",
+        ] {
             assert!(!path_is_safe(bad), "{bad}");
         }
         for good in ["/", "/app/x.y", "/app/..x", "/a/b/"] {

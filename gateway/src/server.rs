@@ -61,7 +61,11 @@ pub fn build_with_store(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let gateway = Gateway::new(cfg, upstreams, store);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "authflow gateway");
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "authflow gateway",
+    );
     proxy.add_tcp(&cfg.listen);
     if let Some(tls) = &cfg.tls {
         proxy

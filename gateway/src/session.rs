@@ -66,7 +66,11 @@ impl SessionChecker {
 
     /// The verdict for this cookie and this client's fingerprint. `Err` means the store could
     /// not answer: the caller must fail closed. Malformed cookies never reach the store.
-    pub async fn check(&self, cookie: CookieLookup<'_>, fingerprint: &str) -> Result<Verdict, StoreError> {
+    pub async fn check(
+        &self,
+        cookie: CookieLookup<'_>,
+        fingerprint: &str,
+    ) -> Result<Verdict, StoreError> {
         let token = match cookie {
             CookieLookup::Missing => return Ok(Verdict::Rejected(RejectReason::Missing)),
             CookieLookup::Many => return Ok(Verdict::Rejected(RejectReason::Ambiguous)),

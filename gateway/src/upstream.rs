@@ -35,7 +35,10 @@ impl Upstream {
     /// (healthy, total) servers, for `/health`.
     pub fn health(&self) -> (usize, usize) {
         let backends = self.lb.backends().get_backend();
-        let healthy = backends.iter().filter(|b| self.lb.backends().ready(b)).count();
+        let healthy = backends
+            .iter()
+            .filter(|b| self.lb.backends().ready(b))
+            .count();
         (healthy, backends.len())
     }
 }
@@ -47,15 +50,22 @@ pub struct UpstreamError {
     source: std::io::Error,
 }
 
+/// The background service that health-checks one upstream.
+pub type HealthCheckService = GenBackgroundService<LoadBalancer<RoundRobin>>;
+
 /// Builds every upstream and the background services that health-check them.
 pub fn build(
     cfgs: &[UpstreamConfig],
-) -> Result<(Vec<Upstream>, Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>), UpstreamError> {
+) -> Result<(Vec<Upstream>, Vec<HealthCheckService>), UpstreamError> {
     let mut upstreams = Vec::with_capacity(cfgs.len());
     let mut services = Vec::with_capacity(cfgs.len());
     for cfg in cfgs {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(cfg.servers.iter().map(String::as_str))
-            .map_err(|source| UpstreamError { name: cfg.name.clone(), source })?;
+        let mut lb =
+            LoadBalancer::<RoundRobin>::try_from_iter(cfg.servers.iter().map(String::as_str))
+                .map_err(|source| UpstreamError {
+                    name: cfg.name.clone(),
+                    source,
+                })?;
         let mut hc = TcpHealthCheck::new();
         hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout.0);
         lb.set_health_check(hc);

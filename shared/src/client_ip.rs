@@ -55,7 +55,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(canonical(ip));
     }
-    hop.parse::<std::net::SocketAddr>().ok().map(|s| canonical(s.ip()))
+    hop.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| canonical(s.ip()))
 }
 
 #[cfg(test)]
@@ -72,7 +74,10 @@ mod tests {
     #[test]
     fn untrusted_peer_is_the_client_whatever_xff_says() {
         let t = nets(&["10.0.0.0/8"]);
-        assert_eq!(resolve(ip("203.0.113.9"), ["1.1.1.1"], &t), ip("203.0.113.9"));
+        assert_eq!(
+            resolve(ip("203.0.113.9"), ["1.1.1.1"], &t),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -95,7 +100,13 @@ mod tests {
     #[test]
     fn hops_with_ports_and_mapped_addresses() {
         let t = nets(&["127.0.0.0/8"]);
-        assert_eq!(resolve(ip("::ffff:127.0.0.1"), ["[2001:db8::1]:443"], &t), ip("2001:db8::1"));
-        assert_eq!(resolve(ip("127.0.0.1"), ["192.0.2.1:1234"], &t), ip("192.0.2.1"));
+        assert_eq!(
+            resolve(ip("::ffff:127.0.0.1"), ["[2001:db8::1]:443"], &t),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            resolve(ip("127.0.0.1"), ["192.0.2.1:1234"], &t),
+            ip("192.0.2.1")
+        );
     }
 }

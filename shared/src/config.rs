@@ -26,7 +26,9 @@ impl std::str::FromStr for HumanDuration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let bad = || format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d), e.g. \"500ms\" or \"5m\"");
+        let bad = || {
+            format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d), e.g. \"500ms\" or \"5m\"")
+        };
         let n: u64 = num.parse().map_err(|_| bad())?;
         let ms = match unit {
             "ms" => Some(n),
@@ -36,14 +38,15 @@ impl std::str::FromStr for HumanDuration {
             "d" => n.checked_mul(86_400_000),
             _ => return Err(bad()),
         };
-        ms.map(|ms| HumanDuration(Duration::from_millis(ms))).ok_or_else(bad)
+        ms.map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(bad)
     }
 }
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}s", ms / 1000)
@@ -92,10 +95,19 @@ impl RedisConfig {
     /// Problems with this section as (key, reason).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        const SCHEMES: [&str; 6] =
-            ["redis://", "rediss://", "redis-cluster://", "redis-sentinel://", "redis+unix://", "valkey://"];
+        const SCHEMES: [&str; 6] = [
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "redis-sentinel://",
+            "redis+unix://",
+            "valkey://",
+        ];
         if !SCHEMES.iter().any(|s| self.url.starts_with(s)) {
-            out.push(("url", format!("must start with one of {}", SCHEMES.join(", "))));
+            out.push((
+                "url",
+                format!("must start with one of {}", SCHEMES.join(", ")),
+            ));
         } else if let Err(e) = fred::types::config::Config::from_url(&self.url) {
             out.push(("url", format!("not a valid Redis URL: {}", e.details())));
         }
@@ -160,7 +172,10 @@ impl ConfigSource {
     /// Reads `path`; an unreadable file is a [`ConfigError`] naming it.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         std::fs::read_to_string(path)
-            .map(|text| ConfigSource { file: path.to_owned(), text })
+            .map(|text| ConfigSource {
+                file: path.to_owned(),
+                text,
+            })
             .map_err(|e| {
                 ConfigError(vec![ConfigProblem {
                     file: path.to_owned(),
@@ -217,7 +232,10 @@ impl ConfigSource {
             match next {
                 Some(n) => {
                     item = n;
-                    best = n.span().or_else(|| n.as_table().and_then(|t| t.span())).or(best);
+                    best = n
+                        .span()
+                        .or_else(|| n.as_table().and_then(|t| t.span()))
+                        .or(best);
                 }
                 None => break,
             }
@@ -226,7 +244,10 @@ impl ConfigSource {
     }
 
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 }
 
@@ -246,7 +267,9 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
             }
             rest = &rest[open..];
             while let Some(stripped) = rest.strip_prefix('[') {
-                let Some(close) = stripped.find(']') else { break };
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
                 if let Ok(i) = stripped[..close].parse() {
                     out.push(Segment::Index(i));
                 }
@@ -265,11 +288,22 @@ mod tests {
 
     #[test]
     fn durations_parse_and_reject() {
-        assert_eq!("500ms".parse::<HumanDuration>(), Ok(HumanDuration::millis(500)));
+        assert_eq!(
+            "500ms".parse::<HumanDuration>(),
+            Ok(HumanDuration::millis(500))
+        );
         assert_eq!("1s".parse::<HumanDuration>(), Ok(HumanDuration::secs(1)));
         assert_eq!("5m".parse::<HumanDuration>(), Ok(HumanDuration::secs(300)));
         assert_eq!("1h".parse::<HumanDuration>(), Ok(HumanDuration::secs(3600)));
-        for bad in ["", "5", "s", "1.5s", "-1s", "5 minutes", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "1.5s",
+            "-1s",
+            "5 minutes",
+            "99999999999999999999d",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
         assert_eq!(HumanDuration::millis(1500).to_string(), "1500ms");
@@ -291,12 +325,17 @@ mod tests {
     }
 
     fn src(text: &str) -> ConfigSource {
-        ConfigSource { file: "x.toml".into(), text: text.into() }
+        ConfigSource {
+            file: "x.toml".into(),
+            text: text.into(),
+        }
     }
 
     #[test]
     fn parse_errors_name_key_and_line() {
-        let e = src("a = 1\n\n[[items]]\nd = \"1s\"\n[[items]]\nd = \"soon\"\n").parse::<T>().unwrap_err();
+        let e = src("a = 1\n\n[[items]]\nd = \"1s\"\n[[items]]\nd = \"soon\"\n")
+            .parse::<T>()
+            .unwrap_err();
         let p = &e.0[0];
         assert_eq!(p.key, "items[1].d");
         assert_eq!(p.line, Some(6));
@@ -314,7 +353,10 @@ mod tests {
         assert_eq!(s.locate("a"), Some(1));
         assert_eq!(s.locate("items[1].d"), Some(7));
         assert_eq!(s.locate("items[0]"), Some(2));
-        assert_eq!(s.problem("items[1].d", "bad").to_string(), "x.toml:7: items[1].d: bad");
+        assert_eq!(
+            s.problem("items[1].d", "bad").to_string(),
+            "x.toml:7: items[1].d: bad"
+        );
     }
 
     #[test]

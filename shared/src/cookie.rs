@@ -17,7 +17,9 @@ pub fn find<'a>(cookie_headers: impl IntoIterator<Item = &'a str>, name: &str) -
     let mut found = CookieLookup::Missing;
     for header in cookie_headers {
         for pair in header.split(';') {
-            let Some((k, v)) = pair.split_once('=') else { continue };
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
             if k.trim() == name {
                 found = match found {
                     CookieLookup::Missing => CookieLookup::One(v.trim().trim_matches('"')),
@@ -95,18 +97,33 @@ mod tests {
 
     #[test]
     fn strips_only_the_named_cookie() {
-        assert_eq!(without("a=1; sid=x; b=2", "sid").as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            without("a=1; sid=x; b=2", "sid").as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(without("sid=x", "sid"), None);
         assert_eq!(without("sid=x;sid=y; c=3", "sid").as_deref(), Some("c=3"));
     }
 
     #[test]
     fn set_and_clear_share_attributes() {
-        let spec = CookieSpec { name: "__Host-session".into(), secure: true };
+        let spec = CookieSpec {
+            name: "__Host-session".into(),
+            secure: true,
+        };
         let set = spec.set("tok", Duration::from_secs(60));
-        assert_eq!(set, "__Host-session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
-        assert_eq!(spec.clear(), "__Host-session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure");
-        let dev = CookieSpec { name: "sid".into(), secure: false };
+        assert_eq!(
+            set,
+            "__Host-session=tok; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            spec.clear(),
+            "__Host-session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure"
+        );
+        let dev = CookieSpec {
+            name: "sid".into(),
+            secure: false,
+        };
         assert!(!dev.clear().contains("Secure"));
     }
 

@@ -87,7 +87,11 @@ pub struct FingerprintSpec {
 impl Default for FingerprintSpec {
     fn default() -> Self {
         FingerprintSpec {
-            components: vec![Component::Ip, Component::UserAgent, Component::AcceptLanguage],
+            components: vec![
+                Component::Ip,
+                Component::UserAgent,
+                Component::AcceptLanguage,
+            ],
             ipv4_prefix: 32,
             ipv6_prefix: 128,
         }
@@ -148,8 +152,14 @@ fn feed_header(h: &mut Sha256, headers: &HeaderMap, name: &str) {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -196,13 +206,20 @@ mod tests {
 
     #[test]
     fn ip_prefix_reduction_tolerates_moves_within_the_prefix() {
-        let spec = FingerprintSpec { ipv4_prefix: 24, ipv6_prefix: 64, ..Default::default() };
+        let spec = FingerprintSpec {
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            ..Default::default()
+        };
         let h = headers(&[]);
         let a = spec.compute("10.1.2.3".parse().expect("ip"), &h);
         assert_eq!(a, spec.compute("10.1.2.200".parse().expect("ip"), &h));
         assert_ne!(a, spec.compute("10.1.3.3".parse().expect("ip"), &h));
         let v6 = spec.compute("2001:db8::1".parse().expect("ip"), &h);
-        assert_eq!(v6, spec.compute("2001:db8::ffff:1".parse().expect("ip"), &h));
+        assert_eq!(
+            v6,
+            spec.compute("2001:db8::ffff:1".parse().expect("ip"), &h)
+        );
     }
 
     #[test]
@@ -219,7 +236,10 @@ mod tests {
 
     #[test]
     fn components_parse_and_reject_unknown() {
-        assert_eq!("header:X-Device".parse::<Component>(), Ok(Component::Header("x-device".into())));
+        assert_eq!(
+            "header:X-Device".parse::<Component>(),
+            Ok(Component::Header("x-device".into()))
+        );
         assert!("colour".parse::<Component>().is_err());
         assert!("header:bad header".parse::<Component>().is_err());
     }

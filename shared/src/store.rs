@@ -32,9 +32,19 @@ pub trait SessionStore: Send + Sync {
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Rewrites the record with a new `last_seen_at` and TTL, only if the session still
     /// exists (a concurrent logout wins).
-    async fn touch(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError>;
+    async fn touch(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
     /// Stores a new session and its index entries in one atomic step.
-    async fn create(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError>;
+    async fn create(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
     /// Deletes session `id` of `user_id` and its index entries.
     async fn delete(&self, id: &str, user_id: &str) -> Result<(), StoreError>;
     /// Deletes every session of `user_id`; returns how many there were.
@@ -54,7 +64,8 @@ impl RedisSessionStore {
     /// Builds the pool; nothing connects until [`RedisSessionStore::connect`] runs on a Tokio
     /// runtime. A password in `AUTHFLOW_REDIS_PASSWORD` overrides the URL's.
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(&cfg.url).map_err(|e| StoreError::Config(e.details().to_owned()))?;
+        let mut config =
+            Config::from_url(&cfg.url).map_err(|e| StoreError::Config(e.details().to_owned()))?;
         if let Ok(pw) = std::env::var("AUTHFLOW_REDIS_PASSWORD") {
             if !pw.is_empty() {
                 config.password = Some(pw);
@@ -69,7 +80,10 @@ impl RedisSessionStore {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = Duration::from_secs(1);
                 c.max_command_attempts = 1;
-                c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
                 c.unresponsive = UnresponsiveConfig {
                     max_timeout: Some(Duration::from_secs(2)),
                     interval: Duration::from_millis(500),
@@ -89,7 +103,10 @@ impl RedisSessionStore {
 
     /// Waits up to `limit` for the first connection; `false` if Redis is not there yet.
     pub async fn wait_connected(&self, limit: Duration) -> bool {
-        matches!(tokio::time::timeout(limit, self.pool.wait_for_connect()).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(limit, self.pool.wait_for_connect()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// The underlying pool, for commands outside the session schema (e.g. rate counters).
@@ -99,11 +116,17 @@ impl RedisSessionStore {
 
     /// Runs one store operation under the configured timeout; a fred error or a timeout both
     /// mean "unavailable".
-    async fn bounded<T>(&self, op: impl Future<Output = Result<T, fred::error::Error>>) -> Result<T, StoreError> {
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -129,19 +152,35 @@ impl SessionStore for RedisSessionStore {
             .transpose()
     }
 
-    async fn touch(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let fast = self.fast();
         let op = async {
             let _: Option<String> = fast
-                .set(keys::session(id), json, Some(Expiration::PX(ms(ttl))), Some(SetOptions::XX), false)
+                .set(
+                    keys::session(id),
+                    json,
+                    Some(Expiration::PX(ms(ttl))),
+                    Some(SetOptions::XX),
+                    false,
+                )
                 .await?;
             Ok(())
         };
         self.bounded(op).await
     }
 
-    async fn create(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = crate::now_ms();
         let lifetime = Duration::from_millis(record.expires_at.saturating_sub(now));
@@ -149,14 +188,36 @@ impl SessionStore for RedisSessionStore {
         let profile = serde_json::json!({ "user_id": uid, "email": record.email }).to_string();
         let trx = self.pool.next().multi();
         let op = async {
-            let _: () = trx.set(keys::session(id), json, Some(Expiration::PX(ms(ttl))), None, false).await?;
+            let _: () = trx
+                .set(
+                    keys::session(id),
+                    json,
+                    Some(Expiration::PX(ms(ttl))),
+                    None,
+                    false,
+                )
+                .await?;
             let _: () = trx.sadd(keys::user_sessions(uid), id).await?;
             // The index lives as long as the longest session it can hold.
-            let _: () = trx.pexpire(keys::user_sessions(uid), ms(lifetime), None).await?;
-            let _: () = trx.sadd(keys::device(uid), record.fingerprint.as_str()).await?;
-            let _: () = trx.expire(keys::device(uid), keys::DEVICE_TTL.as_secs() as i64, None).await?;
+            let _: () = trx
+                .pexpire(keys::user_sessions(uid), ms(lifetime), None)
+                .await?;
+            let _: () = trx
+                .sadd(keys::device(uid), record.fingerprint.as_str())
+                .await?;
+            let _: () = trx
+                .expire(keys::device(uid), keys::DEVICE_TTL.as_secs() as i64, None)
+                .await?;
             let user_id_ttl = keys::USER_ID_TTL.min(lifetime);
-            let _: () = trx.set(keys::user_id(id), uid, Some(Expiration::PX(ms(user_id_ttl))), None, false).await?;
+            let _: () = trx
+                .set(
+                    keys::user_id(id),
+                    uid,
+                    Some(Expiration::PX(ms(user_id_ttl))),
+                    None,
+                    false,
+                )
+                .await?;
             let _: () = trx
                 .set(
                     keys::user_profile(uid),
@@ -185,7 +246,9 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = self.bounded(self.fast().smembers(keys::user_sessions(user_id))).await?;
+        let ids: Vec<String> = self
+            .bounded(self.fast().smembers(keys::user_sessions(user_id)))
+            .await?;
         let trx = self.pool.next().multi();
         let n = ids.len();
         let op = async {
@@ -202,6 +265,8 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(self.fast().ping::<String>(None)).await.map(|_| ())
+        self.bounded(self.fast().ping::<String>(None))
+            .await
+            .map(|_| ())
     }
 }

@@ -1,0 +1,401 @@
+//! Test harness: real processes on free loopback ports. A `redis-server` in a temp dir, a
+//! tiny echo upstream, and the `authflow` binary itself; everything stops on drop.
+#![allow(dead_code)]
+
+use authflow_shared::config::{HumanDuration, RedisConfig};
+use authflow_shared::fingerprint::FingerprintSpec;
+use authflow_shared::session::SessionRecord;
+use authflow_shared::store::{RedisSessionStore, SessionStore};
+use authflow_shared::token::SessionToken;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Waits until something accepts TCP on `port`.
+pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A real `redis-server`, no persistence, in its own temp dir.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/install-deps.sh");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)).await,
+            "redis-server did not start"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A store client, as the auth service would have.
+    pub async fn store(&self) -> RedisSessionStore {
+        let store = RedisSessionStore::new(&RedisConfig {
+            url: self.url(),
+            timeout: HumanDuration::secs(2),
+            pool_size: 1,
+        })
+        .expect("store");
+        store.connect();
+        assert!(store.wait_connected(Duration::from_secs(5)).await);
+        store
+    }
+
+    /// A raw fred client for looking at keys.
+    pub async fn client(&self) -> fred::clients::Client {
+        use fred::interfaces::ClientLike;
+        let c = fred::clients::Client::new(
+            fred::types::config::Config::from_url(&self.url()).expect("url"),
+            None,
+            None,
+            None,
+        );
+        c.init().await.expect("connect");
+        c
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Signs a user in the way the auth service does: a fresh token, a record with the
+/// fingerprint of the given client, written through the shared store.
+pub async fn create_session(
+    store: &RedisSessionStore,
+    user_id: &str,
+    email: Option<&str>,
+    client_ip: &str,
+    user_agent: &str,
+) -> SessionToken {
+    create_session_with(store, user_id, email, client_ip, user_agent, |_| {}).await
+}
+
+pub async fn create_session_with(
+    store: &RedisSessionStore,
+    user_id: &str,
+    email: Option<&str>,
+    client_ip: &str,
+    user_agent: &str,
+    adjust: impl FnOnce(&mut SessionRecord),
+) -> SessionToken {
+    let token = SessionToken::generate();
+    let fp = fingerprint(client_ip, user_agent);
+    let mut record = SessionRecord::new(
+        user_id,
+        email.map(Into::into),
+        fp,
+        authflow_shared::now_ms(),
+        Duration::from_secs(3600),
+    );
+    adjust(&mut record);
+    store
+        .create(&token.id(), &record, Duration::from_secs(3600))
+        .await
+        .expect("create session");
+    token
+}
+
+/// The default fingerprint of a client with this IP and User-Agent (no Accept-Language).
+pub fn fingerprint(client_ip: &str, user_agent: &str) -> String {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("user-agent", user_agent.parse().expect("ua"));
+    FingerprintSpec::default().compute(client_ip.parse::<IpAddr>().expect("ip"), &headers)
+}
+
+/// An upstream that answers every request with JSON describing what it received:
+/// `{"server": name, "method", "path", "headers": {name: [values]}}`. A path containing
+/// `/slow/` waits 3 s first.
+pub struct Upstream {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                            if req.uri().path().contains("/slow/") {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                            }
+                            let mut headers = serde_json::Map::new();
+                            for (k, v) in req.headers() {
+                                let entry = headers
+                                    .entry(k.as_str())
+                                    .or_insert_with(|| serde_json::json!([]));
+                                if let Some(a) = entry.as_array_mut() {
+                                    a.push(String::from_utf8_lossy(v.as_bytes()).into());
+                                }
+                            }
+                            let body = serde_json::json!({
+                                "server": name,
+                                "method": req.method().as_str(),
+                                "path": req.uri().path(),
+                                "headers": headers,
+                            });
+                            let resp = hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body.to_string())))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { port, task }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `authflow` binary under test.
+pub fn authflow_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authflow"))
+}
+
+/// A running `authflow gateway` with a config written to a temp file.
+pub struct Gateway {
+    pub port: u16,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts the gateway with `config` (TOML; `{port}` is replaced by the listen port) and
+    /// waits until `/health` says it is ready (Redis connected), as a load balancer would.
+    pub async fn start(config: &str) -> Gateway {
+        let gw = Self::start_unready(config).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(gw.url("/health")).send().await {
+                if r.status() == 200 {
+                    return gw;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway never became healthy");
+    }
+
+    /// Starts the gateway and waits only for its port.
+    pub async fn start_unready(config: &str) -> Gateway {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config.replace("{port}", &port.to_string()))
+            .expect("write config");
+        let child = Command::new(authflow_bin())
+            .args(["gateway", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn authflow");
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)).await,
+            "gateway did not start"
+        );
+        Gateway {
+            port,
+            config_path,
+            _dir: dir,
+            child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that does not follow redirects, optionally bound to a source address.
+pub fn client_from(source: Option<&str>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0);
+    if let Some(ip) = source {
+        b = b.local_address(ip.parse::<IpAddr>().expect("ip"));
+    }
+    b.build().expect("client")
+}
+
+pub fn client() -> reqwest::Client {
+    client_from(None)
+}
+
+/// A gateway config for tests: one protected route `/app/`, one public route `/public/`,
+/// the given Redis and upstream servers, and `extra` TOML appended.
+pub fn config(redis_url: &str, upstream_servers: &[String], extra: &str) -> String {
+    let servers: Vec<String> = upstream_servers
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    format!(
+        r#"
+listen = "127.0.0.1:{{port}}"
+threads = 1
+shutdown_grace = "1s"
+
+[redis]
+url = "{redis_url}"
+timeout = "100ms"
+
+[session]
+cookie_name = "sid"
+cookie_secure = false
+idle_timeout = "1h"
+absolute_timeout = "12h"
+login_url = "/auth/signin"
+
+[[upstreams]]
+name = "app"
+servers = [{servers}]
+read_timeout = "1s"
+connect_timeout = "500ms"
+health_check_interval = "1s"
+
+[[routes]]
+prefix = "/app/"
+upstream = "app"
+auth = "required"
+
+[[routes]]
+prefix = "/public/"
+upstream = "app"
+auth = "public"
+{extra}
+"#,
+        servers = servers.join(", ")
+    )
+}
+
+pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+pub const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0";
+
+/// Sends raw bytes and returns the raw response head and body (for requests a URL library
+/// would normalize first).
+pub async fn raw_request(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    resp.json().await.expect("json body")
+}
