@@ -1,8 +1,9 @@
 //! `authflow`: one binary, one subcommand per job.
 
+use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -23,7 +24,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and exit (non-zero on any problem), like `nginx -t`.
+    /// Run the auth service.
+    Auth {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a gateway or auth config file and exit (non-zero on any problem), like `nginx -t`.
     Check {
         #[arg(long, short)]
         config: PathBuf,
@@ -32,30 +38,57 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => match GatewayConfig::load(&config) {
+    match Cli::parse().command {
+        Command::Check { config } => check(&config),
+        Command::Gateway { config } => match GatewayConfig::load(&config) {
+            Ok(cfg) => report(authflow_gateway::server::run(&cfg)),
+            Err(e) => fail(&e),
+        },
+        Command::Auth { config } => match AuthConfig::load(&config) {
+            Ok(cfg) => match tokio::runtime::Runtime::new() {
+                Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
+                Err(e) => fail(&e),
+            },
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+/// Validates either kind of config; which kind is told from its keys.
+fn check(path: &Path) -> ExitCode {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if authflow_auth::config::looks_like_auth_config(&text) {
+        match AuthConfig::load(path) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (auth config: provider {:?})",
+                    path.display(),
+                    cfg.provider
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        }
+    } else {
+        match GatewayConfig::load(path) {
             Ok(cfg) => {
                 println!(
                     "{}: ok (gateway config: {} routes, {} upstreams)",
-                    config.display(),
+                    path.display(),
                     cfg.routes.len(),
                     cfg.upstreams.len()
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
-        },
-        Command::Gateway { config } => {
-            let cfg = match GatewayConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return fail(&e),
-            };
-            match authflow_gateway::server::run(&cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
-            }
         }
+    }
+}
+
+fn report<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 

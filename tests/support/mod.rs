@@ -399,3 +399,296 @@ pub async fn raw_request(port: u16, request: &str) -> String {
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("json body")
 }
+
+/// A throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) on a free port, trust auth on
+/// loopback only. As root, the server runs as the `postgres` user, since it refuses root.
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    fn find_bin() -> PathBuf {
+        let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates.sort();
+        candidates
+            .into_iter()
+            .rev()
+            .find(|p| p.join("pg_ctl").exists())
+            .expect("PostgreSQL server binaries not found: run scripts/install-deps.sh")
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    pub async fn start() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("authflow-pg")
+            .tempdir()
+            .expect("tempdir");
+        let as_postgres = is_root();
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            bin: Self::find_bin(),
+            as_postgres,
+        };
+        if as_postgres {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status();
+        }
+        let data = pg.dir.path().join("data");
+        let ok = pg
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb");
+        assert!(ok.success(), "initdb failed");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let ok = pg
+            .command("pg_ctl")
+            .args(["-w", "-l"])
+            .arg(pg.dir.path().join("log"))
+            .args(["-o", &opts, "-D"])
+            .arg(&data)
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl");
+        assert!(ok.success(), "pg_ctl start failed");
+        let ok = pg
+            .command("createdb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "authflow",
+            ])
+            .status()
+            .expect("createdb");
+        assert!(ok.success(), "createdb failed");
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/authflow", self.port)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A running `authflow auth` with its own outbox directory.
+pub struct AuthService {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl AuthService {
+    /// Starts the service with `config` (TOML; `{port}` and `{dir}` are replaced) and waits
+    /// for `/health` to answer 200.
+    pub async fn start(config: &str, env: &[(&str, &str)]) -> AuthService {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        let path = dir.path().join("auth.toml");
+        std::fs::write(&path, text).expect("write config");
+        let child = Command::new(authflow_bin())
+            .args(["auth", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn authflow auth");
+        let svc = AuthService { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(svc.url("/health")).send().await {
+                if r.status() == 200 {
+                    return svc;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("auth service never became healthy");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn api(&self, endpoint: &str) -> String {
+        self.url(&format!("/api/v1/simple_auth/{endpoint}"))
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+}
+
+impl Drop for AuthService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An auth config for tests: plain-HTTP cookies, outbox in the service's temp dir.
+pub fn auth_config(redis_url: &str, database_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:{{port}}"
+trusted_proxies = ["127.0.0.1/32"]
+
+[redis]
+url = "{redis_url}"
+timeout = "2s"
+
+[session]
+cookie_name = "sid"
+cookie_secure = false
+idle_timeout = "1h"
+absolute_timeout = "12h"
+
+[database]
+url = "{database_url}"
+
+[mail]
+outbox_dir = "{{dir}}/outbox"
+from = "AuthFlow <no-reply@example.com>"
+base_url = "http://app.example.com"
+{extra}
+"#
+    )
+}
+
+/// Every message in an outbox, decoded (quoted-printable soft breaks and escapes undone).
+pub fn outbox_messages(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|m| decode_qp(&m))
+        .collect()
+}
+
+fn decode_qp(s: &str) -> String {
+    let s = s.replace("=\r\n", "").replace("=\n", "");
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 3 <= b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v as char);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// Waits for a message to `to` whose text contains `needle`; returns it.
+pub async fn wait_for_mail(dir: &Path, to: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(m) = outbox_messages(dir)
+            .into_iter()
+            .rev()
+            .find(|m| m.contains(&format!("To: {to}")) && m.contains(needle))
+        {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no mail to {to} containing {needle:?}; outbox: {:?}",
+        outbox_messages(dir)
+    );
+}
+
+/// The `token=` value of the first link in a message.
+pub fn link_token(mail: &str) -> String {
+    let start = mail.find("token=").expect("no token link") + "token=".len();
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// The session token from a `Set-Cookie: sid=...` header.
+pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let v = c.strip_prefix("sid=")?.split(';').next()?;
+            (!v.is_empty()).then(|| v.to_owned())
+        })
+}

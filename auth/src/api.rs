@@ -1,0 +1,524 @@
+//! The HTTP API under `/api/v1/simple_auth/` and `/health`. Handlers validate input, call
+//! the user provider and the session store, and map every outcome to a fixed JSON response;
+//! nothing here reveals whether an account exists.
+
+use crate::config::AuthConfig;
+use crate::users::{ProviderError, SignedIn, UserProvider};
+use authflow_shared::client_ip;
+use authflow_shared::cookie::{self, CookieLookup, CookieSpec};
+use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
+use authflow_shared::session::SessionRecord;
+use authflow_shared::store::{SessionStore, StoreError};
+use authflow_shared::token::SessionToken;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const PREFIX: &str = "/api/v1/simple_auth";
+/// Largest request body accepted (JSON credentials are tiny).
+const MAX_BODY: usize = 16 * 1024;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Everything a request can end in, besides success. Each maps to one status and body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("invalid json: {0}")]
+    InvalidJson(String),
+    #[error("validation: {field}: {reason}")]
+    Validation { field: &'static str, reason: String },
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("email not verified")]
+    EmailNotVerified,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("rate limited")]
+    RateLimited,
+    #[error("session store unavailable: {0}")]
+    SessionStore(String),
+    #[error("user store unavailable: {0}")]
+    UserStore(String),
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::InvalidCredentials => ApiError::InvalidCredentials,
+            ProviderError::EmailNotVerified => ApiError::EmailNotVerified,
+            ProviderError::InvalidToken => ApiError::InvalidToken,
+            ProviderError::Validation { field, reason } => ApiError::Validation { field, reason },
+            ProviderError::RateLimited => ApiError::RateLimited,
+            ProviderError::Unavailable(m) => ApiError::UserStore(m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::SessionStore(e.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn response(&self) -> HttpResponse {
+        let (status, body) = match self {
+            ApiError::NotFound => (404, json!({"error": "not_found"})),
+            ApiError::MethodNotAllowed(_) => (405, json!({"error": "method_not_allowed"})),
+            ApiError::UnsupportedMediaType => (
+                415,
+                json!({"error": "unsupported_media_type", "reason": "send Content-Type: application/json"}),
+            ),
+            ApiError::PayloadTooLarge => (413, json!({"error": "payload_too_large"})),
+            ApiError::InvalidJson(reason) => {
+                (400, json!({"error": "invalid_json", "reason": reason}))
+            }
+            ApiError::Validation { field, reason } => (
+                422,
+                json!({"error": "validation_failed", "field": field, "reason": reason}),
+            ),
+            ApiError::InvalidCredentials => (401, json!({"error": "invalid_credentials"})),
+            ApiError::EmailNotVerified => (403, json!({"error": "email_not_verified"})),
+            ApiError::InvalidToken => (400, json!({"error": "invalid_token"})),
+            ApiError::RateLimited => (429, json!({"error": "rate_limited"})),
+            ApiError::SessionStore(_) => (503, json!({"error": "session_store_unavailable"})),
+            ApiError::UserStore(_) => (503, json!({"error": "user_store_unavailable"})),
+        };
+        let mut resp = json_response(status, &body);
+        if let ApiError::MethodNotAllowed(allow) = self {
+            if let Ok(v) = header::HeaderValue::from_str(allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        if matches!(self, ApiError::RateLimited) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        resp
+    }
+}
+
+pub fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// The parts of a request the handlers need, with the body already read (bounded).
+pub struct ApiRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    /// Reads the body of `req`, refusing more than [`MAX_BODY`] bytes.
+    pub async fn read<B>(req: http::Request<B>, peer: SocketAddr) -> Result<Self, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?
+            .to_bytes();
+        Ok(ApiRequest {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+            peer,
+            body,
+        })
+    }
+
+    /// The JSON body as `T`; requires `Content-Type: application/json` (which also keeps
+    /// cross-site form posts out: they cannot send it without a CORS preflight).
+    pub fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ApiError> {
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
+    pub fn cookies(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailOnly {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetUpdate {
+    token: String,
+    new_password: String,
+}
+
+/// The API: the provider, the session store and the settings they share.
+pub struct Api {
+    pub users: Arc<dyn UserProvider>,
+    pub store: Arc<dyn SessionStore>,
+    pub cookie: CookieSpec,
+    trusted_proxies: Vec<IpNet>,
+    fingerprint: FingerprintSpec,
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl Api {
+    pub fn new(
+        cfg: &AuthConfig,
+        users: Arc<dyn UserProvider>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        Api {
+            users,
+            store,
+            cookie: CookieSpec {
+                name: cfg.session.cookie_name.clone(),
+                secure: cfg.session.cookie_secure,
+            },
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            fingerprint: cfg.session.fingerprint.clone(),
+            idle: cfg.session.idle_timeout.0,
+            absolute: cfg.session.absolute_timeout.0,
+        }
+    }
+
+    /// Routes one request to its handler.
+    pub async fn handle(&self, req: &ApiRequest) -> HttpResponse {
+        let result = match (req.path.as_str(), &req.method) {
+            ("/health", &Method::GET) => Ok(self.health().await),
+            ("/health", _) => Err(ApiError::MethodNotAllowed("GET")),
+            (p, m) => match (p.strip_prefix(PREFIX), m) {
+                (Some("/signup"), &Method::POST) => self.signup(req).await,
+                (Some("/signin"), &Method::POST) => self.signin(req).await,
+                (Some("/logout"), &Method::POST) => self.logout(req).await,
+                (Some("/forgot-password"), &Method::POST) => self.forgot_password(req).await,
+                (Some("/reset-password/update"), &Method::POST) => self.reset_password(req).await,
+                (Some("/verify-email"), &Method::GET) => self.verify_email(req).await,
+                (Some("/verify-email"), _) => Err(ApiError::MethodNotAllowed("GET")),
+                (
+                    Some(
+                        "/signup"
+                        | "/signin"
+                        | "/logout"
+                        | "/forgot-password"
+                        | "/reset-password/update",
+                    ),
+                    _,
+                ) => Err(ApiError::MethodNotAllowed("POST")),
+                _ => Err(ApiError::NotFound),
+            },
+        };
+        result.unwrap_or_else(|e| {
+            match &e {
+                ApiError::SessionStore(m) | ApiError::UserStore(m) => {
+                    tracing::error!(path = %req.path, error = %m, "dependency unavailable")
+                }
+                other => tracing::info!(path = %req.path, error = %other, "request refused"),
+            }
+            e.response()
+        })
+    }
+
+    async fn signup(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        let c: Credentials = req.json()?;
+        let email = validate_email(&c.email)?;
+        validate_password(&c.password)?;
+        self.users.sign_up(&email, &c.password).await?;
+        Ok(json_response(
+            202,
+            &json!({"status": "pending_verification", "message": "Check your email to continue."}),
+        ))
+    }
+
+    async fn signin(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        let c: Credentials = req.json()?;
+        let email = normalize_email(&c.email);
+        if email.is_empty()
+            || c.password.is_empty()
+            || c.password.chars().count() > crate::password::MAX_LEN
+        {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let signed_in = self.users.sign_in(&email, &c.password).await?;
+        // No fixation: a session presented with the sign-in is revoked, never adopted.
+        self.revoke_presented(req).await?;
+        let (token, record) = self.start_session(req, signed_in).await?;
+        let mut resp = json_response(
+            200,
+            &json!({"user_id": record.user_id, "email": record.email, "expires_at": record.expires_at / 1000}),
+        );
+        set_cookie(&mut resp, &self.cookie.set(token.expose(), self.absolute));
+        tracing::info!(user = %record.user_id, session = &token.id()[..12], "signed in");
+        Ok(resp)
+    }
+
+    async fn logout(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        if let Some(record) = self.revoke_presented(req).await? {
+            self.users.signed_out(&record).await;
+            tracing::info!(user = %record.user_id, "signed out");
+        }
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        set_cookie(&mut resp, &self.cookie.clear());
+        Ok(resp)
+    }
+
+    async fn forgot_password(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        let b: EmailOnly = req.json()?;
+        let email = normalize_email(&b.email);
+        // The lookup and the email happen after the response: existing and unknown addresses
+        // answer alike, in the same time.
+        if looks_like_email(&email) {
+            let users = self.users.clone();
+            tokio::spawn(async move {
+                if let Err(e) = users.forgot_password(&email).await {
+                    tracing::error!(error = %e, "forgot-password failed");
+                }
+            });
+        }
+        Ok(json_response(
+            202,
+            &json!({"status": "accepted", "message": "If an account exists for this address, a reset link is on its way."}),
+        ))
+    }
+
+    async fn reset_password(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        let b: ResetUpdate = req.json()?;
+        validate_password(&b.new_password)?;
+        if b.token.is_empty() || b.token.len() > 512 {
+            return Err(ApiError::InvalidToken);
+        }
+        let user_id = self.users.reset_password(&b.token, &b.new_password).await?;
+        let revoked = self.store.revoke_user(&user_id).await?;
+        tracing::info!(user = %user_id, revoked, "password reset; all sessions revoked");
+        Ok(json_response(200, &json!({"status": "password_updated"})))
+    }
+
+    async fn verify_email(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        let token = req
+            .query_param("token")
+            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .ok_or(ApiError::InvalidToken)?;
+        self.users.verify_email(&token).await?;
+        Ok(json_response(200, &json!({"status": "email_verified"})))
+    }
+
+    async fn health(&self) -> HttpResponse {
+        let (redis, users) = tokio::join!(self.store.ping(), self.users.health());
+        let ok = redis.is_ok() && users.is_ok();
+        json_response(
+            if ok { 200 } else { 503 },
+            &json!({
+                "status": if ok { "ok" } else { "unavailable" },
+                "redis": if redis.is_ok() { "up" } else { "down" },
+                "user_store": { "provider": self.users.name(), "state": if users.is_ok() { "up" } else { "down" } },
+            }),
+        )
+    }
+
+    /// Deletes the session named by the request's cookie, if any; returns its record.
+    async fn revoke_presented(&self, req: &ApiRequest) -> Result<Option<SessionRecord>, ApiError> {
+        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.cookie.name) else {
+            return Ok(None);
+        };
+        let Some(token) = SessionToken::parse(value) else {
+            return Ok(None);
+        };
+        let id = token.id();
+        let Some(record) = self.store.lookup(&id).await? else {
+            return Ok(None);
+        };
+        self.store.delete(&id, &record.user_id).await?;
+        Ok(Some(record))
+    }
+
+    /// Writes a new session for `who`, bound to this client's device fingerprint.
+    pub async fn start_session(
+        &self,
+        req: &ApiRequest,
+        who: SignedIn,
+    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+        let token = SessionToken::generate();
+        let mut record = SessionRecord::new(
+            who.user_id,
+            Some(who.email),
+            self.client_fingerprint(req),
+            authflow_shared::now_ms(),
+            self.absolute,
+        );
+        record.provider_data = who.provider_data;
+        self.store
+            .create(&token.id(), &record, self.idle.min(self.absolute))
+            .await?;
+        Ok((token, record))
+    }
+
+    /// The gateway's fingerprint header when the request comes from a trusted proxy (the
+    /// gateway sees the real client); otherwise computed here from what we see.
+    fn client_fingerprint(&self, req: &ApiRequest) -> String {
+        let peer = client_ip::canonical(req.peer.ip());
+        if client_ip::is_trusted(peer, &self.trusted_proxies) {
+            if let Some(fp) = req
+                .headers
+                .get(FINGERPRINT_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                if fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return fp.to_ascii_lowercase();
+                }
+            }
+        }
+        let xff = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let ip: IpAddr = client_ip::resolve(peer, xff, &self.trusted_proxies);
+        self.fingerprint.compute(ip, &req.headers)
+    }
+}
+
+pub fn set_cookie(resp: &mut HttpResponse, value: &str) {
+    if let Ok(v) = header::HeaderValue::from_str(value) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Trimmed and lower-cased, as GoTrue does.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn looks_like_email(email: &str) -> bool {
+    if email.len() > 254
+        || email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+    {
+        return false;
+    }
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.len() <= 64
+                && !local.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+        }
+        None => false,
+    }
+}
+
+pub fn validate_email(email: &str) -> Result<String, ApiError> {
+    let e = normalize_email(email);
+    if looks_like_email(&e) {
+        Ok(e)
+    } else {
+        Err(ApiError::Validation {
+            field: "email",
+            reason: "is not a valid email address".into(),
+        })
+    }
+}
+
+pub fn validate_password(password: &str) -> Result<(), ApiError> {
+    crate::password::check_policy(password).map_err(|reason| ApiError::Validation {
+        field: "password",
+        reason: reason.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            validate_email("  Ann@Example.COM ").expect("valid"),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.y",
+            "ann@localhost",
+            "a b@x.y",
+            "ann@x..y",
+            "<a>@x.y",
+            "a@.x.y",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+        assert!(validate_email(&format!("{}@x.y", "a".repeat(65))).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Outgoing email: SMTP in production, an outbox directory of RFC 5322 `.eml` files in
+//! development (lettre's file transport). The messages the service sends are built here.
+
+use crate::config::{MailConfig, ENV_SMTP_PASSWORD};
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("mail configuration: {0}")]
+    Config(String),
+    #[error("bad recipient address")]
+    Address,
+    #[error("sending failed: {0}")]
+    Send(String),
+}
+
+enum Transport {
+    Outbox(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+pub struct Mailer {
+    from: Mailbox,
+    base_url: String,
+    transport: Transport,
+}
+
+impl Mailer {
+    pub fn new(cfg: &MailConfig) -> Result<Self, MailError> {
+        let from: Mailbox = cfg
+            .from
+            .parse()
+            .map_err(|_| MailError::Config(format!("bad from address {:?}", cfg.from)))?;
+        let transport = match &cfg.smtp_url {
+            Some(url) => {
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| MailError::Config(e.to_string()))?;
+                if let Ok(pw) = std::env::var(ENV_SMTP_PASSWORD) {
+                    let user = url
+                        .split("://")
+                        .nth(1)
+                        .and_then(|r| r.split_once('@'))
+                        .map(|(u, _)| u.split(':').next().unwrap_or(u).to_owned());
+                    if let Some(user) = user {
+                        builder = builder.credentials(Credentials::new(user, pw));
+                    }
+                }
+                Transport::Smtp(builder.build())
+            }
+            None => {
+                std::fs::create_dir_all(&cfg.outbox_dir)
+                    .map_err(|e| MailError::Config(format!("outbox {}: {e}", cfg.outbox_dir)))?;
+                Transport::Outbox(AsyncFileTransport::new(&cfg.outbox_dir))
+            }
+        };
+        Ok(Mailer {
+            from,
+            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            transport,
+        })
+    }
+
+    /// `base_url` + `path` + `?token=<token>`.
+    pub fn link(&self, path: &str, token: &str) -> String {
+        format!("{}{}?token={}", self.base_url, path, token)
+    }
+
+    async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to.parse().map_err(|_| MailError::Address)?;
+        let msg = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| MailError::Send(e.to_string()))?;
+        match &self.transport {
+            Transport::Outbox(t) => t
+                .send(msg)
+                .await
+                .map(|_| ())
+                .map_err(|e| MailError::Send(e.to_string())),
+            Transport::Smtp(t) => t
+                .send(msg)
+                .await
+                .map(|_| ())
+                .map_err(|e| MailError::Send(e.to_string())),
+        }
+    }
+
+    pub async fn send_verification(&self, to: &str, token: &str) -> Result<(), MailError> {
+        let link = self.link("/api/v1/simple_auth/verify-email", token);
+        self.send(
+            to,
+            "Confirm your email address",
+            format!("Welcome!\n\nConfirm your email address by opening this link:\n\n{link}\n\nIf you did not sign up, ignore this message.\n"),
+        )
+        .await
+    }
+
+    pub async fn send_already_registered(&self, to: &str) -> Result<(), MailError> {
+        let link = format!("{}/auth/forgot-password", self.base_url);
+        self.send(
+            to,
+            "Someone tried to register with your email address",
+            format!("Someone tried to create an account with this email address, which already has one.\n\nIf it was you, sign in instead, or reset your password here:\n\n{link}\n\nIf it was not you, you can ignore this message.\n"),
+        )
+        .await
+    }
+
+    pub async fn send_password_reset(
+        &self,
+        to: &str,
+        token: &str,
+        valid_minutes: u64,
+    ) -> Result<(), MailError> {
+        let link = self.link("/auth/reset-password", token);
+        self.send(
+            to,
+            "Reset your password",
+            format!("A password reset was requested for this account.\n\nChoose a new password here (valid for {valid_minutes} minutes, once):\n\n{link}\n\nIf you did not ask for this, ignore this message; your password stays as it is.\n"),
+        )
+        .await
+    }
+}

@@ -1,0 +1,166 @@
+//! Builds the service from a validated config and serves it over HTTP/1.1 with hyper,
+//! finishing in-flight requests on shutdown.
+
+use crate::api::{Api, ApiRequest};
+use crate::config::{AuthConfig, Provider};
+use crate::mail::{MailError, Mailer};
+use crate::password::{HashError, PasswordHasherPool};
+use crate::users::builtin::{self, BuiltinUsers, DbError};
+use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
+use crate::users::UserProvider;
+use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("supabase: {0}")]
+    Supabase(#[from] SupabaseSetupError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// The user provider the config asks for.
+pub async fn users_from_config(cfg: &AuthConfig) -> Result<Arc<dyn UserProvider>, StartError> {
+    match cfg.provider {
+        Provider::Builtin => {
+            let db = builtin::connect(&cfg.database.effective_url(), cfg.database.max_connections)
+                .await?;
+            let p = &cfg.password;
+            let hasher = PasswordHasherPool::new(
+                p.argon2_memory_kib,
+                p.argon2_iterations,
+                p.argon2_parallelism,
+            )?;
+            let mailer = Arc::new(Mailer::new(&cfg.mail)?);
+            Ok(Arc::new(BuiltinUsers::new(
+                db,
+                hasher,
+                mailer,
+                cfg.signup.require_email_verification,
+                cfg.signup.verification_ttl.0,
+                p.reset_token_ttl.0,
+            )))
+        }
+        Provider::Supabase => {
+            let sb = cfg
+                .supabase
+                .as_ref()
+                .ok_or_else(|| StartError::Config("[supabase] section missing".into()))?;
+            Ok(Arc::new(SupabaseUsers::new(sb)?))
+        }
+    }
+}
+
+/// The API with the Redis session store, connected.
+pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
+    let redis = RedisSessionStore::new(&cfg.redis)?;
+    redis.connect();
+    if !redis.wait_connected(Duration::from_secs(2)).await {
+        tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
+    }
+    let store: Arc<dyn SessionStore> = Arc::new(redis);
+    Ok(Api::new(cfg, users_from_config(cfg).await?, store))
+}
+
+/// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish
+/// (up to `grace`).
+pub async fn serve(
+    api: Arc<Api>,
+    listen: &str,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), StartError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Listen(listen.to_owned(), e))?;
+    serve_listener(api, listener, shutdown, grace).await;
+    Ok(())
+}
+
+pub async fn serve_listener(
+    api: Arc<Api>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let api = api.clone();
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service_fn(move |req| handle(api.clone(), req, peer)));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within the grace period");
+    }
+}
+
+async fn handle(
+    api: Arc<Api>,
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Result<crate::api::HttpResponse, std::convert::Infallible> {
+    Ok(match ApiRequest::read(req, peer).await {
+        Ok(r) => api.handle(&r).await,
+        Err(e) => e.response(),
+    })
+}
+
+/// Runs the service until Ctrl-C or SIGTERM.
+pub async fn run(cfg: &AuthConfig) -> Result<(), StartError> {
+    let api = Arc::new(api_from_config(cfg).await?);
+    tracing::info!(listen = %cfg.listen, provider = api.users.name(), "auth service starting");
+    serve(api, &cfg.listen, shutdown_signal(), Duration::from_secs(10)).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

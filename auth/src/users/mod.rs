@@ -1,0 +1,60 @@
+//! Where accounts live. One trait, two providers: [`builtin::BuiltinUsers`] (our own
+//! database) and [`supabase::SupabaseUsers`] (Supabase Auth over HTTP). The HTTP layer and
+//! the sessions do not care which one runs.
+
+pub mod builtin;
+pub mod supabase;
+
+use async_trait::async_trait;
+use authflow_shared::session::SessionRecord;
+
+/// A successful sign-in.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user_id: String,
+    pub email: String,
+    /// Provider data to keep with the session (already encrypted where secret).
+    pub provider_data: Option<String>,
+}
+
+/// What can go wrong, in terms the API maps to fixed responses. None of these reveals
+/// whether an account exists.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("email not verified")]
+    EmailNotVerified,
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("{field}: {reason}")]
+    Validation { field: &'static str, reason: String },
+    #[error("rate limited by the provider")]
+    RateLimited,
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait UserProvider: Send + Sync {
+    /// Creates the account (or, for an existing email, quietly tells its owner). Inputs are
+    /// already validated.
+    async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError>;
+    /// Checks the credentials.
+    async fn sign_in(&self, email: &str, password: &str) -> Result<SignedIn, ProviderError>;
+    /// Called after a session is deleted at logout (revoke upstream tokens).
+    async fn signed_out(&self, record: &SessionRecord);
+    /// Sends a reset link if the account exists; silent otherwise.
+    async fn forgot_password(&self, email: &str) -> Result<(), ProviderError>;
+    /// Sets a new password with a reset token; returns the user id whose sessions must go.
+    async fn reset_password(
+        &self,
+        token: &str,
+        new_password: &str,
+    ) -> Result<String, ProviderError>;
+    async fn verify_email(&self, token: &str) -> Result<(), ProviderError>;
+    /// `Err` with a short reason when the user store cannot answer.
+    async fn health(&self) -> Result<(), String>;
+    /// A name for logs and `/health`.
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,478 @@
+//! The auth service, end to end against real Redis and real databases (SQLite always,
+//! PostgreSQL from a temporary cluster): every endpoint and its error cases.
+
+mod support;
+
+use authflow_shared::keys;
+use authflow_shared::token::SessionToken;
+use fred::interfaces::{KeysInterface, SetsInterface};
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const PW: &str = "correct horse battery";
+
+async fn sqlite_service(redis: &Redis, extra: &str) -> AuthService {
+    AuthService::start(
+        &auth_config(&redis.url(), "sqlite://{dir}/users.db?mode=rwc", extra),
+        &[],
+    )
+    .await
+}
+
+async fn post(url: String, body: serde_json::Value) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("user-agent", UA)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn post_with_cookie(url: String, body: serde_json::Value, token: &str) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={token}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Signs up, follows the verification link from the outbox, and returns nothing: the
+/// account is ready for sign-in.
+async fn register(svc: &AuthService, email: &str) {
+    let r = post(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let mail = wait_for_mail(&svc.outbox(), email, "verify-email").await;
+    let r = client()
+        .get(svc.api(&format!("verify-email?token={}", link_token(&mail))))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+async fn sign_in(svc: &AuthService, email: &str, password: &str) -> reqwest::Response {
+    post(
+        svc.api("signin"),
+        json!({"email": email, "password": password}),
+    )
+    .await
+}
+
+/// The full account life cycle; run against SQLite and PostgreSQL.
+async fn account_life_cycle(redis: &Redis, svc: &AuthService) {
+    let email = "ann@example.com";
+    let r = post(
+        svc.api("signup"),
+        json!({"email": "Ann@Example.com", "password": PW}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let signup_body = r.text().await.expect("body");
+
+    // Unverified: the right password gets 403, a wrong one the generic 401.
+    let r = sign_in(svc, email, PW).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(json(r).await, json!({"error": "email_not_verified"}));
+    let r = sign_in(svc, email, "wrong password!").await;
+    assert_eq!(r.status(), 401);
+
+    let mail = wait_for_mail(&svc.outbox(), email, "verify-email").await;
+    assert!(
+        mail.contains("http://app.example.com/api/v1/simple_auth/verify-email?token="),
+        "{mail}"
+    );
+    let token = link_token(&mail);
+    assert!(token.len() >= 43, "verification token too short");
+    let r = client()
+        .get(svc.api(&format!("verify-email?token={token}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(svc.api(&format!("verify-email?token={token}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400, "verification token reused");
+
+    // Sign in: cookie only in Set-Cookie, record under the hashed id with its index keys.
+    let r = sign_in(svc, email, PW).await;
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let session = session_cookie(&r).expect("session cookie");
+    assert!(SessionToken::parse(&session).is_some());
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "dev config is plain HTTP");
+    let body = json(r).await;
+    assert_eq!(body["email"], email);
+    assert!(body["expires_at"].as_u64().is_some());
+    assert!(!body.to_string().contains(&session));
+    let user_id = body["user_id"].as_str().expect("user id").to_owned();
+
+    let id = SessionToken::parse(&session).expect("token").id();
+    let c = redis.client().await;
+    let raw: String = c.get(keys::session(&id)).await.expect("session record");
+    assert!(!raw.contains(&session), "raw token stored in Redis");
+    let record: authflow_shared::session::SessionRecord =
+        serde_json::from_str(&raw).expect("record");
+    assert_eq!(record.user_id, user_id);
+    assert_eq!(record.fingerprint, fingerprint("127.0.0.1", UA));
+    let members: Vec<String> = c
+        .smembers(keys::user_sessions(&user_id))
+        .await
+        .expect("index");
+    assert_eq!(members, vec![id.clone()]);
+    let devices: Vec<String> = c.smembers(keys::device(&user_id)).await.expect("devices");
+    assert_eq!(devices, vec![record.fingerprint.clone()]);
+    let uid: String = c.get(keys::user_id(&id)).await.expect("user_id key");
+    assert_eq!(uid, user_id);
+    let ttl: i64 = c
+        .ttl(keys::user_profile(&user_id))
+        .await
+        .expect("profile ttl");
+    assert!((1..=1800).contains(&ttl), "profile ttl {ttl}");
+
+    // Signing up again with the same address looks exactly the same, and mails the owner.
+    let r = post(
+        svc.api("signup"),
+        json!({"email": email, "password": "another password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.expect("body"), signup_body);
+    wait_for_mail(&svc.outbox(), email, "Someone tried to create an account").await;
+
+    // Three more sessions, then a reset revokes them all.
+    let mut sessions = vec![session];
+    for _ in 0..2 {
+        sessions.push(session_cookie(&sign_in(svc, email, PW).await).expect("cookie"));
+    }
+    let r = post(svc.api("forgot-password"), json!({"email": email})).await;
+    assert_eq!(r.status(), 202);
+    let forgot_body = r.text().await.expect("body");
+    let r = post(
+        svc.api("forgot-password"),
+        json!({"email": "nobody@example.com"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.text().await.expect("body"),
+        forgot_body,
+        "forgot-password reveals accounts"
+    );
+    let mail = wait_for_mail(&svc.outbox(), email, "reset-password").await;
+    assert!(mail.contains("http://app.example.com/auth/reset-password?token="));
+    let reset = link_token(&mail);
+
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": reset, "new_password": "short"}),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(json(r).await["field"], "password");
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": "not-a-token", "new_password": "a new long password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await, json!({"error": "invalid_token"}));
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": reset, "new_password": "a new long password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "no automatic sign-in after reset"
+    );
+    for s in &sessions {
+        let id = SessionToken::parse(s).expect("token").id();
+        let n: i64 = c.exists(keys::session(&id)).await.expect("exists");
+        assert_eq!(n, 0, "a session survived the reset");
+    }
+    let n: i64 = c
+        .exists(keys::user_sessions(&user_id))
+        .await
+        .expect("exists");
+    assert_eq!(n, 0);
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": reset, "new_password": "yet another password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400, "reset token reused");
+    assert_eq!(sign_in(svc, email, PW).await.status(), 401);
+    assert_eq!(
+        sign_in(svc, email, "a new long password").await.status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_life_cycle_on_sqlite() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    account_life_cycle(&redis, &svc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_life_cycle_on_postgresql() {
+    let redis = Redis::start().await;
+    let pg = Postgres::start().await;
+    let svc = AuthService::start(&auth_config(&redis.url(), &pg.url(), ""), &[]).await;
+    account_life_cycle(&redis, &svc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_with_a_json_body() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    let cases = [
+        (
+            json!({"email": "not-an-email", "password": PW}),
+            422,
+            "email",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "short"}),
+            422,
+            "password",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "x".repeat(129)}),
+            422,
+            "password",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "password123"}),
+            422,
+            "password",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let r = post(svc.api("signup"), body.clone()).await;
+        assert_eq!(r.status(), status, "{body}");
+        let b = json(r).await;
+        assert_eq!(b["error"], "validation_failed");
+        assert_eq!(b["field"], field);
+        assert!(b["reason"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let r = client()
+        .post(svc.api("signup"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["error"], "invalid_json");
+    let r = client()
+        .post(svc.api("signup"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 415);
+    let r = client()
+        .post(svc.api("signin"))
+        .json(&json!({"email": "a@example.com", "password": PW, "admin": true}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400, "unknown fields are refused");
+    let r = client()
+        .get(svc.api("signin"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let r = client()
+        .post(svc.api("signup"))
+        .header("content-type", "application/json")
+        .body("x".repeat(20_000))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 413);
+    let r = client().get(svc.api("nope")).send().await.expect("request");
+    assert_eq!(r.status(), 404);
+    assert_eq!(json(r).await, json!({"error": "not_found"}));
+    let r = client()
+        .get(svc.api("verify-email"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_email_look_the_same() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    register(&svc, "bob@example.com").await;
+    let wrong = sign_in(&svc, "bob@example.com", "not the password").await;
+    let unknown = sign_in(&svc, "nobody@example.com", "not the password").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(unknown.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    assert_eq!(
+        wrong.text().await.expect("body"),
+        unknown.text().await.expect("body")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_revokes_a_presented_session_instead_of_adopting_it() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    register(&svc, "cat@example.com").await;
+    let a = session_cookie(&sign_in(&svc, "cat@example.com", PW).await).expect("cookie a");
+    let r = post_with_cookie(
+        svc.api("signin"),
+        json!({"email": "cat@example.com", "password": PW}),
+        &a,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let b = session_cookie(&r).expect("cookie b");
+    assert_ne!(a, b);
+    let c = redis.client().await;
+    let old: i64 = c
+        .exists(keys::session(&SessionToken::parse(&a).expect("a").id()))
+        .await
+        .expect("exists");
+    let new: i64 = c
+        .exists(keys::session(&SessionToken::parse(&b).expect("b").id()))
+        .await
+        .expect("exists");
+    assert_eq!((old, new), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_deletes_the_session_and_its_index_entries() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    register(&svc, "dan@example.com").await;
+    let r = sign_in(&svc, "dan@example.com", PW).await;
+    let token = session_cookie(&r).expect("cookie");
+    let user_id = json(r).await["user_id"].as_str().expect("id").to_owned();
+    let id = SessionToken::parse(&token).expect("token").id();
+    let r = post_with_cookie(svc.api("logout"), json!({}), &token).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["set-cookie"],
+        "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+    );
+    let c = redis.client().await;
+    let n: i64 = c
+        .exists(vec![keys::session(&id), keys::user_id(&id)])
+        .await
+        .expect("exists");
+    assert_eq!(n, 0);
+    let member: bool = c
+        .sismember(keys::user_sessions(&user_id), &id)
+        .await
+        .expect("sismember");
+    assert!(!member);
+    // Without a session (or with a dead one) logout still answers 204.
+    assert_eq!(
+        client()
+            .post(svc.api("logout"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        204
+    );
+    assert_eq!(
+        post_with_cookie(svc.api("logout"), json!({}), &token)
+            .await
+            .status(),
+        204
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_tokens_expire() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "[password]\nreset_token_ttl = \"1s\"\n").await;
+    register(&svc, "eve@example.com").await;
+    post(
+        svc.api("forgot-password"),
+        json!({"email": "eve@example.com"}),
+    )
+    .await;
+    let token =
+        link_token(&wait_for_mail(&svc.outbox(), "eve@example.com", "reset-password").await);
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": token, "new_password": "a new long password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        sign_in(&svc, "eve@example.com", PW).await.status(),
+        200,
+        "password unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_can_be_switched_off() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "[signup]\nrequire_email_verification = false\n").await;
+    assert_eq!(
+        post(
+            svc.api("signup"),
+            json!({"email": "fay@example.com", "password": PW})
+        )
+        .await
+        .status(),
+        202
+    );
+    assert_eq!(sign_in(&svc, "fay@example.com", PW).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_each_dependency_and_fails_when_redis_is_down() {
+    let mut redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    let r = client()
+        .get(svc.url("/health"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await,
+        json!({"status": "ok", "redis": "up", "user_store": {"provider": "builtin", "state": "up"}})
+    );
+    redis.kill();
+    let r = client()
+        .get(svc.url("/health"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 503);
+    assert_eq!(json(r).await["redis"], "down");
+    let r = sign_in(&svc, "x@example.com", PW).await;
+    assert!(r.status() == 401 || r.status() == 503, "{}", r.status());
+}
