@@ -2,6 +2,8 @@
 //! tiny echo upstream, and the `authflow` binary itself; everything stops on drop.
 #![allow(dead_code)]
 
+pub mod gotrue;
+
 use authflow_shared::config::{HumanDuration, RedisConfig};
 use authflow_shared::fingerprint::FingerprintSpec;
 use authflow_shared::session::SessionRecord;
@@ -284,7 +286,7 @@ impl Gateway {
         let child = Command::new(authflow_bin())
             .args(["gateway", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -546,7 +548,7 @@ impl AuthService {
             .args(["auth", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -590,6 +592,7 @@ pub fn auth_config(redis_url: &str, database_url: &str, extra: &str) -> String {
         r#"
 listen = "127.0.0.1:{{port}}"
 trusted_proxies = ["127.0.0.1/32"]
+provider = "builtin"
 
 [redis]
 url = "{redis_url}"
