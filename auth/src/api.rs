@@ -49,6 +49,8 @@ pub enum ApiError {
     InvalidToken,
     #[error("rate limited")]
     RateLimited,
+    #[error("cross-site request refused")]
+    CrossSite,
     #[error("session store unavailable: {0}")]
     SessionStore(String),
     #[error("user store unavailable: {0}")]
@@ -75,6 +77,25 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// The `error` code clients see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Validation { .. } => "validation_failed",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::EmailNotVerified => "email_not_verified",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::CrossSite => "cross_site_request",
+            ApiError::SessionStore(_) => "session_store_unavailable",
+            ApiError::UserStore(_) => "user_store_unavailable",
+        }
+    }
+
     pub fn response(&self) -> HttpResponse {
         let (status, body) = match self {
             ApiError::NotFound => (404, json!({"error": "not_found"})),
@@ -95,6 +116,7 @@ impl ApiError {
             ApiError::EmailNotVerified => (403, json!({"error": "email_not_verified"})),
             ApiError::InvalidToken => (400, json!({"error": "invalid_token"})),
             ApiError::RateLimited => (429, json!({"error": "rate_limited"})),
+            ApiError::CrossSite => (403, json!({"error": "cross_site_request"})),
             ApiError::SessionStore(_) => (503, json!({"error": "session_store_unavailable"})),
             ApiError::UserStore(_) => (503, json!({"error": "user_store_unavailable"})),
         };
@@ -160,22 +182,62 @@ impl ApiRequest {
         })
     }
 
-    /// The JSON body as `T`; requires `Content-Type: application/json` (which also keeps
-    /// cross-site form posts out: they cannot send it without a CORS preflight).
-    pub fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ApiError> {
-        let ct = self
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct
-            .split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        {
+    fn media_type(&self) -> String {
+        let ct = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    }
+
+    /// Whether this is an HTML form post (the pages' progressive-enhancement path).
+    pub fn is_form(&self) -> bool {
+        self.media_type() == "application/x-www-form-urlencoded"
+    }
+
+    /// Whether the client is a browser asking for a page.
+    pub fn wants_html(&self) -> bool {
+        self.headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+    }
+
+    /// The body as `T`: JSON (`Content-Type: application/json`) or an HTML form. Other
+    /// types get 415.
+    pub fn input<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ApiError> {
+        if self.is_form() {
+            let text = String::from_utf8_lossy(&self.body);
+            let map: serde_json::Map<String, serde_json::Value> = text
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').unwrap_or((p, "")))
+                .filter(|(k, _)| *k != "next")
+                .map(|(k, v)| (crate::pages::decode(k), serde_json::Value::String(crate::pages::decode(v))))
+                .collect();
+            return serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| ApiError::InvalidJson(e.to_string()));
+        }
+        if self.media_type() != "application/json" {
             return Err(ApiError::UnsupportedMediaType);
         }
         serde_json::from_slice(&self.body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    }
+
+    /// A form field, decoded (for `next`, which the handlers do not take).
+    pub fn form_field(&self, name: &str) -> Option<String> {
+        if !self.is_form() {
+            return None;
+        }
+        crate::pages::param(Some(&String::from_utf8_lossy(&self.body)), name)
+    }
+
+    /// True when a browser sent this from another site: Fetch Metadata says so, or the
+    /// `Origin` is not this host. Non-browser clients send neither header.
+    pub fn is_cross_site(&self) -> bool {
+        let h = |n: &str| self.headers.get(n).and_then(|v| v.to_str().ok());
+        if let Some(site) = h("sec-fetch-site") {
+            return !matches!(site, "same-origin" | "none");
+        }
+        match (h("origin"), h("host")) {
+            (Some("null"), _) => true,
+            (Some(origin), Some(host)) => origin.split_once("://").map(|(_, o)| o) != Some(host),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     pub fn query_param(&self, name: &str) -> Option<String> {
@@ -244,9 +306,32 @@ impl Api {
         }
     }
 
-    /// Routes one request to its handler.
+    /// Routes one request: pages, then the API. Form posts get redirects instead of JSON.
     pub async fn handle(&self, req: &ApiRequest) -> HttpResponse {
-        let result = match (req.path.as_str(), &req.method) {
+        if req.method == Method::GET {
+            if let Some(page) = crate::pages::render(&req.path, req.query.as_deref()) {
+                return page;
+            }
+        }
+        if req.method == Method::POST && req.is_cross_site() {
+            tracing::warn!(path = %req.path, "cross-site POST refused");
+            return ApiError::CrossSite.response();
+        }
+        let result = self.route(req).await;
+        if req.is_form() || (req.method == Method::GET && req.wants_html() && req.path.ends_with("/verify-email")) {
+            return crate::forms::redirect_after(req, result);
+        }
+        result.unwrap_or_else(|e| {
+            match &e {
+                ApiError::SessionStore(m) | ApiError::UserStore(m) => tracing::error!(path = %req.path, error = %m, "dependency unavailable"),
+                other => tracing::info!(path = %req.path, error = %other, "request refused"),
+            }
+            e.response()
+        })
+    }
+
+    async fn route(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
+        match (req.path.as_str(), &req.method) {
             ("/health", &Method::GET) => Ok(self.health().await),
             ("/health", _) => Err(ApiError::MethodNotAllowed("GET")),
             (p, m) => match (p.strip_prefix(PREFIX), m) {
@@ -269,20 +354,11 @@ impl Api {
                 ) => Err(ApiError::MethodNotAllowed("POST")),
                 _ => Err(ApiError::NotFound),
             },
-        };
-        result.unwrap_or_else(|e| {
-            match &e {
-                ApiError::SessionStore(m) | ApiError::UserStore(m) => {
-                    tracing::error!(path = %req.path, error = %m, "dependency unavailable")
-                }
-                other => tracing::info!(path = %req.path, error = %other, "request refused"),
-            }
-            e.response()
-        })
+        }
     }
 
     async fn signup(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
-        let c: Credentials = req.json()?;
+        let c: Credentials = req.input()?;
         let email = validate_email(&c.email)?;
         validate_password(&c.password)?;
         self.users.sign_up(&email, &c.password).await?;
@@ -293,7 +369,7 @@ impl Api {
     }
 
     async fn signin(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
-        let c: Credentials = req.json()?;
+        let c: Credentials = req.input()?;
         let email = normalize_email(&c.email);
         if email.is_empty()
             || c.password.is_empty()
@@ -330,7 +406,7 @@ impl Api {
     }
 
     async fn forgot_password(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
-        let b: EmailOnly = req.json()?;
+        let b: EmailOnly = req.input()?;
         let email = normalize_email(&b.email);
         // The lookup and the email happen after the response: existing and unknown addresses
         // answer alike, in the same time.
@@ -349,7 +425,7 @@ impl Api {
     }
 
     async fn reset_password(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
-        let b: ResetUpdate = req.json()?;
+        let b: ResetUpdate = req.input()?;
         validate_password(&b.new_password)?;
         if b.token.is_empty() || b.token.len() > 512 {
             return Err(ApiError::InvalidToken);
