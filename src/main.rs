@@ -1,5 +1,8 @@
 //! `authflow`: one binary, one subcommand per job.
 
+mod demo;
+mod up;
+
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
 use clap::{Parser, Subcommand};
@@ -34,6 +37,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the whole stack in one process on embedded development defaults: gateway on
+    /// :8000, auth service on :8001, demo backend on :9000. No Redis or database server needed.
+    Up(up::UpArgs),
+    /// Run only the demo backend (it shows the identity headers the gateway sends).
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+    },
+    /// Exit 0 if `GET <url>` answers 200 within 3 s (for container health checks).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8000/health")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +60,9 @@ fn main() -> ExitCode {
             Ok(cfg) => report(authflow_gateway::server::run(&cfg)),
             Err(e) => fail(&e),
         },
+        Command::Up(args) => report(up::run(&args)),
+        Command::Demo { listen } => report(run_demo(&listen)),
+        Command::Health { url } => health(&url),
         Command::Auth { config } => match AuthConfig::load(&config) {
             Ok(cfg) => match tokio::runtime::Runtime::new() {
                 Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
@@ -82,6 +101,44 @@ fn check(path: &Path) -> ExitCode {
             }
             Err(e) => fail(&e),
         }
+    }
+}
+
+fn run_demo(listen: &str) -> std::io::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(listen, "demo backend starting");
+        demo::serve(listener, authflow_auth::server::shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// A dependency-free HTTP/1.0 GET for health probes (no curl in the runtime image).
+fn health(url: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return fail(&"only http:// URLs are supported");
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let timeout = std::time::Duration::from_secs(3);
+    let probe = || -> std::io::Result<bool> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail(&format!("{url}: not healthy")),
+        Err(e) => fail(&format!("{url}: {e}")),
     }
 }
 

@@ -183,8 +183,16 @@ impl ApiRequest {
     }
 
     fn media_type(&self) -> String {
-        let ct = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
     }
 
     /// Whether this is an HTML form post (the pages' progressive-enhancement path).
@@ -194,7 +202,10 @@ impl ApiRequest {
 
     /// Whether the client is a browser asking for a page.
     pub fn wants_html(&self) -> bool {
-        self.headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+        self.headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
     }
 
     /// The body as `T`: JSON (`Content-Type: application/json`) or an HTML form. Other
@@ -207,9 +218,15 @@ impl ApiRequest {
                 .filter(|p| !p.is_empty())
                 .map(|p| p.split_once('=').unwrap_or((p, "")))
                 .filter(|(k, _)| *k != "next")
-                .map(|(k, v)| (crate::pages::decode(k), serde_json::Value::String(crate::pages::decode(v))))
+                .map(|(k, v)| {
+                    (
+                        crate::pages::decode(k),
+                        serde_json::Value::String(crate::pages::decode(v)),
+                    )
+                })
                 .collect();
-            return serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| ApiError::InvalidJson(e.to_string()));
+            return serde_json::from_value(serde_json::Value::Object(map))
+                .map_err(|e| ApiError::InvalidJson(e.to_string()));
         }
         if self.media_type() != "application/json" {
             return Err(ApiError::UnsupportedMediaType);
@@ -318,12 +335,18 @@ impl Api {
             return ApiError::CrossSite.response();
         }
         let result = self.route(req).await;
-        if req.is_form() || (req.method == Method::GET && req.wants_html() && req.path.ends_with("/verify-email")) {
+        if req.is_form()
+            || (req.method == Method::GET
+                && req.wants_html()
+                && req.path.ends_with("/verify-email"))
+        {
             return crate::forms::redirect_after(req, result);
         }
         result.unwrap_or_else(|e| {
             match &e {
-                ApiError::SessionStore(m) | ApiError::UserStore(m) => tracing::error!(path = %req.path, error = %m, "dependency unavailable"),
+                ApiError::SessionStore(m) | ApiError::UserStore(m) => {
+                    tracing::error!(path = %req.path, error = %m, "dependency unavailable")
+                }
                 other => tracing::info!(path = %req.path, error = %other, "request refused"),
             }
             e.response()
@@ -452,7 +475,7 @@ impl Api {
             if ok { 200 } else { 503 },
             &json!({
                 "status": if ok { "ok" } else { "unavailable" },
-                "redis": if redis.is_ok() { "up" } else { "down" },
+                self.store.kind(): if redis.is_ok() { "up" } else { "down" },
                 "user_store": { "provider": self.users.name(), "state": if users.is_ok() { "up" } else { "down" } },
             }),
         )

@@ -35,7 +35,10 @@ pub fn redirect_after(req: &ApiRequest, result: Result<HttpResponse, ApiError>) 
             }
             let page = match endpoint {
                 "/signin" => {
-                    query.push_str(&format!("&next={}", encode(&safe_next(req.form_field("next").as_deref()))));
+                    query.push_str(&format!(
+                        "&next={}",
+                        encode(&safe_next(req.form_field("next").as_deref()))
+                    ));
                     "signin"
                 }
                 "/signup" => "signup",
@@ -62,6 +65,9 @@ fn see_other(location: &str) -> HttpResponse {
     if let Ok(v) = header::HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp
 }

@@ -2,7 +2,8 @@
 //! development (lettre's file transport). The messages the service sends are built here.
 
 use crate::config::{MailConfig, ENV_SMTP_PASSWORD};
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -69,6 +70,13 @@ impl Mailer {
 
     async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
         let to: Mailbox = to.parse().map_err(|_| MailError::Address)?;
+        // In the outbox a person reads the raw file: keep the body as written so links stay
+        // whole and copyable. Over SMTP, lettre picks a transfer-safe encoding.
+        let body = match self.transport {
+            Transport::Outbox(_) => Body::new_with_encoding(body, ContentTransferEncoding::Binary)
+                .map_err(|_| MailError::Send("body not encodable".into()))?,
+            Transport::Smtp(_) => Body::new(body),
+        };
         let msg = Message::builder()
             .from(self.from.clone())
             .to(to)

@@ -48,9 +48,14 @@ pub fn decode(v: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let escaped = b[i] == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+        let escaped = b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit();
         if escaped {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(byte) = hex {
                 out.push(byte);
                 i += 3;
@@ -66,7 +71,13 @@ pub fn decode(v: &str) -> String {
 /// Percent-encodes a value for a query string.
 pub fn encode(v: &str) -> String {
     v.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -81,15 +92,23 @@ pub fn param(query: Option<&str>, name: &str) -> Option<String> {
 fn message_for(error: &str, field: Option<&str>) -> String {
     match error {
         "invalid_credentials" => "Wrong email or password.".into(),
-        "email_not_verified" => "Please confirm your email address first: we sent you a link.".into(),
-        "invalid_token" => "This link is invalid, expired or already used. Ask for a new one.".into(),
+        "email_not_verified" => {
+            "Please confirm your email address first: we sent you a link.".into()
+        }
+        "invalid_token" => {
+            "This link is invalid, expired or already used. Ask for a new one.".into()
+        }
         "rate_limited" => "Too many attempts. Wait a minute and try again.".into(),
         "validation_failed" => match field {
-            Some("password") => "Choose a password of 8 to 128 characters that is not a common one.".into(),
+            Some("password") => {
+                "Choose a password of 8 to 128 characters that is not a common one.".into()
+            }
             Some("email") => "Enter a valid email address.".into(),
             _ => "Check what you entered.".into(),
         },
-        "session_store_unavailable" | "user_store_unavailable" => "The service is temporarily unavailable. Try again shortly.".into(),
+        "session_store_unavailable" | "user_store_unavailable" => {
+            "The service is temporarily unavailable. Try again shortly.".into()
+        }
         _ => "Something went wrong. Try again.".into(),
     }
 }
@@ -104,15 +123,27 @@ fn html(status: u16, title: &str, body: &str) -> HttpResponse {
     let mut resp = Response::new(Full::new(Bytes::from(page)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     // No scripts, no framing, no external loads.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
-    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -128,7 +159,10 @@ nav{margin-top:1.5rem;display:flex;justify-content:space-between}";
 
 fn alert(query: Option<&str>) -> String {
     match param(query, "error") {
-        Some(e) => format!("<p class=\"alert\" role=\"alert\">{}</p>", escape(&message_for(&e, param(query, "field").as_deref()))),
+        Some(e) => format!(
+            "<p class=\"alert\" role=\"alert\">{}</p>",
+            escape(&message_for(&e, param(query, "field").as_deref()))
+        ),
         None => String::new(),
     }
 }
@@ -201,7 +235,14 @@ mod tests {
     #[test]
     fn next_must_be_a_local_path() {
         assert_eq!(safe_next(Some("/app/x?y=1")), "/app/x?y=1");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/a\\b", "/a\nb"] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "/a\\b",
+            "/a\nb",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/app/", "{bad}");
         }
         assert_eq!(safe_next(None), "/app/");
@@ -209,16 +250,25 @@ mod tests {
 
     #[test]
     fn escaping_and_decoding() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(decode("a+b%20c%2Fd%zz%4"), "a b c/d%zz%4");
-        assert_eq!(param(Some("next=%2Fapp%2F&error=x"), "next").as_deref(), Some("/app/"));
+        assert_eq!(
+            param(Some("next=%2Fapp%2F&error=x"), "next").as_deref(),
+            Some("/app/")
+        );
         assert_eq!(encode("/app/x?y=1"), "/app/x%3Fy%3D1");
     }
 
     #[tokio::test]
     async fn reflected_values_are_escaped() {
         use http_body_util::BodyExt;
-        for (path, query) in [("/auth/signin", "next=/%22%3E%3Cscript%3E"), ("/auth/reset-password", "token=%22%3E%3Cscript%3E")] {
+        for (path, query) in [
+            ("/auth/signin", "next=/%22%3E%3Cscript%3E"),
+            ("/auth/reset-password", "token=%22%3E%3Cscript%3E"),
+        ] {
             let resp = render(path, Some(query)).expect("page");
             let body = resp.into_body().collect().await.expect("body").to_bytes();
             let text = String::from_utf8_lossy(&body);

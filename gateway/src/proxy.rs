@@ -200,9 +200,10 @@ impl Gateway {
         }
     }
 
-    /// `/health`: 200 when Redis answers, 503 otherwise; names each dependency's state.
+    /// `/health`: 200 when the session store (Redis) answers, 503 otherwise; names each
+    /// dependency's state.
     async fn health(&self) -> LocalResponse {
-        let redis_up = self.store.ping().await.is_ok();
+        let store_up = self.store.ping().await.is_ok();
         let upstreams: serde_json::Map<String, serde_json::Value> = self
             .upstreams
             .iter()
@@ -215,11 +216,11 @@ impl Gateway {
             })
             .collect();
         let body = serde_json::json!({
-            "status": if redis_up { "ok" } else { "unavailable" },
-            "redis": if redis_up { "up" } else { "down" },
+            "status": if store_up { "ok" } else { "unavailable" },
+            self.store.kind(): if store_up { "up" } else { "down" },
             "upstreams": upstreams,
         });
-        LocalResponse::json(if redis_up { 200 } else { 503 }, body)
+        LocalResponse::json(if store_up { 200 } else { 503 }, body)
     }
 
     fn client_ip(&self, session: &Session) -> IpAddr {

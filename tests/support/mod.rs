@@ -695,3 +695,85 @@ pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
             (!v.is_empty()).then(|| v.to_owned())
         })
 }
+
+/// A running `authflow up` on free ports with a temp data dir.
+pub struct Up {
+    pub gateway_port: u16,
+    pub auth_port: u16,
+    pub demo_port: u16,
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Up {
+    pub async fn start(extra_args: &[&str]) -> Up {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (g, a, d) = (free_port(), free_port(), free_port());
+        let child = Command::new(authflow_bin())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--gateway-port",
+                &g.to_string(),
+                "--auth-port",
+                &a.to_string(),
+                "--demo-port",
+                &d.to_string(),
+            ])
+            .args(extra_args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn authflow up");
+        let up = Up {
+            gateway_port: g,
+            auth_port: a,
+            demo_port: d,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(up.url("/health")).send().await {
+                if r.status() == 200 {
+                    return up;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("authflow up never became healthy");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.gateway_port, path)
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process; returns its exit status and output.
+    pub fn interrupt(&mut self) -> (std::process::ExitStatus, String, String) {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

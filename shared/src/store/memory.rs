@@ -54,13 +54,20 @@ impl MemorySessionStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner.lock().map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
     }
 
     /// Ids of the live sessions of `user_id` (for tests and listings).
     pub fn sessions_of(&self, user_id: &str) -> Vec<String> {
         self.lock()
-            .map(|g| g.user_sessions.get(user_id).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+            .map(|g| {
+                g.user_sessions
+                    .get(user_id)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default()
+            })
             .unwrap_or_default()
     }
 }
@@ -81,7 +88,12 @@ impl SessionStore for MemorySessionStore {
         }
     }
 
-    async fn touch(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut g = self.lock()?;
         let now = Instant::now();
         if let Some(entry) = g.sessions.get_mut(id) {
@@ -92,16 +104,28 @@ impl SessionStore for MemorySessionStore {
         Ok(())
     }
 
-    async fn create(&self, id: &str, record: &SessionRecord, ttl: Duration) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut g = self.lock()?;
         let now = Instant::now();
         g.writes += 1;
         if g.writes % 1024 == 0 {
             g.sweep(now);
         }
-        g.sessions.insert(id.to_owned(), (record.clone(), now + ttl));
-        g.user_sessions.entry(record.user_id.clone()).or_default().insert(id.to_owned());
-        g.devices.entry(record.user_id.clone()).or_default().insert(record.fingerprint.clone());
+        g.sessions
+            .insert(id.to_owned(), (record.clone(), now + ttl));
+        g.user_sessions
+            .entry(record.user_id.clone())
+            .or_default()
+            .insert(id.to_owned());
+        g.devices
+            .entry(record.user_id.clone())
+            .or_default()
+            .insert(record.fingerprint.clone());
         Ok(())
     }
 
@@ -122,6 +146,10 @@ impl SessionStore for MemorySessionStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
     }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
 }
 
 #[cfg(test)]
@@ -135,21 +163,37 @@ mod tests {
     #[tokio::test]
     async fn create_lookup_touch_delete() {
         let s = MemorySessionStore::new();
-        s.create("a", &record("u"), Duration::from_secs(60)).await.expect("create");
-        assert_eq!(s.lookup("a").await.expect("lookup").map(|r| r.user_id), Some("u".into()));
+        s.create("a", &record("u"), Duration::from_secs(60))
+            .await
+            .expect("create");
+        assert_eq!(
+            s.lookup("a").await.expect("lookup").map(|r| r.user_id),
+            Some("u".into())
+        );
         s.delete("a", "u").await.expect("delete");
         assert!(s.lookup("a").await.expect("lookup").is_none());
         assert!(s.sessions_of("u").is_empty());
-        s.touch("a", &record("u"), Duration::from_secs(60)).await.expect("touch");
-        assert!(s.lookup("a").await.expect("lookup").is_none(), "touch must not resurrect");
+        s.touch("a", &record("u"), Duration::from_secs(60))
+            .await
+            .expect("touch");
+        assert!(
+            s.lookup("a").await.expect("lookup").is_none(),
+            "touch must not resurrect"
+        );
     }
 
     #[tokio::test]
     async fn ttl_expires_sessions_and_touch_extends_them() {
         let s = MemorySessionStore::new();
-        s.create("a", &record("u"), Duration::from_millis(50)).await.expect("create");
-        s.create("b", &record("u"), Duration::from_millis(50)).await.expect("create");
-        s.touch("b", &record("u"), Duration::from_secs(60)).await.expect("touch");
+        s.create("a", &record("u"), Duration::from_millis(50))
+            .await
+            .expect("create");
+        s.create("b", &record("u"), Duration::from_millis(50))
+            .await
+            .expect("create");
+        s.touch("b", &record("u"), Duration::from_secs(60))
+            .await
+            .expect("touch");
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(s.lookup("a").await.expect("lookup").is_none());
         assert!(s.lookup("b").await.expect("lookup").is_some());
@@ -160,9 +204,13 @@ mod tests {
     async fn revoke_user_removes_every_session_of_that_user_only() {
         let s = MemorySessionStore::new();
         for id in ["a", "b", "c"] {
-            s.create(id, &record("u"), Duration::from_secs(60)).await.expect("create");
+            s.create(id, &record("u"), Duration::from_secs(60))
+                .await
+                .expect("create");
         }
-        s.create("d", &record("v"), Duration::from_secs(60)).await.expect("create");
+        s.create("d", &record("v"), Duration::from_secs(60))
+            .await
+            .expect("create");
         assert_eq!(s.revoke_user("u").await.expect("revoke"), 3);
         for id in ["a", "b", "c"] {
             assert!(s.lookup(id).await.expect("lookup").is_none());

@@ -53,5 +53,6 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// What the store is (`"redis"`, `"memory"`), for health reports.
+    fn kind(&self) -> &'static str;
 }
-

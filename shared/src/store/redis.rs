@@ -227,4 +227,8 @@ impl SessionStore for RedisSessionStore {
             .await
             .map(|_| ())
     }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
 }

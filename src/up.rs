@@ -1,0 +1,205 @@
+//! `authflow up`: the whole stack in one process. The gateway (Pingora, its own thread), the
+//! auth service and the demo backend (Tokio), on the embedded development configs, with
+//! sessions in memory and users in SQLite unless real servers are named.
+
+use authflow_auth::config::AuthConfig;
+use authflow_gateway::config::GatewayConfig;
+use authflow_shared::config::{ConfigError, ConfigSource};
+use authflow_shared::store::{MemorySessionStore, RedisSessionStore, SessionStore, StoreError};
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const DEV_GATEWAY: &str = include_str!("../conf/dev/gateway.toml");
+const DEV_AUTH: &str = include_str!("../conf/dev/auth.toml");
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where the SQLite user database and the email outbox live.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Use this Redis for sessions instead of the in-process store.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Use this database (sqlite: or postgres://) for users.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Address the three services bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub gateway_port: u16,
+    #[arg(long, default_value_t = 8001)]
+    pub auth_port: u16,
+    #[arg(long, default_value_t = 9000)]
+    pub demo_port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("embedded config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("port {0} is already in use ({1})")]
+    PortInUse(String, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] authflow_auth::server::StartError),
+    #[error(transparent)]
+    Gateway(#[from] authflow_gateway::server::StartError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The two configs `up` runs with: the embedded defaults with its flags applied.
+pub fn configs(args: &UpArgs) -> Result<(GatewayConfig, AuthConfig), ConfigError> {
+    let src = |name: &str, text: &str| ConfigSource {
+        file: PathBuf::from(format!("<embedded conf/dev/{name}>")),
+        text: text.to_owned(),
+    };
+    let mut gw: GatewayConfig = src("gateway.toml", DEV_GATEWAY).parse()?;
+    let mut auth = AuthConfig::from_source(&src("auth.toml", DEV_AUTH))?;
+    let host = &args.host;
+    gw.listen = format!("{host}:{}", args.gateway_port);
+    for u in &mut gw.upstreams {
+        match u.name.as_str() {
+            "auth" => u.servers = vec![format!("127.0.0.1:{}", args.auth_port)],
+            "demo" => u.servers = vec![format!("127.0.0.1:{}", args.demo_port)],
+            _ => {}
+        }
+    }
+    auth.listen = format!("{host}:{}", args.auth_port);
+    let data = args.data_dir.display().to_string();
+    auth.database.url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{data}/authflow.db?mode=rwc"));
+    auth.mail.outbox_dir = Path::new(&data).join("outbox").display().to_string();
+    auth.mail.base_url = format!("http://localhost:{}", args.gateway_port);
+    if let Some(url) = &args.redis_url {
+        gw.redis.url = url.clone();
+        auth.redis.url = url.clone();
+    }
+    Ok((gw, auth))
+}
+
+/// Pingora's shutdown comes from our own signal handling, so all three services stop together.
+struct ShutdownFromChannel(watch::Receiver<bool>);
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for ShutdownFromChannel {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+        pingora::server::ShutdownSignal::GracefulTerminate
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<StdListener, UpError> {
+    let addr = format!("{host}:{port}");
+    let l = StdListener::bind(&addr).map_err(|e| UpError::PortInUse(addr.clone(), e))?;
+    l.set_nonblocking(true).map_err(UpError::Runtime)?;
+    Ok(l)
+}
+
+/// Runs until Ctrl-C or SIGTERM.
+pub fn run(args: &UpArgs) -> Result<(), UpError> {
+    let (gw_cfg, auth_cfg) = configs(args)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(UpError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(UpError::Runtime)?;
+    let auth_listener = bind(&args.host, args.auth_port)?;
+    let demo_listener = bind(&args.host, args.demo_port)?;
+    // Pingora binds the gateway port itself; make sure it is free first.
+    drop(bind(&args.host, args.gateway_port)?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    rt.block_on(async {
+        let store: Arc<dyn SessionStore> = match &args.redis_url {
+            Some(_) => {
+                let redis = RedisSessionStore::new(&gw_cfg.redis)?;
+                redis.connect();
+                if !redis.wait_connected(Duration::from_secs(3)).await {
+                    tracing::warn!(url = %gw_cfg.redis.url, "Redis not reachable yet; protected routes answer 503 until it is");
+                }
+                Arc::new(redis)
+            }
+            None => Arc::new(MemorySessionStore::new()),
+        };
+        let users = authflow_auth::server::users_from_config(&auth_cfg).await?;
+        let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone()));
+
+        let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store, None)?;
+        gateway.bootstrap();
+        let signal = ShutdownFromChannel(stop_rx.clone());
+        let gateway_thread = std::thread::spawn(move || {
+            gateway.run(pingora::server::RunArgs { shutdown_signal: Box::new(signal) });
+        });
+
+        let until_stop = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let auth_task = tokio::spawn(authflow_auth::server::serve_listener(
+            api,
+            tokio::net::TcpListener::from_std(auth_listener).map_err(UpError::Runtime)?,
+            until_stop(stop_rx.clone()),
+            Duration::from_secs(5),
+        ));
+        let demo_task = tokio::spawn(crate::demo::serve(
+            tokio::net::TcpListener::from_std(demo_listener).map_err(UpError::Runtime)?,
+            until_stop(stop_rx.clone()),
+        ));
+        announce(args, &gw_cfg, &auth_cfg);
+
+        authflow_auth::server::shutdown_signal().await;
+        eprintln!("\nshutting down: letting in-flight requests finish...");
+        let _ = stop_tx.send(true);
+        let _ = auth_task.await;
+        let _ = demo_task.await;
+        let _ = tokio::task::spawn_blocking(move || gateway_thread.join()).await;
+        eprintln!("stopped.");
+        Ok(())
+    })
+}
+
+fn announce(args: &UpArgs, gw: &GatewayConfig, auth: &AuthConfig) {
+    let g = args.gateway_port;
+    println!("AuthFlow is up.\n");
+    println!("  Open   http://localhost:{g}/app/   (you will be sent to sign in first)\n");
+    println!("  gateway  http://{}:{g}", args.host);
+    println!(
+        "  auth     http://{}:{}   (behind the gateway)",
+        args.host, args.auth_port
+    );
+    println!(
+        "  demo     http://{}:{}   (behind the gateway)\n",
+        args.host, args.demo_port
+    );
+    println!("  Routes:");
+    for r in &gw.routes {
+        println!(
+            "    {:<24} -> {:<5} auth = {:?}",
+            r.prefix, r.upstream, r.auth
+        );
+    }
+    println!("    {:<24} -> the gateway itself", "/health");
+    println!();
+    println!(
+        "  Sessions: {}",
+        args.redis_url.as_deref().map_or(
+            "in-process (restart signs everyone out)".to_owned(),
+            |u| format!("Redis at {u}")
+        )
+    );
+    println!("  Users:    {}", auth.database.url);
+    println!(
+        "  Emails:   {}/  (verification and reset links land here)",
+        auth.mail.outbox_dir
+    );
+    println!("\nCtrl-C stops everything.");
+}
