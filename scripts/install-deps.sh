@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages AuthFlow's build and tests need, when they are missing:
 # cmake (Pingora's build), redis-server and PostgreSQL (the test harness starts its own
-# instances on free ports). Debian/Ubuntu; needs root or sudo.
+# instances on free ports), Chromium and chromedriver (the browser test). Debian/Ubuntu;
+# needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 
