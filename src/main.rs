@@ -91,6 +91,9 @@ fn check(path: &Path) -> ExitCode {
     } else {
         match GatewayConfig::load(path) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("warning: {}: {w}", path.display());
+                }
                 println!(
                     "{}: ok (gateway config: {} routes, {} upstreams)",
                     path.display(),

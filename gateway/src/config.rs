@@ -226,6 +226,20 @@ impl GatewayConfig {
         }
     }
 
+    /// Things that are fine in the file but not on this machine (yet): the gateway will not
+    /// start until they are fixed, but the file itself may be deployed elsewhere.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (k, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !Path::new(p).is_file() {
+                    out.push(format!("{k}: {p:?} does not exist on this machine"));
+                }
+            }
+        }
+        out
+    }
+
     /// Every semantic problem, each pinned to its key.
     pub fn problems(&self, src: &ConfigSource) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
@@ -244,8 +258,8 @@ impl GatewayConfig {
                 );
             }
             for (k, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
-                if !Path::new(p).is_file() {
-                    bad(k.into(), format!("file {p:?} does not exist"));
+                if p.is_empty() {
+                    bad(k.into(), "must name a PEM file".into());
                 }
             }
         }

@@ -1,0 +1,181 @@
+//! Deployment files, checked without a Docker engine: every shipped config passes
+//! `authflow check`, the compose file wires the services the way the README says, and the
+//! Dockerfile builds the binary the way our scripts do.
+
+mod support;
+
+use std::process::Command;
+use support::authflow_bin;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn check(path: &str) -> std::process::Output {
+    Command::new(authflow_bin())
+        .args(["check", "--config", path])
+        .output()
+        .expect("run check")
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    for path in [
+        "conf/gateway.toml",
+        "conf/auth.toml",
+        "conf/dev/gateway.toml",
+        "conf/dev/auth.toml",
+    ] {
+        let out = check(path);
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = check("conf/auth.toml");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("auth config"),
+        "check must tell the kinds apart"
+    );
+    let out = check("conf/gateway.toml");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gateway config"));
+}
+
+#[test]
+fn production_configs_use_host_cookies_tls_and_no_inline_secrets() {
+    let gw = std::fs::read_to_string("conf/gateway.toml").expect("gateway.toml");
+    let auth = std::fs::read_to_string("conf/auth.toml").expect("auth.toml");
+    for text in [&gw, &auth] {
+        assert!(text.contains("cookie_name = \"__Host-authflow_session\""));
+        assert!(text.contains("cookie_secure = true"));
+        assert!(
+            !text.contains("redis://:") && !text.contains("password@"),
+            "a secret is inline"
+        );
+    }
+    assert!(gw.contains("[tls]"));
+    assert!(auth.contains("postgres://authflow@postgres"));
+}
+
+fn compose() -> Yaml {
+    let text = std::fs::read_to_string("docker/compose.yaml").expect("compose.yaml");
+    YamlLoader::load_from_str(&text)
+        .expect("compose.yaml is valid YAML")
+        .remove(0)
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_runs_every_service_with_health_checks_in_dependency_order() {
+    let doc = compose();
+    let services = &doc["services"];
+    let names: Vec<&str> = services
+        .as_hash()
+        .expect("services")
+        .keys()
+        .filter_map(Yaml::as_str)
+        .collect();
+    for s in ["gateway", "auth", "demo", "redis", "postgres"] {
+        assert!(names.contains(&s), "service {s} missing: {names:?}");
+        assert!(
+            !services[s]["healthcheck"]["test"].is_badvalue(),
+            "{s} has no health check"
+        );
+    }
+    let healthy = |svc: &str, dep: &str| {
+        services[svc]["depends_on"][dep]["condition"].as_str() == Some("service_healthy")
+    };
+    assert!(
+        healthy("gateway", "redis") && healthy("gateway", "auth") && healthy("gateway", "demo")
+    );
+    assert!(healthy("auth", "redis") && healthy("auth", "postgres"));
+
+    let redis = strings(&services["redis"]["command"]).join(" ");
+    assert!(
+        redis.contains("--requirepass ${REDIS_PASSWORD:?"),
+        "{redis}"
+    );
+    assert!(redis.contains("--appendonly yes"), "{redis}");
+    assert!(!services["redis"]["volumes"].is_badvalue());
+    assert!(services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("${POSTGRES_PASSWORD")));
+    assert_eq!(
+        services["gateway"]["environment"]["AUTHFLOW_REDIS_PASSWORD"].as_str(),
+        Some("${REDIS_PASSWORD}")
+    );
+    assert_eq!(
+        services["auth"]["environment"]["AUTHFLOW_DATABASE_PASSWORD"].as_str(),
+        Some("${POSTGRES_PASSWORD}")
+    );
+    assert_eq!(
+        services["auth"]["build"]["dockerfile"].as_str(),
+        Some("docker/Dockerfile")
+    );
+}
+
+#[test]
+fn compose_commands_are_real_subcommands_with_real_configs() {
+    let doc = compose();
+    for svc in ["gateway", "auth", "demo"] {
+        let cmd = strings(&doc["services"][svc]["command"]);
+        assert!(!cmd.is_empty(), "{svc}: no command");
+        let help = Command::new(authflow_bin())
+            .arg(&cmd[0])
+            .arg("--help")
+            .output()
+            .expect("help");
+        assert!(
+            help.status.success(),
+            "{svc}: `authflow {}` is not a subcommand",
+            cmd[0]
+        );
+        if let Some(i) = cmd.iter().position(|a| a == "--config") {
+            let path = cmd[i + 1].replace("/etc/authflow/conf/", "conf/");
+            assert!(
+                check(&path).status.success(),
+                "{svc}: {path} does not pass check"
+            );
+        }
+        let probe = strings(&doc["services"][svc]["healthcheck"]["test"]);
+        assert_eq!(
+            &probe[..3],
+            ["CMD", "authflow", "health"],
+            "{svc}: {probe:?}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_a_health_check_and_our_build_command() {
+    let df = std::fs::read_to_string("docker/Dockerfile").expect("Dockerfile");
+    let stages = df.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "not multi-stage");
+    let user = df
+        .lines()
+        .filter(|l| l.starts_with("USER "))
+        .last()
+        .expect("USER line");
+    assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
+    assert!(df.contains("HEALTHCHECK") && df.contains("authflow\", \"health\""));
+    let up = std::fs::read_to_string("scripts/up.sh").expect("up.sh");
+    let build = up
+        .lines()
+        .find(|l| l.starts_with("cargo build"))
+        .expect("build line in up.sh");
+    assert!(
+        df.contains(&format!("RUN {build}")),
+        "Dockerfile does not build with `{build}`"
+    );
+    assert!(df.contains("COPY --from=build /src/target/release/authflow"));
+    // The runtime image has no compiler, and the compose file mounts its configs read-only.
+    let runtime = df.split("FROM debian").nth(1).expect("runtime stage");
+    assert!(!runtime.contains("cargo "));
+}
