@@ -160,8 +160,7 @@ fn dockerfile_is_multi_stage_non_root_with_a_health_check_and_our_build_command(
     assert!(stages >= 2, "not multi-stage");
     let user = df
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .last()
+        .rfind(|l| l.starts_with("USER "))
         .expect("USER line");
     assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
     assert!(df.contains("HEALTHCHECK") && df.contains("authflow\", \"health\""));
