@@ -547,3 +547,50 @@ async fn redis_never_up_at_start_still_serves_public_routes() {
         .expect("request");
     assert_eq!(r.status(), 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_gives_503_within_the_timeout_not_a_hang() {
+    use fred::interfaces::ClientLike;
+    let (redis, _up, gw) = stack("").await;
+    let token = create_session(&redis.store().await, "u7", None, "127.0.0.1", UA).await;
+    let hang = redis.client().await;
+    // Redis is single-threaded: DEBUG SLEEP blocks every client for 3 s.
+    let sleeper = tokio::spawn(async move {
+        let r: Result<fred::types::Value, _> =
+            hang.custom(fred::cmd!("DEBUG"), vec!["SLEEP", "3"]).await;
+        r.expect("DEBUG SLEEP");
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(gw.url("/app/x"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", token.expose()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 503);
+    // Not a speed check: the configured timeout is 100 ms, and the point is that the answer
+    // does not wait for Redis to wake up (3 s).
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "gateway waited for Redis"
+    );
+    sleeper.await.expect("sleeper");
+    let mut last = 0;
+    for _ in 0..100 {
+        let r = client()
+            .get(gw.url("/app/x"))
+            .header("user-agent", UA)
+            .header("cookie", format!("sid={}", token.expose()))
+            .send()
+            .await
+            .expect("request");
+        last = r.status().as_u16();
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 200, "no recovery after Redis woke up");
+}

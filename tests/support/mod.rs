@@ -70,6 +70,9 @@ impl Redis {
                 "",
                 "--appendonly",
                 "no",
+                // Lets tests make Redis hang (DEBUG SLEEP) to check timeouts.
+                "--enable-debug-command",
+                "yes",
             ])
             .arg("--dir")
             .arg(self.dir.path())

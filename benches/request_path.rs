@@ -1,0 +1,135 @@
+//! Micro-benchmarks of the gateway's per-request steps and of password hashing.
+//!
+//! `cargo bench --bench request_path`. These say what each step costs on its own; the
+//! end-to-end cost (with sockets, Redis and the upstream) is measured by `benches/e2e.sh`.
+
+use authflow_gateway::config::{AuthMode, RateLimitConfig, RateRule, RouteConfig};
+use authflow_gateway::rate_limit::RateLimiter;
+use authflow_gateway::route::Router;
+use authflow_shared::config::HumanDuration;
+use authflow_shared::cookie;
+use authflow_shared::fingerprint::{self, FingerprintSpec};
+use authflow_shared::session::SessionRecord;
+use authflow_shared::token::SessionToken;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+fn headers() -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+            .parse()
+            .expect("ua"),
+    );
+    h.insert(
+        "accept-language",
+        "en-GB,en;q=0.7,de;q=0.3".parse().expect("al"),
+    );
+    h
+}
+
+fn session_steps(c: &mut Criterion) {
+    let token = SessionToken::generate();
+    let cookie_header = format!(
+        "theme=dark; authflow_session={}; _ga=GA1.2.3",
+        token.expose()
+    );
+    let spec = FingerprintSpec::default();
+    let h = headers();
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    let record = SessionRecord::new(
+        "8c6f0e2a-4d1b-4a51-9f0e-2b1f6c3d4e5f",
+        Some("ann@example.com".into()),
+        spec.compute(ip, &h),
+        0,
+        Duration::from_secs(3600),
+    );
+    let json = serde_json::to_string(&record).expect("json");
+
+    c.bench_function("cookie: find session cookie", |b| {
+        b.iter(|| cookie::find([black_box(cookie_header.as_str())], "authflow_session"))
+    });
+    c.bench_function("token: parse + sha256 id", |b| {
+        b.iter(|| SessionToken::parse(black_box(token.expose())).map(|t| t.id()))
+    });
+    c.bench_function("fingerprint: sha256 of ip+ua+lang", |b| {
+        b.iter(|| spec.compute(black_box(ip), black_box(&h)))
+    });
+    c.bench_function("fingerprint: constant-time compare", |b| {
+        b.iter(|| {
+            fingerprint::matches(
+                black_box(&record.fingerprint),
+                black_box(&record.fingerprint),
+            )
+        })
+    });
+    c.bench_function("session: decode record json", |b| {
+        b.iter(|| serde_json::from_str::<SessionRecord>(black_box(&json)).expect("decode"))
+    });
+}
+
+fn policy_steps(c: &mut Criterion) {
+    let limiter = RateLimiter::new(&RateLimitConfig {
+        requests: u64::MAX / 2,
+        per: HumanDuration::secs(1),
+        rules: vec![RateRule {
+            prefix: "/api/v1/simple_auth/signin".into(),
+            requests: 10,
+            per: HumanDuration::secs(60),
+        }],
+        ..Default::default()
+    });
+    let mut n: u32 = 0;
+    c.bench_function(
+        "rate limit: check (default 8x32768 estimator, 64k clients)",
+        |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                limiter.check(
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0xffff))),
+                    black_box("/app/x"),
+                )
+            })
+        },
+    );
+    let route = |prefix: &str, upstream: &str, auth| RouteConfig {
+        prefix: prefix.into(),
+        host: None,
+        upstream: upstream.into(),
+        auth,
+        auth_service: false,
+    };
+    let routes = vec![
+        route("/", "demo", AuthMode::Public),
+        route("/app/", "demo", AuthMode::Required),
+        route("/api/v1/simple_auth/", "auth", AuthMode::Public),
+        route("/auth/", "auth", AuthMode::Public),
+    ];
+    let names = ["demo", "auth"];
+    let router = Router::new(&routes, |n| names.iter().position(|x| *x == n));
+    c.bench_function("route: longest prefix of 4", |b| {
+        b.iter(|| router.find(Some("localhost:8000"), black_box("/app/dashboard")))
+    });
+}
+
+fn password_hashing(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = authflow_auth::password::PasswordHasherPool::new(19_456, 2, 1).expect("pool");
+    let phc = rt
+        .block_on(pool.hash("correct horse battery"))
+        .expect("hash");
+    let mut g = c.benchmark_group("argon2id m=19456 t=2 p=1");
+    g.sample_size(20);
+    g.bench_function("verify (one sign-in)", |b| {
+        b.iter(|| rt.block_on(pool.verify("correct horse battery", Some(&phc))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, session_steps, policy_steps, password_hashing);
+criterion_main!(benches);
