@@ -156,6 +156,53 @@ async fn unknown_malformed_and_duplicate_cookies_are_refused_and_cleared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_cookies_never_reach_redis() {
+    let (redis, _up, gw) = stack("").await;
+    let c = redis.client().await;
+    let gets = || async {
+        use fred::interfaces::ClientLike;
+        let info: String = c
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let send = |cookie: String| {
+        client()
+            .get(gw.url("/app/x"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let before = gets().await;
+    for cookie in [
+        "sid=abc".to_string(),
+        format!("sid={}", "a".repeat(5000)),
+        format!("sid={}+", "a".repeat(42)),
+    ] {
+        assert_eq!(send(cookie).await.expect("request").status(), 401);
+    }
+    assert_eq!(
+        gets().await,
+        before,
+        "a malformed cookie caused a Redis lookup"
+    );
+    // The counter is real: a well-formed unknown token is looked up.
+    let unknown = authflow_shared::token::SessionToken::generate();
+    assert_eq!(
+        send(format!("sid={}", unknown.expose()))
+            .await
+            .expect("request")
+            .status(),
+        401
+    );
+    assert_eq!(gets().await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_expired_session_is_refused_cleared_and_deleted() {
     let (redis, _up, gw) = stack("").await;
     let store = redis.store().await;
@@ -593,4 +640,73 @@ async fn a_hanging_redis_gives_503_within_the_timeout_not_a_hang() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last, 200, "no recovery after Redis woke up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_decisions_on_their_own_listener() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let metrics_port = free_port();
+    let cfg = config(&redis.url(), &[up.addr()], "").replace(
+        "threads = 1",
+        &format!("threads = 1\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    let gw = Gateway::start(&cfg).await;
+    assert_eq!(
+        client()
+            .get(gw.url("/public/x"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(gw.url("/app/x"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        401
+    );
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = client()
+            .get(&url)
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        if text.contains("decision=\"unauthenticated\"") && text.contains("decision=\"forwarded\"")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        text.contains("authflow_gateway_requests_total{decision=\"forwarded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authflow_gateway_requests_total{decision=\"unauthenticated\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authflow_gateway_session_lookup_seconds"),
+        "{text}"
+    );
+    assert_eq!(
+        client()
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        404,
+        "metrics must not be public"
+    );
 }

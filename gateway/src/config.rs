@@ -31,6 +31,9 @@ pub struct GatewayConfig {
     /// Seconds in-flight requests get to finish on shutdown.
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Where Prometheus scrapes `GET /metrics` (keep it private); off when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub redis: RedisConfig,
     #[serde(default)]
@@ -261,6 +264,14 @@ impl GatewayConfig {
                 if p.is_empty() {
                     bad(k.into(), "must name a PEM file".into());
                 }
+            }
+        }
+        if let Some(m) = &self.metrics_listen {
+            if m.parse::<SocketAddr>().is_err() {
+                bad(
+                    "metrics_listen".into(),
+                    format!("{m:?} is not an address:port"),
+                );
             }
         }
         if self.threads == 0 || self.threads > 256 {

@@ -42,3 +42,26 @@ pub fn render() -> String {
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// The `/metrics` endpoint, served by its own Pingora listener.
+pub struct MetricsApp;
+
+#[async_trait::async_trait]
+impl pingora::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(
+        &self,
+        session: &mut pingora::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        let (status, body) = if session.req_header().uri.path() == "/metrics" {
+            (200, render().into_bytes())
+        } else {
+            (404, b"not found\n".to_vec())
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; version=0.0.4")
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}

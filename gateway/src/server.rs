@@ -73,6 +73,14 @@ pub fn build_with_store(
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
     server.add_service(proxy);
+    if let Some(addr) = &cfg.metrics_listen {
+        let mut metrics = pingora::services::listening::Service::new(
+            "metrics".into(),
+            crate::metrics::MetricsApp,
+        );
+        metrics.add_tcp(addr);
+        server.add_service(metrics);
+    }
     for hc in health_checks {
         server.add_service(hc);
     }
