@@ -1,11 +1,12 @@
 //! Outgoing email: SMTP in production, an outbox directory of RFC 5322 `.eml` files in
-//! development (lettre's file transport). The messages the service sends are built here.
+//! development. The messages the service sends are built here.
 
 use crate::config::{MailConfig, ENV_SMTP_PASSWORD};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -18,7 +19,9 @@ pub enum MailError {
 }
 
 enum Transport {
-    Outbox(AsyncFileTransport<Tokio1Executor>),
+    /// One `<uuid>.eml` per message, written to a temp name and renamed, so a reader never
+    /// sees half a message.
+    Outbox(PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -53,7 +56,7 @@ impl Mailer {
             None => {
                 std::fs::create_dir_all(&cfg.outbox_dir)
                     .map_err(|e| MailError::Config(format!("outbox {}: {e}", cfg.outbox_dir)))?;
-                Transport::Outbox(AsyncFileTransport::new(&cfg.outbox_dir))
+                Transport::Outbox(PathBuf::from(&cfg.outbox_dir))
             }
         };
         Ok(Mailer {
@@ -85,11 +88,16 @@ impl Mailer {
             .body(body)
             .map_err(|e| MailError::Send(e.to_string()))?;
         match &self.transport {
-            Transport::Outbox(t) => t
-                .send(msg)
-                .await
-                .map(|_| ())
-                .map_err(|e| MailError::Send(e.to_string())),
+            Transport::Outbox(dir) => {
+                let name = uuid::Uuid::new_v4();
+                let tmp = dir.join(format!(".{name}.tmp"));
+                tokio::fs::write(&tmp, msg.formatted())
+                    .await
+                    .map_err(|e| MailError::Send(e.to_string()))?;
+                tokio::fs::rename(&tmp, dir.join(format!("{name}.eml")))
+                    .await
+                    .map_err(|e| MailError::Send(e.to_string()))
+            }
             Transport::Smtp(t) => t
                 .send(msg)
                 .await

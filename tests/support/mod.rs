@@ -619,7 +619,8 @@ base_url = "http://app.example.com"
     )
 }
 
-/// Every message in an outbox, decoded (quoted-printable soft breaks and escapes undone).
+/// Every message in an outbox; quoted-printable bodies (as SMTP-bound mail would have) are
+/// decoded, others are taken as written.
 pub fn outbox_messages(dir: &Path) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
@@ -633,7 +634,13 @@ pub fn outbox_messages(dir: &Path) -> Vec<String> {
     files
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|m| decode_qp(&m))
+        .map(|m| {
+            if m.contains("Content-Transfer-Encoding: quoted-printable") {
+                decode_qp(&m)
+            } else {
+                m
+            }
+        })
         .collect()
 }
 
