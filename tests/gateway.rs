@@ -211,13 +211,7 @@ async fn idle_expired_session_is_refused_cleared_and_deleted() {
         r.created_at = r.last_seen_at;
     })
     .await;
-    let resp = client()
-        .get(gw.url("/app/x"))
-        .header("user-agent", UA)
-        .header("cookie", format!("sid={}", token.expose()))
-        .send()
-        .await
-        .expect("request");
+    let resp = get_with_session(gw.url("/app/x"), token.expose()).await;
     assert_eq!(resp.status(), 401);
     assert!(resp.headers()["set-cookie"]
         .to_str()
@@ -240,16 +234,10 @@ async fn absolutely_expired_session_is_refused_even_when_active() {
         r.expires_at = r.created_at + 1_500; // 1.5 s absolute lifetime
     })
     .await;
-    let send = || {
-        client()
-            .get(gw.url("/app/x"))
-            .header("user-agent", UA)
-            .header("cookie", format!("sid={}", token.expose()))
-            .send()
-    };
-    assert_eq!(send().await.expect("request").status(), 200);
+    let send = || get_with_session(gw.url("/app/x"), token.expose());
+    assert_eq!(send().await.status(), 200);
     tokio::time::sleep(Duration::from_millis(1_700)).await;
-    assert_eq!(send().await.expect("request").status(), 401);
+    assert_eq!(send().await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,14 +486,8 @@ async fn requests_are_spread_round_robin_across_servers() {
 async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
     let (mut redis, _up, gw) = stack("").await;
     let token = create_session(&redis.store().await, "u6", None, "127.0.0.1", UA).await;
-    let protected = || {
-        client()
-            .get(gw.url("/app/x"))
-            .header("user-agent", UA)
-            .header("cookie", format!("sid={}", token.expose()))
-            .send()
-    };
-    assert_eq!(protected().await.expect("request").status(), 200);
+    let protected = || get_with_session(gw.url("/app/x"), token.expose());
+    assert_eq!(protected().await.status(), 200);
     let health = client()
         .get(gw.url("/health"))
         .send()
@@ -515,7 +497,7 @@ async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
     assert_eq!(json(health).await["redis"], "up");
 
     redis.kill();
-    let r = protected().await.expect("request");
+    let r = protected().await;
     assert_eq!(r.status(), 503);
     assert_eq!(json(r).await["error"], "session_store_unavailable");
     assert_eq!(
@@ -539,22 +521,16 @@ async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
     redis.restart().await;
     // The restarted Redis is empty: sign in again, then the gateway must serve it by itself.
     let token2 = create_session(&redis.store().await, "u6", None, "127.0.0.1", UA).await;
-    let mut last = 0;
-    for _ in 0..100 {
-        let r = client()
-            .get(gw.url("/app/x"))
-            .header("user-agent", UA)
-            .header("cookie", format!("sid={}", token2.expose()))
-            .send()
-            .await
-            .expect("request");
-        last = r.status().as_u16();
-        if last == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(last, 200, "gateway did not recover after Redis came back");
+    let last = poll(
+        || get_with_session(gw.url("/app/x"), token2.expose()),
+        |r| r.status() == 200,
+    )
+    .await;
+    assert_eq!(
+        last.status(),
+        200,
+        "gateway did not recover after Redis came back"
+    );
     assert_eq!(
         client()
             .get(gw.url("/health"))
@@ -609,13 +585,7 @@ async fn a_hanging_redis_gives_503_within_the_timeout_not_a_hang() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    let r = client()
-        .get(gw.url("/app/x"))
-        .header("user-agent", UA)
-        .header("cookie", format!("sid={}", token.expose()))
-        .send()
-        .await
-        .expect("request");
+    let r = get_with_session(gw.url("/app/x"), token.expose()).await;
     assert_eq!(r.status(), 503);
     // Not a speed check: the configured timeout is 100 ms, and the point is that the answer
     // does not wait for Redis to wake up (3 s).
@@ -624,22 +594,12 @@ async fn a_hanging_redis_gives_503_within_the_timeout_not_a_hang() {
         "gateway waited for Redis"
     );
     sleeper.await.expect("sleeper");
-    let mut last = 0;
-    for _ in 0..100 {
-        let r = client()
-            .get(gw.url("/app/x"))
-            .header("user-agent", UA)
-            .header("cookie", format!("sid={}", token.expose()))
-            .send()
-            .await
-            .expect("request");
-        last = r.status().as_u16();
-        if last == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(last, 200, "no recovery after Redis woke up");
+    let last = poll(
+        || get_with_session(gw.url("/app/x"), token.expose()),
+        |r| r.status() == 200,
+    )
+    .await;
+    assert_eq!(last.status(), 200, "no recovery after Redis woke up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@ use authflow_shared::keys;
 use authflow_shared::token::SessionToken;
 use fred::interfaces::KeysInterface;
 use serde_json::json;
-use std::time::Duration;
 use support::gotrue::GoTrue;
 use support::*;
 
@@ -188,19 +187,18 @@ async fn supabase_sign_up_sign_in_logout_and_reset() {
     .expect("s2");
     let r = post(svc.api("forgot-password"), json!({"email": email}), None).await;
     assert_eq!(r.status(), 202);
-    let mut recovery = None;
-    for _ in 0..100 {
-        recovery = gotrue
-            .state
-            .lock()
-            .expect("lock")
-            .otp_for(email, "recovery");
-        if recovery.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let recovery = recovery.expect("recovery otp");
+    let recovery = poll(
+        || async {
+            gotrue
+                .state
+                .lock()
+                .expect("lock")
+                .otp_for(email, "recovery")
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("recovery otp");
     let r = post(
         svc.api("reset-password/update"),
         json!({"token": recovery, "new_password": PW}),
@@ -212,19 +210,18 @@ async fn supabase_sign_up_sign_in_logout_and_reset() {
 
     // That attempt burned the recovery token at GoTrue: ask again.
     post(svc.api("forgot-password"), json!({"email": email}), None).await;
-    let mut recovery = None;
-    for _ in 0..100 {
-        recovery = gotrue
-            .state
-            .lock()
-            .expect("lock")
-            .otp_for(email, "recovery");
-        if recovery.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let recovery = recovery.expect("recovery otp");
+    let recovery = poll(
+        || async {
+            gotrue
+                .state
+                .lock()
+                .expect("lock")
+                .otp_for(email, "recovery")
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("recovery otp");
     let r = post(
         svc.api("reset-password/update"),
         json!({"token": recovery, "new_password": "a brand new password"}),

@@ -2,9 +2,8 @@
 //! anything starts. Every problem names the file, the line and the key.
 
 use authflow_shared::config::{
-    ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig,
+    session_problems, ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig,
 };
-use authflow_shared::cookie;
 use authflow_shared::fingerprint::FingerprintSpec;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -296,29 +295,13 @@ impl GatewayConfig {
 
     fn session_problems(&self, bad: &mut impl FnMut(String, String)) {
         let s = &self.session;
-        if !cookie::valid_name(&s.cookie_name) {
-            bad(
-                "session.cookie_name".into(),
-                format!("{:?} is not a valid cookie name", s.cookie_name),
-            );
-        }
-        if s.cookie_name.starts_with("__Host-") && !s.cookie_secure {
-            bad(
-                "session.cookie_secure".into(),
-                "a __Host- cookie must be Secure".into(),
-            );
-        }
-        if s.idle_timeout.0.is_zero() {
-            bad(
-                "session.idle_timeout".into(),
-                "must be greater than 0".into(),
-            );
-        }
-        if s.absolute_timeout < s.idle_timeout {
-            bad(
-                "session.absolute_timeout".into(),
-                "must not be shorter than idle_timeout".into(),
-            );
+        for (k, reason) in session_problems(
+            &s.cookie_name,
+            s.cookie_secure,
+            s.idle_timeout,
+            s.absolute_timeout,
+        ) {
+            bad(format!("session.{k}"), reason);
         }
         if s.touch_interval > s.idle_timeout {
             bad(

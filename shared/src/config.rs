@@ -121,6 +121,36 @@ impl RedisConfig {
     }
 }
 
+/// Problems with the session settings both services share (cookie name and flags,
+/// lifetimes), as (key under `[session]`, reason).
+pub fn session_problems(
+    cookie_name: &str,
+    secure: bool,
+    idle: HumanDuration,
+    absolute: HumanDuration,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !crate::cookie::valid_name(cookie_name) {
+        out.push((
+            "cookie_name",
+            format!("{cookie_name:?} is not a valid cookie name"),
+        ));
+    }
+    if cookie_name.starts_with("__Host-") && !secure {
+        out.push(("cookie_secure", "a __Host- cookie must be Secure".into()));
+    }
+    if idle.0.is_zero() {
+        out.push(("idle_timeout", "must be greater than 0".into()));
+    }
+    if absolute < idle {
+        out.push((
+            "absolute_timeout",
+            "must not be shorter than idle_timeout".into(),
+        ));
+    }
+    out
+}
+
 /// One problem in a config file. Displays as `file:line: key: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigProblem {

@@ -18,6 +18,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Calls `attempt` every 100 ms (at most 100 times) until `done` accepts its result; returns
+/// the last result either way, for the caller to assert on.
+pub async fn poll<T, Fut: std::future::Future<Output = T>>(
+    mut attempt: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let mut last = attempt().await;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = attempt().await;
+    }
+    last
+}
+
+/// A GET of `url` from the test browser (`UA`) carrying session cookie `sid=<token>`.
+pub async fn get_with_session(url: String, token: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={token}"))
+        .send()
+        .await
+        .expect("request")
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
