@@ -96,30 +96,37 @@ impl ApiError {
         }
     }
 
+    fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::InvalidJson(_) | ApiError::InvalidToken => 400,
+            ApiError::Validation { .. } => 422,
+            ApiError::InvalidCredentials => 401,
+            ApiError::EmailNotVerified | ApiError::CrossSite => 403,
+            ApiError::RateLimited => 429,
+            ApiError::SessionStore(_) | ApiError::UserStore(_) => 503,
+        }
+    }
+
+    /// `{"error": code}`, with the field and reason where the client can act on them. The
+    /// text of dependency failures stays in the logs.
     pub fn response(&self) -> HttpResponse {
-        let (status, body) = match self {
-            ApiError::NotFound => (404, json!({"error": "not_found"})),
-            ApiError::MethodNotAllowed(_) => (405, json!({"error": "method_not_allowed"})),
-            ApiError::UnsupportedMediaType => (
-                415,
-                json!({"error": "unsupported_media_type", "reason": "send Content-Type: application/json"}),
-            ),
-            ApiError::PayloadTooLarge => (413, json!({"error": "payload_too_large"})),
-            ApiError::InvalidJson(reason) => {
-                (400, json!({"error": "invalid_json", "reason": reason}))
+        let mut body = json!({ "error": self.code() });
+        match self {
+            ApiError::UnsupportedMediaType => {
+                body["reason"] = json!("send Content-Type: application/json")
             }
-            ApiError::Validation { field, reason } => (
-                422,
-                json!({"error": "validation_failed", "field": field, "reason": reason}),
-            ),
-            ApiError::InvalidCredentials => (401, json!({"error": "invalid_credentials"})),
-            ApiError::EmailNotVerified => (403, json!({"error": "email_not_verified"})),
-            ApiError::InvalidToken => (400, json!({"error": "invalid_token"})),
-            ApiError::RateLimited => (429, json!({"error": "rate_limited"})),
-            ApiError::CrossSite => (403, json!({"error": "cross_site_request"})),
-            ApiError::SessionStore(_) => (503, json!({"error": "session_store_unavailable"})),
-            ApiError::UserStore(_) => (503, json!({"error": "user_store_unavailable"})),
-        };
+            ApiError::InvalidJson(reason) => body["reason"] = json!(reason),
+            ApiError::Validation { field, reason } => {
+                body["field"] = json!(field);
+                body["reason"] = json!(reason);
+            }
+            _ => {}
+        }
+        let status = self.status();
         let mut resp = json_response(status, &body);
         if let ApiError::MethodNotAllowed(allow) = self {
             if let Ok(v) = header::HeaderValue::from_str(allow) {
