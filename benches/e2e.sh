@@ -33,14 +33,25 @@ BIN=$PWD/target/release/authflow
 
 tmp=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() {
+  # TERM first (nginx's master then stops its workers), then KILL whatever is left.
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${pids[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 
-sut() { if [ "$PIN" = 1 ]; then taskset -c 1 "$@"; else "$@"; fi; }
-side() { if [ "$PIN" = 1 ]; then taskset -c 0 "$@"; else "$@"; fi; }
-wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# Prefixes, not functions: `$!` must be the server's own pid (taskset execs it) so that
+# cleanup kills it.
+SUT=(); SIDE=()
+if [ "$PIN" = 1 ]; then SUT=(taskset -c 1); SIDE=(taskset -c 0); fi
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP=18081; NGX=18082; GW=18000; AUTH=18001; REDIS=16379
+for p in $UP $NGX $GW $AUTH $REDIS; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p is busy: stop what listens there first" >&2; exit 1; fi
+done
 mkdir -p "$tmp/up" "$tmp/ngx"
 cat > "$tmp/up/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $tmp/up/pid; error_log $tmp/up/err warn;
@@ -57,9 +68,9 @@ http {
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
-side nginx -c "$tmp/up/nginx.conf" -p "$tmp/up" & pids+=($!)
-sut nginx -c "$tmp/ngx/nginx.conf" -p "$tmp/ngx" & NGX_PID=$!; pids+=($NGX_PID)
-sut redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null & REDIS_PID=$!; pids+=($REDIS_PID)
+"${SIDE[@]}" nginx -c "$tmp/up/nginx.conf" -p "$tmp/up" & pids+=($!)
+"${SUT[@]}" nginx -c "$tmp/ngx/nginx.conf" -p "$tmp/ngx" & NGX_PID=$!; pids+=($NGX_PID)
+"${SUT[@]}" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null & REDIS_PID=$!; pids+=($REDIS_PID)
 
 cat > "$tmp/gateway.toml" <<TOML
 listen = "127.0.0.1:$GW"
@@ -84,6 +95,7 @@ servers = ["127.0.0.1:$UP"]
 [[upstreams]]
 name = "auth"
 servers = ["127.0.0.1:$AUTH"]
+health_check_interval = "1s"
 [[routes]]
 prefix = "/public/"
 upstream = "app"
@@ -117,10 +129,13 @@ outbox_dir = "$tmp/outbox"
 [signup]
 require_email_verification = false
 TOML
-RUST_LOG=error sut "$BIN" gateway --config "$tmp/gateway.toml" & GW_PID=$!; pids+=($GW_PID)
-RUST_LOG=error side "$BIN" auth --config "$tmp/auth.toml" & pids+=($!)
-for p in $UP $NGX $REDIS $GW $AUTH; do wait_port $p; done
-sleep 1
+RUST_LOG=error "${SIDE[@]}" "$BIN" auth --config "$tmp/auth.toml" & pids+=($!)
+for p in $UP $NGX $REDIS $AUTH; do wait_port $p; done
+RUST_LOG=off "${SUT[@]}" "$BIN" gateway --config "$tmp/gateway.toml" & GW_PID=$!; pids+=($GW_PID)
+# Ready when the gateway's health checks see both upstreams.
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$GW/health" | grep -q '"auth":{"healthy":1' && break; sleep 0.1
+done
 
 # A real session, made the way a user gets one: sign up and sign in through the gateway.
 UA="authflow-bench/1.0"
@@ -133,16 +148,22 @@ COOKIE=$(curl -sf -D - -o /dev/null -A "$UA" -H 'content-type: application/json'
 code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" -H "cookie: $COOKIE" "http://127.0.0.1:$GW/app/x")
 [ "$code" = 200 ] || { echo "protected route answered $code" >&2; exit 1; }
 
-# CPU seconds (user+sys) of the given pids, from /proc.
-cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
+# CPU ticks (user+sys) of the given pids and their children (nginx's workers), from /proc.
+cpu() {
+  local t=0 p c
+  for p in "$@"; do
+    for c in $p $(pgrep -P "$p"); do t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat"))); done
+  done
+  echo "$t"
+}
 HZ=$(getconf CLK_TCK)
 
 declare -A RPS CPUUS P50 P99
 run() { # name url [pids of the system under test...]
   local name=$1 url=$2; shift 2
-  side wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null 2>&1 || true   # warm-up
+  "${SIDE[@]}" wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null 2>&1 || true   # warm-up
   local before; before=$(cpu "$@")
-  local out; out=$(side wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$url")
+  local out; out=$("${SIDE[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$url")
   local after; after=$(cpu "$@")
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
@@ -161,9 +182,9 @@ run V0_direct "http://127.0.0.1:$UP/public/x"
 run V1_nginx "http://127.0.0.1:$NGX/public/x" $NGX_PID
 run V2_gateway_public "http://127.0.0.1:$GW/public/x" $GW_PID
 run_protected() {
-  side wrk -t1 -c"$CONNS" -d2s -H "cookie: $COOKIE" -H "user-agent: $UA" "http://127.0.0.1:$GW/app/x" >/dev/null 2>&1 || true
+  "${SIDE[@]}" wrk -t1 -c"$CONNS" -d2s -H "cookie: $COOKIE" -H "user-agent: $UA" "http://127.0.0.1:$GW/app/x" >/dev/null 2>&1 || true
   local before; before=$(cpu $GW_PID $REDIS_PID)
-  local out; out=$(side wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "cookie: $COOKIE" -H "user-agent: $UA" "http://127.0.0.1:$GW/app/x")
+  local out; out=$("${SIDE[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "cookie: $COOKIE" -H "user-agent: $UA" "http://127.0.0.1:$GW/app/x")
   local after; after=$(cpu $GW_PID $REDIS_PID)
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[V3_gateway_protected]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')

@@ -123,8 +123,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
         let store: Arc<dyn SessionStore> = match &args.redis_url {
             Some(_) => {
                 let redis = RedisSessionStore::new(&gw_cfg.redis)?;
-                redis.connect();
-                if !redis.wait_connected(Duration::from_secs(3)).await {
+                if !redis.warm_up().await {
                     tracing::warn!(url = %gw_cfg.redis.url, "Redis not reachable yet; protected routes answer 503 until it is");
                 }
                 Arc::new(redis)
@@ -134,7 +133,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
         let users = authflow_auth::server::users_from_config(&auth_cfg).await?;
         let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone()));
 
-        let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store, None)?;
+        let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store)?;
         gateway.bootstrap();
         let signal = ShutdownFromChannel(stop_rx.clone());
         let gateway_thread = std::thread::spawn(move || {

@@ -70,8 +70,7 @@ pub async fn users_from_config(cfg: &AuthConfig) -> Result<Arc<dyn UserProvider>
 /// The API with the Redis session store, connected.
 pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
     let redis = RedisSessionStore::new(&cfg.redis)?;
-    redis.connect();
-    if !redis.wait_connected(Duration::from_secs(2)).await {
+    if !redis.warm_up().await {
         tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
     }
     let store: Arc<dyn SessionStore> = Arc::new(redis);

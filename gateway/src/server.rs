@@ -4,13 +4,10 @@
 use crate::config::GatewayConfig;
 use crate::proxy::Gateway;
 use crate::upstream;
-use async_trait::async_trait;
 use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{RunArgs, Server};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -22,33 +19,17 @@ pub enum StartError {
     Tls(String),
 }
 
-/// Keeps the Redis pool connected from inside Pingora's runtime; fred reconnects forever.
-struct RedisConnector(RedisSessionStore);
-
-#[async_trait]
-impl BackgroundService for RedisConnector {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.0.connect();
-        if !self.0.wait_connected(Duration::from_secs(2)).await {
-            tracing::warn!("Redis is not reachable yet: protected routes answer 503 until it is");
-        }
-        let _ = shutdown.changed().await;
-    }
-}
-
 /// Builds the Pingora server for `cfg` with the Redis session store.
 pub fn build(cfg: &GatewayConfig) -> Result<Server, StartError> {
-    let store = RedisSessionStore::new(&cfg.redis)?;
-    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
-    build_with_store(cfg, shared, Some(store))
+    // Each Pingora worker thread connects its own Redis pool on first use.
+    let store: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::new(&cfg.redis)?);
+    build_with_store(cfg, store)
 }
 
-/// Builds the server around any session store; `redis` (when given) is connected by a
-/// background service.
+/// Builds the server around any session store.
 pub fn build_with_store(
     cfg: &GatewayConfig,
     store: Arc<dyn SessionStore>,
-    redis: Option<RedisSessionStore>,
 ) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: cfg.threads,
@@ -83,9 +64,6 @@ pub fn build_with_store(
     }
     for hc in health_checks {
         server.add_service(hc);
-    }
-    if let Some(redis) = redis {
-        server.add_service(background_service("redis", RedisConnector(redis)));
     }
     Ok(server)
 }

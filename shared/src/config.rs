@@ -77,7 +77,7 @@ pub struct RedisConfig {
     pub url: String,
     /// Upper bound on one Redis round trip on the request path.
     pub timeout: HumanDuration,
-    /// Connections in the pool.
+    /// Connections per worker thread (each thread has its own pool; see the store).
     pub pool_size: usize,
 }
 
@@ -86,7 +86,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             timeout: HumanDuration::millis(50),
-            pool_size: 4,
+            pool_size: 2,
         }
     }
 }

@@ -141,8 +141,7 @@ impl Redis {
             pool_size: 1,
         })
         .expect("store");
-        store.connect();
-        assert!(store.wait_connected(Duration::from_secs(5)).await);
+        assert!(store.warm_up().await);
         store
     }
 
