@@ -12,6 +12,6 @@ end
 
 done = function()
   for s, n in pairs(statuses) do
-    io.write(string.format("status %d: %d\n", s, n))
+    io.stderr:write(string.format("status %d: %d\n", s, n))
   end
 end
