@@ -24,6 +24,22 @@ async fn start(redis: &Redis, gotrue: &GoTrue) -> AuthService {
     AuthService::start(&cfg, &[("AUTHFLOW_ENCRYPTION_KEY", KEY)]).await
 }
 
+/// The recovery token GoTrue "emailed" (it is sent after our 202, so wait for it).
+async fn recovery_token(gotrue: &GoTrue, email: &str) -> String {
+    poll(
+        || async {
+            gotrue
+                .state
+                .lock()
+                .expect("lock")
+                .otp_for(email, "recovery")
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("recovery otp")
+}
+
 async fn post(url: String, body: serde_json::Value, cookie: Option<&str>) -> reqwest::Response {
     let mut r = client().post(url).header("user-agent", UA).json(&body);
     if let Some(c) = cookie {
@@ -187,18 +203,7 @@ async fn supabase_sign_up_sign_in_logout_and_reset() {
     .expect("s2");
     let r = post(svc.api("forgot-password"), json!({"email": email}), None).await;
     assert_eq!(r.status(), 202);
-    let recovery = poll(
-        || async {
-            gotrue
-                .state
-                .lock()
-                .expect("lock")
-                .otp_for(email, "recovery")
-        },
-        Option::is_some,
-    )
-    .await
-    .expect("recovery otp");
+    let recovery = recovery_token(&gotrue, email).await;
     let r = post(
         svc.api("reset-password/update"),
         json!({"token": recovery, "new_password": PW}),
@@ -210,18 +215,7 @@ async fn supabase_sign_up_sign_in_logout_and_reset() {
 
     // That attempt burned the recovery token at GoTrue: ask again.
     post(svc.api("forgot-password"), json!({"email": email}), None).await;
-    let recovery = poll(
-        || async {
-            gotrue
-                .state
-                .lock()
-                .expect("lock")
-                .otp_for(email, "recovery")
-        },
-        Option::is_some,
-    )
-    .await
-    .expect("recovery otp");
+    let recovery = recovery_token(&gotrue, email).await;
     let r = post(
         svc.api("reset-password/update"),
         json!({"token": recovery, "new_password": "a brand new password"}),
