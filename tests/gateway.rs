@@ -670,3 +670,63 @@ async fn metrics_count_decisions_on_their_own_listener() {
         "metrics must not be public"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_https_and_says_so_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let tls_port = free_port();
+    let tls = format!(
+        "\n[tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let cfg = config(&redis.url(), &[up.addr()], &tls);
+    let gw = Gateway::start(&cfg).await;
+    assert!(wait_for_port(tls_port, Duration::from_secs(10)).await);
+    let https = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let r = https
+        .get(format!("https://localhost:{tls_port}/public/x"))
+        .send()
+        .await
+        .expect("https request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await["headers"]["x-forwarded-proto"],
+        serde_json::json!(["https"])
+    );
+    let r = client()
+        .get(gw.url("/public/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        json(r).await["headers"]["x-forwarded-proto"],
+        serde_json::json!(["http"])
+    );
+}

@@ -60,7 +60,6 @@ pub struct Gateway {
     fingerprint: FingerprintSpec,
     login_url: String,
     strip_headers: Vec<String>,
-    tls: bool,
 }
 
 impl Gateway {
@@ -91,7 +90,6 @@ impl Gateway {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
-            tls: cfg.tls.is_some(),
         }
     }
 
@@ -347,7 +345,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -367,7 +365,9 @@ impl ProxyHttp for Gateway {
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
         req.insert_header("x-forwarded-for", ctx.client_ip.to_string())?;
-        req.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        // Per connection: the plain listener stays "http" even when a TLS one exists.
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         Ok(())
     }
 
