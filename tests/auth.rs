@@ -476,3 +476,46 @@ async fn health_names_each_dependency_and_fails_when_redis_is_down() {
     let r = sign_in(&svc, "x@example.com", PW).await;
     assert!(r.status() == 401 || r.status() == 503, "{}", r.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_over_smtp_when_configured() {
+    let redis = Redis::start().await;
+    let smtp = SmtpSink::start().await;
+    let extra = format!("smtp_url = \"smtp://127.0.0.1:{}\"\n", smtp.port);
+    // smtp_url belongs to [mail], which is the last table of the test config.
+    let svc = sqlite_service(&redis, &extra).await;
+    let r = post(
+        svc.api("signup"),
+        json!({"email": "sam@example.com", "password": PW}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let mail = poll(
+        || async { smtp.messages.lock().expect("lock").first().cloned() },
+        Option::is_some,
+    )
+    .await
+    .expect("a message over SMTP");
+    assert!(mail.contains("To: sam@example.com"), "{mail}");
+    assert!(
+        mail.contains("Subject: Confirm your email address"),
+        "{mail}"
+    );
+    assert!(
+        outbox_messages(&svc.outbox()).is_empty(),
+        "SMTP mode must not write the outbox"
+    );
+    // The link survives the transfer encoding and verifies the address.
+    let decoded = if mail.contains("quoted-printable") {
+        decode_qp(&mail)
+    } else {
+        mail.clone()
+    };
+    let token = link_token(&decoded);
+    let r = client()
+        .get(svc.api(&format!("verify-email?token={token}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200, "{decoded}");
+}
