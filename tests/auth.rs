@@ -519,3 +519,56 @@ async fn mail_goes_over_smtp_when_configured() {
         .expect("request");
     assert_eq!(r.status(), 200, "{decoded}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_account_whatever_the_password() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, "").await;
+    register(&svc, "ted@example.com").await;
+    for email in ["ted@example.com", "nobody@example.com"] {
+        for i in 0..5 {
+            assert_eq!(
+                sign_in(&svc, email, "wrong password!").await.status(),
+                401,
+                "{email} attempt {i}"
+            );
+        }
+        // Locked now: even the right password gets 429, and unknown addresses look the same.
+        let r = sign_in(&svc, email, PW).await;
+        assert_eq!(r.status(), 429, "{email}");
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!(retry >= 1);
+        assert_eq!(json(r).await, json!({"error": "too_many_attempts"}));
+    }
+    // A password reset keeps working during the lock.
+    post(
+        svc.api("forgot-password"),
+        json!({"email": "ted@example.com"}),
+    )
+    .await;
+    let reset =
+        link_token(&wait_for_mail(&svc.outbox(), "ted@example.com", "reset-password").await);
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": reset, "new_password": "a new long password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // The first lock lasts one second; then the right password works and resets the count.
+    let r = poll(
+        || sign_in(&svc, "ted@example.com", "a new long password"),
+        |r| r.status() != 429,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        sign_in(&svc, "ted@example.com", "wrong password!")
+            .await
+            .status(),
+        401
+    );
+}

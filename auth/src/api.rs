@@ -21,6 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const PREFIX: &str = "/api/v1/simple_auth";
+/// Consecutive failed sign-ins of one account before it is locked (OWASP / ASVS 2.2.1).
+const LOCK_AFTER_FAILURES: u64 = 5;
+/// Failures older than this are forgotten.
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The longest lock; there is no permanent lockout.
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 /// Largest request body accepted (JSON credentials are tiny).
 const MAX_BODY: usize = 16 * 1024;
 
@@ -51,6 +57,8 @@ pub enum ApiError {
     RateLimited,
     #[error("cross-site request refused")]
     CrossSite,
+    #[error("sign-in locked for {0:?}")]
+    AccountLocked(Duration),
     #[error("session store unavailable: {0}")]
     SessionStore(String),
     #[error("user store unavailable: {0}")]
@@ -91,6 +99,7 @@ impl ApiError {
             ApiError::InvalidToken => "invalid_token",
             ApiError::RateLimited => "rate_limited",
             ApiError::CrossSite => "cross_site_request",
+            ApiError::AccountLocked(_) => "too_many_attempts",
             ApiError::SessionStore(_) => "session_store_unavailable",
             ApiError::UserStore(_) => "user_store_unavailable",
         }
@@ -106,7 +115,7 @@ impl ApiError {
             ApiError::Validation { .. } => 422,
             ApiError::InvalidCredentials => 401,
             ApiError::EmailNotVerified | ApiError::CrossSite => 403,
-            ApiError::RateLimited => 429,
+            ApiError::RateLimited | ApiError::AccountLocked(_) => 429,
             ApiError::SessionStore(_) | ApiError::UserStore(_) => 503,
         }
     }
@@ -133,9 +142,15 @@ impl ApiError {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
         }
-        if matches!(self, ApiError::RateLimited) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        let retry_after = match self {
+            ApiError::RateLimited => Some(60),
+            ApiError::AccountLocked(left) => Some(left.as_secs_f64().ceil().max(1.0) as u64),
+            _ => None,
+        };
+        if let Some(secs) =
+            retry_after.and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, secs);
         }
         resp
     }
@@ -407,7 +422,7 @@ impl Api {
         {
             return Err(ApiError::InvalidCredentials);
         }
-        let signed_in = self.users.sign_in(&email, &c.password).await?;
+        let signed_in = self.checked_sign_in(&email, &c.password).await?;
         // No fixation: a session presented with the sign-in is revoked, never adopted.
         self.revoke_presented(req).await?;
         let (token, record) = self.start_session(req, signed_in).await?;
@@ -418,6 +433,41 @@ impl Api {
         set_cookie(&mut resp, &self.cookie.set(token.expose(), self.absolute));
         tracing::info!(user = %record.user_id, session = &token.id()[..12], "signed in");
         Ok(resp)
+    }
+
+    /// Credentials checked under the per-account throttle: from the 5th consecutive failure
+    /// within 15 minutes the account is locked for 1 s, then 2 s, 4 s... up to 15 minutes.
+    /// A locked account answers 429 whatever the password, so the lock reveals nothing, and
+    /// unknown addresses are throttled alike (the key is a hash of the address).
+    async fn checked_sign_in(&self, email: &str, password: &str) -> Result<SignedIn, ApiError> {
+        let account = authflow_shared::token::hash_hex(email.as_bytes());
+        if let Some(left) = self.store.login_locked_for(&account).await? {
+            return Err(ApiError::AccountLocked(left));
+        }
+        match self.users.sign_in(email, password).await {
+            Ok(who) => {
+                self.store.clear_login_failures(&account).await?;
+                Ok(who)
+            }
+            Err(ProviderError::InvalidCredentials) => {
+                let failures = self
+                    .store
+                    .record_login_failure(&account, FAILURE_WINDOW)
+                    .await?;
+                if failures >= LOCK_AFTER_FAILURES {
+                    let doublings = (failures - LOCK_AFTER_FAILURES).min(10) as u32;
+                    let lock = (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_LOCK);
+                    self.store.lock_login(&account, lock).await?;
+                    tracing::warn!(
+                        failures,
+                        lock_s = lock.as_secs(),
+                        "sign-in locked for an account after repeated failures"
+                    );
+                }
+                Err(ApiError::InvalidCredentials)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn logout(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {

@@ -98,7 +98,9 @@ fn message_for(error: &str, field: Option<&str>) -> String {
         "invalid_token" => {
             "This link is invalid, expired or already used. Ask for a new one.".into()
         }
-        "rate_limited" => "Too many attempts. Wait a minute and try again.".into(),
+        "rate_limited" | "too_many_attempts" => {
+            "Too many attempts. Wait a minute and try again.".into()
+        }
         "validation_failed" => match field {
             Some("password") => {
                 "Choose a password of 8 to 128 characters that is not a common one.".into()

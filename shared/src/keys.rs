@@ -31,6 +31,18 @@ pub fn user_profile(user_id: &str) -> String {
     format!("user_profile:{user_id}")
 }
 
+/// `login_fail:{account}`: consecutive failed sign-ins of an account (`account` is the
+/// SHA-256 of the normalized email, so the key exists alike for unknown addresses).
+pub fn login_failures(account: &str) -> String {
+    format!("login_fail:{account}")
+}
+
+/// `login_lock:{account}`: present while sign-in to the account is locked; its TTL is the
+/// time left.
+pub fn login_lock(account: &str) -> String {
+    format!("login_lock:{account}")
+}
+
 /// Default idle timeout of a session (`session:{id}` TTL, refreshed by activity).
 pub const SESSION_IDLE_TTL: Duration = Duration::from_secs(3600);
 /// Default absolute lifetime of a session; activity never extends it.

@@ -14,6 +14,10 @@ struct Inner {
     sessions: HashMap<String, (SessionRecord, Instant)>,
     user_sessions: HashMap<String, HashSet<String>>,
     devices: HashMap<String, HashSet<String>>,
+    /// account -> (failures, window end)
+    login_failures: HashMap<String, (u64, Instant)>,
+    /// account -> lock end
+    login_locks: HashMap<String, Instant>,
     writes: u64,
 }
 
@@ -147,6 +151,46 @@ impl SessionStore for MemorySessionStore {
         self.lock().map(|_| ())
     }
 
+    async fn record_login_failure(
+        &self,
+        account: &str,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        let mut g = self.lock()?;
+        let now = Instant::now();
+        let entry = g
+            .login_failures
+            .entry(account.to_owned())
+            .or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 += 1;
+        Ok(entry.0)
+    }
+
+    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
+        self.lock()?.login_failures.remove(account);
+        Ok(())
+    }
+
+    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError> {
+        self.lock()?
+            .login_locks
+            .insert(account.to_owned(), Instant::now() + duration);
+        Ok(())
+    }
+
+    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()?
+            .login_locks
+            .get(account)
+            .and_then(|end| end.checked_duration_since(now))
+            .filter(|d| !d.is_zero()))
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -216,5 +260,44 @@ mod tests {
             assert!(s.lookup(id).await.expect("lookup").is_none());
         }
         assert!(s.lookup("d").await.expect("lookup").is_some());
+    }
+
+    #[tokio::test]
+    async fn login_failures_count_in_a_window_and_locks_expire() {
+        let s = MemorySessionStore::new();
+        assert_eq!(
+            s.record_login_failure("a", Duration::from_millis(60))
+                .await
+                .expect("incr"),
+            1
+        );
+        assert_eq!(
+            s.record_login_failure("a", Duration::from_millis(60))
+                .await
+                .expect("incr"),
+            2
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            s.record_login_failure("a", Duration::from_millis(60))
+                .await
+                .expect("incr"),
+            1,
+            "window over"
+        );
+        s.clear_login_failures("a").await.expect("clear");
+        assert_eq!(
+            s.record_login_failure("a", Duration::from_secs(60))
+                .await
+                .expect("incr"),
+            1
+        );
+        assert!(s.login_locked_for("a").await.expect("ttl").is_none());
+        s.lock_login("a", Duration::from_millis(50))
+            .await
+            .expect("lock");
+        assert!(s.login_locked_for("a").await.expect("ttl").is_some());
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(s.login_locked_for("a").await.expect("ttl").is_none());
     }
 }

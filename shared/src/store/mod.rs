@@ -53,6 +53,18 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Counts a failed sign-in of `account` in a window of `window`; returns the count.
+    async fn record_login_failure(
+        &self,
+        account: &str,
+        window: Duration,
+    ) -> Result<u64, StoreError>;
+    /// Forgets the failures of `account` (after a successful sign-in).
+    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError>;
+    /// Locks sign-in to `account` for `duration`.
+    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError>;
+    /// Time left on the sign-in lock of `account`, if locked.
+    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError>;
     /// What the store is (`"redis"`, `"memory"`), for health reports.
     fn kind(&self) -> &'static str;
 }

@@ -275,6 +275,52 @@ impl SessionStore for RedisSessionStore {
             .map(|_| ())
     }
 
+    async fn record_login_failure(
+        &self,
+        account: &str,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        let trx = self.local().await?.next().multi();
+        let key = keys::login_failures(account);
+        let op = async {
+            let _: () = trx.incr(&key).await?;
+            let _: () = trx
+                .pexpire(&key, ms(window), Some(fred::types::ExpireOptions::NX))
+                .await?;
+            let (count, _): (u64, Value) = trx.exec(true).await?;
+            Ok(count)
+        };
+        self.bounded(op).await
+    }
+
+    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
+        self.bounded(
+            self.once()
+                .await?
+                .del::<(), _>(keys::login_failures(account)),
+        )
+        .await
+    }
+
+    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError> {
+        let op = self.once().await?;
+        self.bounded(op.set::<(), _, _>(
+            keys::login_lock(account),
+            1,
+            Some(Expiration::PX(ms(duration))),
+            None,
+            false,
+        ))
+        .await
+    }
+
+    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError> {
+        let left: i64 = self
+            .bounded(self.once().await?.pttl(keys::login_lock(account)))
+            .await?;
+        Ok((left > 0).then(|| Duration::from_millis(left as u64)))
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
