@@ -81,17 +81,7 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>) -> Response {
 }
 
 fn reply(content_type: &'static str, body: String) -> Response {
-    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
-    let h = resp.headers_mut();
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    h.insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
-    resp
+    authflow_auth::api::uncached(200, Some(content_type), Bytes::from(body))
 }
 
 /// Serves the demo app until `shutdown` completes; in-flight requests finish.

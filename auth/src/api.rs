@@ -156,19 +156,28 @@ impl ApiError {
     }
 }
 
-pub fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+/// A response that is never cached: `status`, and `body` typed `content_type` when given.
+/// Every response this service writes starts here.
+pub fn uncached(status: u16, content_type: Option<&'static str>, body: Bytes) -> HttpResponse {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    if let Some(ct) = content_type {
+        h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+    }
     h.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+pub fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
+    uncached(
+        status,
+        Some("application/json"),
+        Bytes::from(body.to_string()),
+    )
 }
 
 /// The parts of a request the handlers need, with the body already read (bounded).
@@ -475,12 +484,7 @@ impl Api {
             self.users.signed_out(&record).await;
             tracing::info!(user = %record.user_id, "signed out");
         }
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::NO_CONTENT;
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
+        let mut resp = uncached(204, None, Bytes::new());
         set_cookie(&mut resp, &self.cookie.clear());
         Ok(resp)
     }

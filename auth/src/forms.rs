@@ -2,11 +2,10 @@
 //! gets a `303 See Other` to the next page instead of JSON, so every flow works without
 //! JavaScript. Errors go back to the form with `?error=<code>`.
 
-use crate::api::{ApiError, ApiRequest, HttpResponse, PREFIX};
+use crate::api::{uncached, ApiError, ApiRequest, HttpResponse, PREFIX};
 use crate::pages::{encode, safe_next, PAGES};
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
-use http_body_util::Full;
+use http::header;
 
 /// Where the browser goes after `req` ended in `result`. Cookies set by the handler are kept.
 pub fn redirect_after(req: &ApiRequest, result: Result<HttpResponse, ApiError>) -> HttpResponse {
@@ -60,14 +59,9 @@ pub fn redirect_after(req: &ApiRequest, result: Result<HttpResponse, ApiError>) 
 }
 
 fn see_other(location: &str) -> HttpResponse {
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SEE_OTHER;
+    let mut resp = uncached(303, None, Bytes::new());
     if let Ok(v) = header::HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
     resp
 }

@@ -2,10 +2,9 @@
 //! your email, email verified, signed out. Plain, accessible HTML with no external assets;
 //! the forms post to the JSON API's endpoints and work without JavaScript.
 
-use crate::api::{json_response, HttpResponse};
+use crate::api::{json_response, uncached, HttpResponse};
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
-use http_body_util::Full;
+use http::header;
 
 pub const PAGES: &str = "/auth";
 
@@ -122,17 +121,8 @@ fn html(status: u16, title: &str, body: &str) -> HttpResponse {
 <title>{title} · AuthFlow</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n<h1>{title}</h1>\n{body}\n</main>\n</body>\n</html>\n",
         title = escape(title)
     );
-    let mut resp = Response::new(Full::new(Bytes::from(page)));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = uncached(status, Some("text/html; charset=utf-8"), Bytes::from(page));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
     // No scripts, no framing, no external loads.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
