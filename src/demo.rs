@@ -36,7 +36,10 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>) -> Response {
     .iter()
     .map(|n| (n.to_string(), h(n)))
     .collect();
-    let wants_html = h("accept").contains("text/html");
+    let wants_html = authflow_shared::request::wants_html(
+        req.method() == hyper::Method::GET,
+        [h("accept").as_str()],
+    );
     let path = req.uri().path().to_owned();
     if !wants_html {
         let body = serde_json::json!({
@@ -81,7 +84,7 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>) -> Response {
 }
 
 fn reply(content_type: &'static str, body: String) -> Response {
-    authflow_auth::api::uncached(200, Some(content_type), Bytes::from(body))
+    authflow_auth::http::uncached(200, Some(content_type), Bytes::from(body))
 }
 
 /// Serves the demo app until `shutdown` completes; in-flight requests finish.

@@ -1,12 +1,13 @@
 //! `authflow`: one binary, one subcommand per job.
 
+mod check;
 mod demo;
 mod up;
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -32,10 +33,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a gateway or auth config file and exit (non-zero on any problem), like `nginx -t`.
+    /// Validate a gateway or auth config file and exit (non-zero on any problem), like
+    /// `nginx -t`. Given a gateway and an auth file, also report every setting on which they
+    /// disagree (`authflow check gateway.toml auth.toml`).
     Check {
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Config files (one, or a gateway and an auth config to compare).
+        files: Vec<PathBuf>,
     },
     /// Run the whole stack in one process on embedded development defaults: gateway on
     /// :8000, auth service on :8001, demo backend on :9000. No Redis or database server needed.
@@ -55,7 +60,7 @@ enum Command {
 fn main() -> ExitCode {
     init_tracing();
     match Cli::parse().command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, files } => check(config.into_iter().chain(files).collect()),
         Command::Gateway { config } => match GatewayConfig::load(&config) {
             Ok(cfg) => report(authflow_gateway::server::run(&cfg)),
             Err(e) => fail(&e),
@@ -73,37 +78,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Validates either kind of config; which kind is told from its keys.
-fn check(path: &Path) -> ExitCode {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    if authflow_auth::config::looks_like_auth_config(&text) {
-        match AuthConfig::load(path) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok (auth config: provider {:?})",
-                    path.display(),
-                    cfg.provider
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        }
-    } else {
-        match GatewayConfig::load(path) {
-            Ok(cfg) => {
-                for w in cfg.warnings() {
-                    eprintln!("warning: {}: {w}", path.display());
+/// Validates the files (see [`check::run`]); prints what it found.
+fn check(files: Vec<PathBuf>) -> ExitCode {
+    match check::run(&files) {
+        Ok(lines) => {
+            for line in lines {
+                if line.starts_with("warning: ") {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
                 }
-                println!(
-                    "{}: ok (gateway config: {} routes, {} upstreams)",
-                    path.display(),
-                    cfg.routes.len(),
-                    cfg.upstreams.len()
-                );
-                ExitCode::SUCCESS
             }
-            Err(e) => fail(&e),
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(&e),
     }
 }
 

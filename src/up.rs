@@ -4,8 +4,10 @@
 
 use authflow_auth::config::AuthConfig;
 use authflow_gateway::config::GatewayConfig;
-use authflow_shared::config::{ConfigError, ConfigSource};
-use authflow_shared::store::{MemorySessionStore, RedisSessionStore, SessionStore, StoreError};
+use authflow_shared::config::{redact_url, ConfigError, ConfigSource, Overrides, ProcessEnv};
+use authflow_shared::store::{
+    LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, StoreError,
+};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,16 +55,27 @@ pub enum UpError {
     Runtime(std::io::Error),
 }
 
-/// The two configs `up` runs with: the embedded defaults with its flags applied.
+/// The two configs `up` runs with: the embedded defaults, then the environment, then its
+/// flags, validated once like any other config.
 pub fn configs(args: &UpArgs) -> Result<(GatewayConfig, AuthConfig), ConfigError> {
     let src = |name: &str, text: &str| ConfigSource {
         file: PathBuf::from(format!("<embedded conf/dev/{name}>")),
         text: text.to_owned(),
     };
-    let mut gw: GatewayConfig = src("gateway.toml", DEV_GATEWAY).parse()?;
-    let mut auth = AuthConfig::from_source(&src("auth.toml", DEV_AUTH))?;
-    let host = &args.host;
-    gw.listen = format!("{host}:{}", args.gateway_port);
+    let gw =
+        GatewayConfig::from_source(&src("gateway.toml", DEV_GATEWAY), &ProcessEnv, |gw, o| {
+            gateway_flags(args, gw, o)
+        })?;
+    let auth = AuthConfig::from_source(&src("auth.toml", DEV_AUTH), &ProcessEnv, |auth, o| {
+        auth_flags(args, auth, o)
+    })?;
+    Ok((gw, auth))
+}
+
+/// `up`'s flags as the command-line layer of the gateway config.
+fn gateway_flags(args: &UpArgs, gw: &mut GatewayConfig, o: &mut Overrides) {
+    gw.listen = format!("{}:{}", args.host, args.gateway_port);
+    o.set("listen", "--host/--gateway-port");
     for u in &mut gw.upstreams {
         match u.name.as_str() {
             "auth" => u.servers = vec![format!("127.0.0.1:{}", args.auth_port)],
@@ -70,19 +83,28 @@ pub fn configs(args: &UpArgs) -> Result<(GatewayConfig, AuthConfig), ConfigError
             _ => {}
         }
     }
-    auth.listen = format!("{host}:{}", args.auth_port);
+    if let Some(url) = &args.redis_url {
+        gw.redis.url = url.clone();
+        o.set("redis.url", "--redis-url");
+    }
+}
+
+/// `up`'s flags as the command-line layer of the auth config.
+fn auth_flags(args: &UpArgs, auth: &mut AuthConfig, o: &mut Overrides) {
+    auth.listen = format!("{}:{}", args.host, args.auth_port);
+    o.set("listen", "--host/--auth-port");
     let data = args.data_dir.display().to_string();
     auth.database.url = args
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{data}/authflow.db?mode=rwc"));
+    o.set("database.url", "--database-url/--data-dir");
     auth.mail.outbox_dir = Path::new(&data).join("outbox").display().to_string();
     auth.mail.base_url = format!("http://localhost:{}", args.gateway_port);
     if let Some(url) = &args.redis_url {
-        gw.redis.url = url.clone();
         auth.redis.url = url.clone();
+        o.set("redis.url", "--redis-url");
     }
-    Ok((gw, auth))
 }
 
 /// Pingora's shutdown comes from our own signal handling, so all three services stop together.
@@ -120,18 +142,21 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     rt.block_on(async {
-        let store: Arc<dyn SessionStore> = match &args.redis_url {
+        let (store, throttle): (Arc<dyn SessionStore>, Arc<dyn LoginThrottle>) = match &args.redis_url {
             Some(_) => {
-                let redis = RedisSessionStore::new(&gw_cfg.redis)?;
+                let redis = Arc::new(RedisSessionStore::new(&gw_cfg.redis)?);
                 if !redis.warm_up().await {
-                    tracing::warn!(url = %gw_cfg.redis.url, "Redis not reachable yet; protected routes answer 503 until it is");
+                    tracing::warn!(url = %gw_cfg.redis.redacted_url(), "Redis not reachable yet; protected routes answer 503 until it is");
                 }
-                Arc::new(redis)
+                (redis.clone(), redis)
             }
-            None => Arc::new(MemorySessionStore::new()),
+            None => {
+                let memory = Arc::new(MemorySessionStore::new());
+                (memory.clone(), memory)
+            }
         };
         let users = authflow_auth::server::users_from_config(&auth_cfg).await?;
-        let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone()));
+        let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone(), throttle));
 
         let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store)?;
         gateway.bootstrap();
@@ -192,10 +217,10 @@ fn announce(args: &UpArgs, gw: &GatewayConfig, auth: &AuthConfig) {
         "  Sessions: {}",
         args.redis_url.as_deref().map_or(
             "in-process (restart signs everyone out)".to_owned(),
-            |u| format!("Redis at {u}")
+            |u| format!("Redis at {}", redact_url(u))
         )
     );
-    println!("  Users:    {}", auth.database.url);
+    println!("  Users:    {}", redact_url(&auth.database.url));
     println!(
         "  Emails:   {}/  (verification and reset links land here)",
         auth.mail.outbox_dir

@@ -3,6 +3,8 @@
 
 mod support;
 
+use authflow_auth::AuthConfig;
+use authflow_shared::config::HumanDuration;
 use authflow_shared::keys;
 use authflow_shared::token::SessionToken;
 use fred::interfaces::{KeysInterface, SetsInterface};
@@ -12,12 +14,11 @@ use support::*;
 
 const PW: &str = "correct horse battery";
 
-async fn sqlite_service(redis: &Redis, extra: &str) -> AuthService {
-    AuthService::start(
-        &auth_config(&redis.url(), "sqlite://{dir}/users.db?mode=rwc", extra),
-        &[],
-    )
-    .await
+/// The auth service on SQLite with [`auth_config`] changed by `adjust`.
+async fn sqlite_service(redis: &Redis, adjust: impl FnOnce(&mut AuthConfig)) -> AuthService {
+    let mut cfg = auth_config(&redis.url());
+    adjust(&mut cfg);
+    AuthService::start(cfg, &[]).await
 }
 
 async fn post(url: String, body: serde_json::Value) -> reqwest::Response {
@@ -226,7 +227,7 @@ async fn account_life_cycle(redis: &Redis, svc: &AuthService) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_life_cycle_on_sqlite() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     account_life_cycle(&redis, &svc).await;
 }
 
@@ -234,14 +235,16 @@ async fn account_life_cycle_on_sqlite() {
 async fn account_life_cycle_on_postgresql() {
     let redis = Redis::start().await;
     let pg = Postgres::start().await;
-    let svc = AuthService::start(&auth_config(&redis.url(), &pg.url(), ""), &[]).await;
+    let mut cfg = auth_config(&redis.url());
+    cfg.database.url = pg.url();
+    let svc = AuthService::start(cfg, &[]).await;
     account_life_cycle(&redis, &svc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_with_a_json_body() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     let cases = [
         (
             json!({"email": "not-an-email", "password": PW}),
@@ -325,7 +328,7 @@ async fn bad_input_gets_a_4xx_with_a_json_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_email_look_the_same() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     register(&svc, "bob@example.com").await;
     let wrong = sign_in(&svc, "bob@example.com", "not the password").await;
     let unknown = sign_in(&svc, "nobody@example.com", "not the password").await;
@@ -341,7 +344,7 @@ async fn wrong_password_and_unknown_email_look_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_revokes_a_presented_session_instead_of_adopting_it() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     register(&svc, "cat@example.com").await;
     let a = session_cookie(&sign_in(&svc, "cat@example.com", PW).await).expect("cookie a");
     let r = post_with_cookie(
@@ -368,7 +371,7 @@ async fn sign_in_revokes_a_presented_session_instead_of_adopting_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_deletes_the_session_and_its_index_entries() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     register(&svc, "dan@example.com").await;
     let r = sign_in(&svc, "dan@example.com", PW).await;
     let token = session_cookie(&r).expect("cookie");
@@ -412,7 +415,10 @@ async fn logout_deletes_the_session_and_its_index_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_tokens_expire() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "[password]\nreset_token_ttl = \"1s\"\n").await;
+    let svc = sqlite_service(&redis, |c| {
+        c.password.reset_token_ttl = HumanDuration::secs(1)
+    })
+    .await;
     register(&svc, "eve@example.com").await;
     post(
         svc.api("forgot-password"),
@@ -438,7 +444,7 @@ async fn reset_tokens_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_can_be_switched_off() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "[signup]\nrequire_email_verification = false\n").await;
+    let svc = sqlite_service(&redis, |c| c.signup.require_email_verification = false).await;
     assert_eq!(
         post(
             svc.api("signup"),
@@ -454,7 +460,7 @@ async fn verification_can_be_switched_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_each_dependency_and_fails_when_redis_is_down() {
     let mut redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     let r = client()
         .get(svc.url("/health"))
         .send()
@@ -481,9 +487,8 @@ async fn health_names_each_dependency_and_fails_when_redis_is_down() {
 async fn mail_goes_over_smtp_when_configured() {
     let redis = Redis::start().await;
     let smtp = SmtpSink::start().await;
-    let extra = format!("smtp_url = \"smtp://127.0.0.1:{}\"\n", smtp.port);
-    // smtp_url belongs to [mail], which is the last table of the test config.
-    let svc = sqlite_service(&redis, &extra).await;
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let svc = sqlite_service(&redis, |c| c.mail.smtp_url = Some(smtp_url)).await;
     let r = post(
         svc.api("signup"),
         json!({"email": "sam@example.com", "password": PW}),
@@ -523,7 +528,7 @@ async fn mail_goes_over_smtp_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_account_whatever_the_password() {
     let redis = Redis::start().await;
-    let svc = sqlite_service(&redis, "").await;
+    let svc = sqlite_service(&redis, |_| {}).await;
     register(&svc, "ted@example.com").await;
     for email in ["ted@example.com", "nobody@example.com"] {
         for i in 0..5 {

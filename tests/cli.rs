@@ -87,3 +87,122 @@ fn missing_config_file_is_reported() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("/nonexistent/gw.toml: cannot read config file"));
 }
+
+fn check(files: &[&std::path::Path]) -> std::process::Output {
+    Command::new(authflow_bin())
+        .arg("check")
+        .args(files)
+        .output()
+        .expect("run authflow")
+}
+
+#[test]
+fn shipped_gateway_and_auth_configs_agree() {
+    for (gw, auth) in [
+        ("conf/gateway.toml", "conf/auth.toml"),
+        ("conf/dev/gateway.toml", "conf/dev/auth.toml"),
+    ] {
+        let out = check(&[gw.as_ref(), auth.as_ref()]);
+        assert!(
+            out.status.success(),
+            "{gw} + {auth}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("agree on [session]"));
+    }
+}
+
+/// 1-based line of the first line of `text` that starts with `prefix`.
+fn line_starting(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .map(|i| i + 1)
+        .expect("line")
+}
+
+#[test]
+fn check_of_two_files_reports_every_disagreement_with_both_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw_text = std::fs::read_to_string("conf/gateway.toml").expect("example");
+    let auth_text = std::fs::read_to_string("conf/auth.toml")
+        .expect("example")
+        .replace(
+            "cookie_name = \"__Host-authflow_session\"",
+            "cookie_name = \"__Host-other\"",
+        )
+        .replace("idle_timeout = \"1h\"", "idle_timeout = \"30m\"")
+        .replace(
+            "components = [\"ip\", \"user_agent\", \"accept_language\"]",
+            "components = [\"ip\"]",
+        );
+    let gw = write_temp(dir.path(), "gateway.toml", &gw_text);
+    let auth = write_temp(dir.path(), "auth.toml", &auth_text);
+    // Either order: the kinds are told from the files' keys.
+    for files in [[&gw, &auth], [&auth, &gw]] {
+        let out = check(&[files[0], files[1]]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let (g, a) = (gw.display(), auth.display());
+        let expect = [
+            format!(
+                "session.cookie_name differs: gateway \"__Host-authflow_session\" ({g}:{}), auth \"__Host-other\" ({a}:{})",
+                line_starting(&gw_text, "cookie_name"),
+                line_starting(&auth_text, "cookie_name")
+            ),
+            format!(
+                "session.idle_timeout differs: gateway \"3600s\" ({g}:{}), auth \"1800s\" ({a}:{})",
+                line_starting(&gw_text, "idle_timeout"),
+                line_starting(&auth_text, "idle_timeout")
+            ),
+            "session.fingerprint.components differs:".to_owned(),
+        ];
+        for e in &expect {
+            assert!(err.contains(e.as_str()), "missing {e:?} in:\n{err}");
+        }
+        assert_eq!(err.lines().count(), 3, "{err}");
+    }
+}
+
+#[test]
+fn a_setting_left_to_its_default_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw_text = std::fs::read_to_string("conf/dev/gateway.toml")
+        .expect("example")
+        .replace("cookie_secure = false\n", "");
+    let gw = write_temp(dir.path(), "gateway.toml", &gw_text);
+    let out = check(&[&gw, "conf/dev/auth.toml".as_ref()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "session.cookie_secure differs: gateway true ({}, default), auth false (conf/dev/auth.toml:",
+            gw.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_configs_of_the_same_kind_cannot_be_compared() {
+    let out = check(&[
+        "conf/gateway.toml".as_ref(),
+        "conf/dev/gateway.toml".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one gateway config and one auth config"));
+}
+
+#[test]
+fn a_problem_in_a_value_from_the_environment_names_the_variable() {
+    let out = Command::new(authflow_bin())
+        .args(["check", "conf/auth.toml"])
+        .env("AUTHFLOW_DATABASE_URL", "mysql://nope")
+        .output()
+        .expect("run authflow");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conf/auth.toml: database.url: must start with sqlite: or postgres:// (set by environment variable AUTHFLOW_DATABASE_URL)"),
+        "{err}"
+    );
+}

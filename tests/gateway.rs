@@ -3,20 +3,30 @@
 
 mod support;
 
+use authflow_gateway::config::{AuthMode, GatewayConfig, MismatchPolicy, RateRule, TlsConfig};
+use authflow_shared::config::HumanDuration;
 use fred::interfaces::KeysInterface;
 use std::time::Duration;
 use support::*;
 
-async fn stack(extra: &str) -> (Redis, Upstream, Gateway) {
+/// Redis, an echo upstream and a gateway on [`gateway_config`] changed by `adjust`.
+async fn stack(adjust: impl FnOnce(&mut GatewayConfig)) -> (Redis, Upstream, Gateway) {
     let redis = Redis::start().await;
     let upstream = Upstream::start("a").await;
-    let gw = Gateway::start(&config(&redis.url(), &[upstream.addr()], extra)).await;
+    let mut cfg = gateway_config(&redis.url(), &[upstream.addr()]);
+    adjust(&mut cfg);
+    let gw = Gateway::start(cfg).await;
     (redis, upstream, gw)
+}
+
+fn rate_limit(cfg: &mut GatewayConfig, requests: u64, per: HumanDuration) {
+    cfg.rate_limit.requests = requests;
+    cfg.rate_limit.per = per;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_session_is_forwarded_with_identity_and_without_the_session_cookie() {
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let token = create_session(
         &redis.store().await,
         "user-1",
@@ -57,7 +67,7 @@ async fn valid_session_is_forwarded_with_identity_and_without_the_session_cookie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream_on_public_routes() {
-    let (_redis, _up, gw) = stack("[identity]\nstrip_headers = [\"X-Tenant\"]\n").await;
+    let (_redis, _up, gw) = stack(|c| c.identity.strip_headers = vec!["X-Tenant".into()]).await;
     let resp = client()
         .get(gw.url("/public/x"))
         .header("x-user-id", "admin")
@@ -90,7 +100,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream_on_public_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_session_redirects_browsers_and_gives_api_clients_401() {
-    let (_redis, _up, gw) = stack("").await;
+    let (_redis, _up, gw) = stack(|_| {}).await;
     let resp = client()
         .get(gw.url("/app/page?tab=2&q=a b"))
         .header("accept", "text/html,application/xhtml+xml")
@@ -132,7 +142,7 @@ async fn missing_session_redirects_browsers_and_gives_api_clients_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_malformed_and_duplicate_cookies_are_refused_and_cleared() {
-    let (_redis, _up, gw) = stack("").await;
+    let (_redis, _up, gw) = stack(|_| {}).await;
     let unknown = authflow_shared::token::SessionToken::generate();
     for cookie in [
         format!("sid={}", unknown.expose()),
@@ -157,7 +167,7 @@ async fn unknown_malformed_and_duplicate_cookies_are_refused_and_cleared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cookies_never_reach_redis() {
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let c = redis.client().await;
     let gets = || async {
         use fred::interfaces::ClientLike;
@@ -204,7 +214,7 @@ async fn malformed_cookies_never_reach_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_expired_session_is_refused_cleared_and_deleted() {
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let store = redis.store().await;
     let token = create_session_with(&store, "u2", None, "127.0.0.1", UA, |r| {
         r.last_seen_at -= 2 * 3600 * 1000; // idle for two hours; idle_timeout is 1h
@@ -228,7 +238,7 @@ async fn idle_expired_session_is_refused_cleared_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolutely_expired_session_is_refused_even_when_active() {
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let store = redis.store().await;
     let token = create_session_with(&store, "u3", None, "127.0.0.1", UA, |r| {
         r.expires_at = r.created_at + 1_500; // 1.5 s absolute lifetime
@@ -242,7 +252,7 @@ async fn absolutely_expired_session_is_refused_even_when_active() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprint_mismatch_by_user_agent_is_refused_and_burns_the_session() {
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let token = create_session(&redis.store().await, "u4", None, "127.0.0.1", UA).await;
     let with_ua = |ua: &'static str| {
         client()
@@ -269,11 +279,9 @@ async fn fingerprint_mismatch_by_user_agent_is_refused_and_burns_the_session() {
 async fn fingerprint_mismatch_by_source_ip_is_refused() {
     let redis = Redis::start().await;
     let _up = Upstream::start("a").await;
-    let cfg = config(&redis.url(), &[_up.addr()], "").replace(
-        "login_url = \"/auth/signin\"",
-        "login_url = \"/auth/signin\"\non_fingerprint_mismatch = \"reject\"",
-    );
-    let gw = Gateway::start(&cfg).await;
+    let mut cfg = gateway_config(&redis.url(), &[_up.addr()]);
+    cfg.session_check.on_fingerprint_mismatch = MismatchPolicy::Reject;
+    let gw = Gateway::start(cfg).await;
     // Signed in from 127.0.0.1; the cookie is replayed from 127.0.0.2 with the same browser.
     let token = create_session(&redis.store().await, "u5", None, "127.0.0.1", UA).await;
     let from = |ip: &'static str| {
@@ -293,7 +301,7 @@ async fn fingerprint_mismatch_by_source_ip_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_trips_at_the_configured_count_and_lifts_after_the_window() {
-    let (_redis, _up, gw) = stack("[rate_limit]\nrequests = 5\nper = \"1s\"\n").await;
+    let (_redis, _up, gw) = stack(|c| rate_limit(c, 5, HumanDuration::secs(1))).await;
     let c = client();
     // A window opens with the first request after the previous one ended, so six quick
     // requests fall into one window.
@@ -321,8 +329,15 @@ async fn rate_limit_trips_at_the_configured_count_and_lifts_after_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_rules_limit_their_prefix_only() {
-    let extra = "[rate_limit]\nrequests = 100\nper = \"1m\"\n\n[[rate_limit.rules]]\nprefix = \"/public/login\"\nrequests = 2\nper = \"1m\"\n";
-    let (_redis, _up, gw) = stack(extra).await;
+    let (_redis, _up, gw) = stack(|c| {
+        rate_limit(c, 100, HumanDuration::secs(60));
+        c.rate_limit.rules = vec![RateRule {
+            prefix: "/public/login".into(),
+            requests: 2,
+            per: HumanDuration::secs(60),
+        }];
+    })
+    .await;
     let c = client();
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -346,7 +361,7 @@ async fn path_rules_limit_their_prefix_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_distinct_client_ips_under_their_limit_never_see_429() {
-    let (_redis, _up, gw) = stack("[rate_limit]\nrequests = 5\nper = \"1m\"\n").await;
+    let (_redis, _up, gw) = stack(|c| rate_limit(c, 5, HumanDuration::secs(60))).await;
     let mut tasks = Vec::new();
     for i in 1..=100u8 {
         let url = gw.url("/public/x");
@@ -380,11 +395,9 @@ async fn a_hundred_distinct_client_ips_under_their_limit_never_see_429() {
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
-    let trusting = config(&redis.url(), &[up.addr()], "").replace(
-        "threads = 1",
-        "threads = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
-    );
-    let gw = Gateway::start(&trusting).await;
+    let mut trusting = gateway_config(&redis.url(), &[up.addr()]);
+    trusting.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    let gw = Gateway::start(trusting).await;
     let xff_seen = |source: &'static str| {
         let url = gw.url("/public/x");
         async move {
@@ -409,7 +422,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_paths_get_404_json_and_traversal_gets_400() {
-    let (_redis, _up, gw) = stack("").await;
+    let (_redis, _up, gw) = stack(|_| {}).await;
     let r = client()
         .get(gw.url("/nowhere"))
         .send()
@@ -440,8 +453,14 @@ async fn upstream_down_gives_502_and_too_slow_gives_504() {
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
     let dead = format!("127.0.0.1:{}", free_port());
-    let extra = format!("\n[[upstreams]]\nname = \"dead\"\nservers = [\"{dead}\"]\nconnect_timeout = \"300ms\"\n\n[[routes]]\nprefix = \"/dead/\"\nupstream = \"dead\"\nauth = \"public\"\n");
-    let gw = Gateway::start(&config(&redis.url(), &[up.addr()], &extra)).await;
+    let mut cfg = gateway_config(&redis.url(), &[up.addr()]);
+    let mut dead_upstream = upstream("dead", &[dead]);
+    dead_upstream.connect_timeout = HumanDuration::millis(300);
+    dead_upstream.read_timeout = HumanDuration::secs(30);
+    dead_upstream.health_check_interval = HumanDuration::secs(5);
+    cfg.upstreams.push(dead_upstream);
+    cfg.routes.push(route("/dead/", "dead", AuthMode::Public));
+    let gw = Gateway::start(cfg).await;
     let r = client()
         .get(gw.url("/dead/x"))
         .send()
@@ -466,7 +485,7 @@ async fn requests_are_spread_round_robin_across_servers() {
     let redis = Redis::start().await;
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = Gateway::start(&config(&redis.url(), &[a.addr(), b.addr()], "")).await;
+    let gw = Gateway::start(gateway_config(&redis.url(), &[a.addr(), b.addr()])).await;
     let mut seen = std::collections::HashMap::new();
     for _ in 0..10 {
         let r = client()
@@ -484,7 +503,7 @@ async fn requests_are_spread_round_robin_across_servers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
-    let (mut redis, _up, gw) = stack("").await;
+    let (mut redis, _up, gw) = stack(|_| {}).await;
     let token = create_session(&redis.store().await, "u6", None, "127.0.0.1", UA).await;
     let protected = || get_with_session(gw.url("/app/x"), token.expose());
     assert_eq!(protected().await.status(), 200);
@@ -546,7 +565,7 @@ async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
 async fn redis_never_up_at_start_still_serves_public_routes() {
     let up = Upstream::start("a").await;
     let url = format!("redis://127.0.0.1:{}", free_port());
-    let gw = Gateway::start_unready(&config(&url, &[up.addr()], "")).await;
+    let gw = Gateway::start_unready(gateway_config(&url, &[up.addr()])).await;
     assert_eq!(
         client()
             .get(gw.url("/public/x"))
@@ -574,7 +593,7 @@ async fn redis_never_up_at_start_still_serves_public_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_gives_503_within_the_timeout_not_a_hang() {
     use fred::interfaces::ClientLike;
-    let (redis, _up, gw) = stack("").await;
+    let (redis, _up, gw) = stack(|_| {}).await;
     let token = create_session(&redis.store().await, "u7", None, "127.0.0.1", UA).await;
     let hang = redis.client().await;
     // Redis is single-threaded: DEBUG SLEEP blocks every client for 3 s.
@@ -607,11 +626,9 @@ async fn metrics_count_decisions_on_their_own_listener() {
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
     let metrics_port = free_port();
-    let cfg = config(&redis.url(), &[up.addr()], "").replace(
-        "threads = 1",
-        &format!("threads = 1\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
-    );
-    let gw = Gateway::start(&cfg).await;
+    let mut cfg = gateway_config(&redis.url(), &[up.addr()]);
+    cfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}"));
+    let gw = Gateway::start(cfg).await;
     assert_eq!(
         client()
             .get(gw.url("/public/x"))
@@ -698,13 +715,13 @@ async fn tls_listener_serves_https_and_says_so_upstream() {
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
     let tls_port = free_port();
-    let tls = format!(
-        "\n[tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        cert.display(),
-        key.display()
-    );
-    let cfg = config(&redis.url(), &[up.addr()], &tls);
-    let gw = Gateway::start(&cfg).await;
+    let mut cfg = gateway_config(&redis.url(), &[up.addr()]);
+    cfg.tls = Some(TlsConfig {
+        listen: format!("127.0.0.1:{tls_port}"),
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+    });
+    let gw = Gateway::start(cfg).await;
     assert!(wait_for_port(tls_port, Duration::from_secs(10)).await);
     let https = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)

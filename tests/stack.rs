@@ -19,16 +19,10 @@ struct Stack {
 async fn stack() -> Stack {
     let redis = Redis::start().await;
     let app = Upstream::start("app").await;
-    let auth = AuthService::start(
-        &auth_config(&redis.url(), "sqlite://{dir}/users.db?mode=rwc", ""),
-        &[],
-    )
-    .await;
-    let extra = format!(
-        "\n[[upstreams]]\nname = \"auth\"\nservers = [\"127.0.0.1:{}\"]\n\n[[routes]]\nprefix = \"/api/v1/simple_auth/\"\nupstream = \"auth\"\nauth = \"public\"\nauth_service = true\n",
-        auth.port
-    );
-    let gw = Gateway::start(&config(&redis.url(), &[app.addr()], &extra)).await;
+    let auth = AuthService::start(auth_config(&redis.url()), &[]).await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    with_auth_service(&mut cfg, auth.port);
+    let gw = Gateway::start(cfg).await;
     Stack {
         redis,
         _app: app,

@@ -14,14 +14,9 @@ const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const PW: &str = "correct horse battery";
 
 async fn start(redis: &Redis, gotrue: &GoTrue) -> AuthService {
-    let section = format!(
-        "\n[supabase]\nurl = \"{}\"\nanon_key = \"anon-test-key\"\n",
-        gotrue.url()
-    );
-    let cfg = auth_config(&redis.url(), "sqlite://unused", &section)
-        .replace("provider = \"builtin\"", "provider = \"supabase\"");
+    let cfg = supabase_auth_config(&redis.url(), &gotrue.url(), "anon-test-key");
     // The encryption key comes from the environment, as a secret should.
-    AuthService::start(&cfg, &[("AUTHFLOW_ENCRYPTION_KEY", KEY)]).await
+    AuthService::start(cfg, &[("AUTHFLOW_ENCRYPTION_KEY", KEY)]).await
 }
 
 /// The recovery token GoTrue "emailed" (it is sent after our 202, so wait for it).

@@ -1,21 +1,19 @@
-//! The auth service's configuration (`conf/auth.toml`): a typed tree parsed from TOML and
-//! validated once. Secrets may come from the environment instead of the file.
+//! The auth service's configuration (`conf/auth.toml`): a typed tree parsed from TOML,
+//! layered with the environment (secrets belong there) and validated once, through the
+//! shared loader ([`authflow_shared::config::layers`]).
 
 use authflow_shared::config::{
-    session_problems, ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig,
+    is_http_url, is_socket_addr, load, load_file, ConfigError, ConfigFile, ConfigSource, EnvVar,
+    Environment, HumanDuration, Overrides, Problems, ProcessEnv, RedisConfig, Secret, Validate,
 };
-use authflow_shared::fingerprint::FingerprintSpec;
+use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::Path;
 
-/// Environment variables that override secrets in the file.
-pub const ENV_DATABASE_URL: &str = "AUTHFLOW_DATABASE_URL";
-pub const ENV_DATABASE_PASSWORD: &str = "AUTHFLOW_DATABASE_PASSWORD";
+/// Environment variables that hold secrets (each also as `<NAME>_FILE`).
 pub const ENV_SUPABASE_ANON_KEY: &str = "AUTHFLOW_SUPABASE_ANON_KEY";
 pub const ENV_ENCRYPTION_KEY: &str = "AUTHFLOW_ENCRYPTION_KEY";
-pub const ENV_SMTP_PASSWORD: &str = "AUTHFLOW_SMTP_PASSWORD";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +27,9 @@ pub struct AuthConfig {
     pub provider: Provider,
     #[serde(default)]
     pub redis: RedisConfig,
+    /// The session contract shared with the gateway (same table in `gateway.toml`).
     #[serde(default)]
-    pub session: SessionConfig,
+    pub session: SessionContract,
     #[serde(default)]
     pub database: DatabaseConfig,
     #[serde(default)]
@@ -57,39 +56,15 @@ pub enum Provider {
     Supabase,
 }
 
-/// `[session]`: the cookie and the lifetimes of the sessions this service creates. Cookie
-/// name, `Secure` and the fingerprint must match the gateway's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SessionConfig {
-    pub cookie_name: String,
-    /// `false` only for plain-HTTP development.
-    pub cookie_secure: bool,
-    pub idle_timeout: HumanDuration,
-    pub absolute_timeout: HumanDuration,
-    /// Used only when a request does not come through a trusted gateway.
-    pub fingerprint: FingerprintSpec,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            cookie_name: "authflow_session".into(),
-            cookie_secure: true,
-            idle_timeout: HumanDuration::secs(3600),
-            absolute_timeout: HumanDuration::secs(12 * 3600),
-            fingerprint: FingerprintSpec::default(),
-        }
-    }
-}
-
 /// `[database]`: where built-in users live. `sqlite://path?mode=rwc` (default, a file
-/// created on first start) or `postgres://user@host/db` (password may come from
-/// `AUTHFLOW_DATABASE_PASSWORD`).
+/// created on first start) or `postgres://user@host/db`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// Put into a PostgreSQL URL; usually from `AUTHFLOW_DATABASE_PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
     pub max_connections: u32,
 }
 
@@ -97,21 +72,19 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: "sqlite://data/authflow.db?mode=rwc".into(),
+            password: None,
             max_connections: 8,
         }
     }
 }
 
 impl DatabaseConfig {
-    /// The URL with environment overrides applied.
-    pub fn effective_url(&self) -> String {
-        let url = std::env::var(ENV_DATABASE_URL)
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| self.url.clone());
-        match std::env::var(ENV_DATABASE_PASSWORD) {
-            Ok(pw) if !pw.is_empty() && url.starts_with("postgres") => with_password(&url, &pw),
-            _ => url,
+    /// The URL to connect with: the password, if any, put into a PostgreSQL URL. Never log
+    /// it; [`authflow_shared::config::redact_url`] is for that.
+    pub fn connect_url(&self) -> String {
+        match self.password.as_ref().filter(|p| !p.is_empty()) {
+            Some(pw) if self.url.starts_with("postgres") => with_password(&self.url, pw.expose()),
+            _ => self.url.clone(),
         }
     }
 }
@@ -125,18 +98,16 @@ fn with_password(url: &str, password: &str) -> String {
         return url.to_owned();
     };
     let user = userinfo.split(':').next().unwrap_or(userinfo);
-    let enc: String = password
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let enc = percent_encoding::utf8_percent_encode(password, USERINFO);
     format!("{scheme}://{user}:{enc}@{host}")
 }
+
+/// Everything but unreserved characters is escaped in a URL's password.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `[mail]`: SMTP when `smtp_url` is set, otherwise one `.eml` file per message in
 /// `outbox_dir` (the development default).
@@ -144,8 +115,11 @@ fn with_password(url: &str, password: &str) -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     pub outbox_dir: String,
-    /// `smtp://host:port` or `smtps://user@host` (password from `AUTHFLOW_SMTP_PASSWORD`).
+    /// `smtp://host:port` or `smtps://user@host`.
     pub smtp_url: Option<String>,
+    /// The SMTP user's password; usually from `AUTHFLOW_SMTP_PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_password: Option<Secret>,
     pub from: String,
     /// Links in emails start with this, e.g. `https://example.com`.
     pub base_url: String,
@@ -156,6 +130,7 @@ impl Default for MailConfig {
         MailConfig {
             outbox_dir: "data/outbox".into(),
             smtp_url: None,
+            smtp_password: None,
             from: "AuthFlow <no-reply@localhost>".into(),
             base_url: "http://localhost:8000".into(),
         }
@@ -210,11 +185,11 @@ pub struct SupabaseConfig {
     pub url: String,
     /// May be empty here and come from `AUTHFLOW_SUPABASE_ANON_KEY`.
     #[serde(default)]
-    pub anon_key: String,
+    pub anon_key: Secret,
     /// 32 bytes, base64; may come from `AUTHFLOW_ENCRYPTION_KEY`. Encrypts the Supabase tokens
     /// kept in sessions.
     #[serde(default)]
-    pub encryption_key: String,
+    pub encryption_key: Secret,
     #[serde(default = "default_supabase_timeout")]
     pub timeout: HumanDuration,
 }
@@ -223,148 +198,182 @@ fn default_supabase_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
 
-impl SupabaseConfig {
-    pub fn effective_anon_key(&self) -> String {
-        env_or(ENV_SUPABASE_ANON_KEY, &self.anon_key)
-    }
-    pub fn effective_encryption_key(&self) -> String {
-        env_or(ENV_ENCRYPTION_KEY, &self.encryption_key)
-    }
-}
-
-fn env_or(var: &str, fallback: &str) -> String {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| fallback.to_owned())
-}
-
 impl AuthConfig {
+    /// Loads `path` through the one loader: file, then the environment, validated once.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let src = ConfigSource::read(path)?;
-        Self::from_source(&src)
+        load_file(path, &ProcessEnv, |_, _| {})
     }
 
-    pub fn from_source(src: &ConfigSource) -> Result<Self, ConfigError> {
-        let cfg: AuthConfig = src.parse()?;
-        let problems = cfg.problems(src);
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError(problems))
-        }
+    /// Loads a config from text (embedded configs, tests), with `env` and `cli` layered on.
+    pub fn from_source(
+        src: &ConfigSource,
+        env: &dyn Environment,
+        cli: impl FnOnce(&mut Self, &mut Overrides),
+    ) -> Result<Self, ConfigError> {
+        load(src, env, cli)
     }
+}
 
-    pub fn problems(&self, src: &ConfigSource) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
-        let mut bad = |key: &str, reason: String| out.push(src.problem(key, reason));
-        if self.listen.parse::<SocketAddr>().is_err() {
-            bad(
+impl ConfigFile for AuthConfig {
+    fn env_vars() -> Vec<EnvVar<Self>> {
+        vec![
+            EnvVar {
+                name: "AUTHFLOW_REDIS_URL",
+                key: "redis.url",
+                set: |c, v| c.redis.url = v,
+            },
+            EnvVar {
+                name: "AUTHFLOW_REDIS_PASSWORD",
+                key: "redis.password",
+                set: |c, v| c.redis.password = Some(v.into()),
+            },
+            EnvVar {
+                name: "AUTHFLOW_DATABASE_URL",
+                key: "database.url",
+                set: |c, v| c.database.url = v,
+            },
+            EnvVar {
+                name: "AUTHFLOW_DATABASE_PASSWORD",
+                key: "database.password",
+                set: |c, v| c.database.password = Some(v.into()),
+            },
+            EnvVar {
+                name: "AUTHFLOW_SMTP_PASSWORD",
+                key: "mail.smtp_password",
+                set: |c, v| c.mail.smtp_password = Some(v.into()),
+            },
+            EnvVar {
+                name: ENV_SUPABASE_ANON_KEY,
+                key: "supabase.anon_key",
+                set: |c, v| {
+                    if let Some(sb) = c.supabase.as_mut() {
+                        sb.anon_key = v.into();
+                    }
+                },
+            },
+            EnvVar {
+                name: ENV_ENCRYPTION_KEY,
+                key: "supabase.encryption_key",
+                set: |c, v| {
+                    if let Some(sb) = c.supabase.as_mut() {
+                        sb.encryption_key = v.into();
+                    }
+                },
+            },
+        ]
+    }
+}
+
+impl Validate for AuthConfig {
+    /// Each section's own checks, then the ones that depend on the provider.
+    fn validate(&self, p: &mut Problems) {
+        if !is_socket_addr(&self.listen) {
+            p.add(
                 "listen",
                 format!("{:?} is not an address:port", self.listen),
             );
         }
-        for (k, reason) in self.redis.problems() {
-            bad(&format!("redis.{k}"), reason);
+        p.section("redis", &self.redis);
+        p.section("session", &self.session);
+        p.section("database", &self.database);
+        p.section("mail", &self.mail);
+        p.section("password", &self.password);
+        if let Some(sb) = &self.supabase {
+            p.section("supabase", sb);
         }
-        let s = &self.session;
-        for (k, reason) in session_problems(
-            &s.cookie_name,
-            s.cookie_secure,
-            s.idle_timeout,
-            s.absolute_timeout,
-        ) {
-            bad(&format!("session.{k}"), reason);
-        }
-        if let Err((k, reason)) = s.fingerprint.validate() {
-            bad(&format!("session.fingerprint.{k}"), reason);
-        }
-        let db = self.database.effective_url();
-        if self.provider == Provider::Builtin
-            && !(db.starts_with("sqlite:")
-                || db.starts_with("postgres://")
-                || db.starts_with("postgresql://"))
-        {
-            bad(
-                "database.url",
-                "must start with sqlite: or postgres://".into(),
-            );
-        }
-        if self.database.max_connections == 0 {
-            bad("database.max_connections", "must be at least 1".into());
-        }
-        if let Some(url) = &self.mail.smtp_url {
-            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                bad(
-                    "mail.smtp_url",
-                    "must start with smtp:// or smtps://".into(),
-                );
-            }
-        }
-        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            bad(
-                "mail.from",
-                format!(
-                    "{:?} is not a mailbox like \"Name <a@b.c>\"",
-                    self.mail.from
-                ),
-            );
-        }
-        if !(self.mail.base_url.starts_with("http://")
-            || self.mail.base_url.starts_with("https://"))
-        {
-            bad("mail.base_url", "must be an http(s) URL".into());
-        }
-        let p = &self.password;
-        if p.argon2_memory_kib < 7168
-            || (p.argon2_memory_kib as u64 * p.argon2_iterations as u64) < 19_456 * 2
-        {
-            bad(
-                "password.argon2_memory_kib",
-                "below the OWASP minimum (19456 KiB x 2 iterations, or an equivalent)".into(),
-            );
-        }
-        if p.argon2_iterations == 0 || p.argon2_parallelism == 0 {
-            bad(
-                "password.argon2_iterations",
-                "iterations and parallelism must be at least 1".into(),
-            );
-        }
-        if p.reset_token_ttl.0.is_zero() {
-            bad("password.reset_token_ttl", "must be greater than 0".into());
-        }
-        self.supabase_problems(&mut bad);
-        out
+        self.provider_problems(p);
     }
+}
 
-    fn supabase_problems(&self, bad: &mut impl FnMut(&str, String)) {
-        match (&self.provider, &self.supabase) {
-            (Provider::Supabase, None) => bad(
-                "supabase",
-                "provider = \"supabase\" needs a [supabase] section".into(),
-            ),
-            (_, Some(sb)) => {
-                if !(sb.url.starts_with("http://") || sb.url.starts_with("https://")) {
-                    bad("supabase.url", "must be an http(s) URL".into());
-                }
-                if self.provider == Provider::Supabase {
-                    if sb.effective_anon_key().is_empty() {
-                        bad(
-                            "supabase.anon_key",
-                            format!("missing (set it here or in {ENV_SUPABASE_ANON_KEY})"),
-                        );
-                    }
-                    if let Err(e) =
-                        crate::crypto::TokenCipher::from_base64(&sb.effective_encryption_key())
-                    {
-                        bad(
-                            "supabase.encryption_key",
-                            format!("{e} (set it here or in {ENV_ENCRYPTION_KEY})"),
-                        );
-                    }
+impl AuthConfig {
+    /// What the chosen provider needs from other sections.
+    fn provider_problems(&self, p: &mut Problems) {
+        match (self.provider, &self.supabase) {
+            (Provider::Builtin, _) => {
+                let db = &self.database.url;
+                if !(db.starts_with("sqlite:")
+                    || db.starts_with("postgres://")
+                    || db.starts_with("postgresql://"))
+                {
+                    p.add("database.url", "must start with sqlite: or postgres://");
                 }
             }
-            (Provider::Builtin, None) => {}
+            (Provider::Supabase, None) => p.add(
+                "supabase",
+                "provider = \"supabase\" needs a [supabase] section",
+            ),
+            (Provider::Supabase, Some(sb)) => {
+                if sb.anon_key.is_empty() {
+                    p.add(
+                        "supabase.anon_key",
+                        format!("missing (set it here or in {ENV_SUPABASE_ANON_KEY})"),
+                    );
+                }
+                if let Err(e) = crate::crypto::TokenCipher::from_base64(sb.encryption_key.expose())
+                {
+                    p.add(
+                        "supabase.encryption_key",
+                        format!("{e} (set it here or in {ENV_ENCRYPTION_KEY})"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Validate for DatabaseConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.max_connections == 0 {
+            p.add("max_connections", "must be at least 1");
+        }
+    }
+}
+
+impl Validate for MailConfig {
+    fn validate(&self, p: &mut Problems) {
+        if let Some(url) = &self.smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                p.add("smtp_url", "must start with smtp:// or smtps://");
+            }
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            p.add(
+                "from",
+                format!("{:?} is not a mailbox like \"Name <a@b.c>\"", self.from),
+            );
+        }
+        if !is_http_url(&self.base_url) {
+            p.add("base_url", "must be an http(s) URL");
+        }
+    }
+}
+
+impl Validate for PasswordConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.argon2_memory_kib < 7168
+            || (self.argon2_memory_kib as u64 * self.argon2_iterations as u64) < 19_456 * 2
+        {
+            p.add(
+                "argon2_memory_kib",
+                "below the OWASP minimum (19456 KiB x 2 iterations, or an equivalent)",
+            );
+        }
+        if self.argon2_iterations == 0 || self.argon2_parallelism == 0 {
+            p.add(
+                "argon2_iterations",
+                "iterations and parallelism must be at least 1",
+            );
+        }
+        if self.reset_token_ttl.0.is_zero() {
+            p.add("reset_token_ttl", "must be greater than 0");
+        }
+    }
+}
+
+impl Validate for SupabaseConfig {
+    fn validate(&self, p: &mut Problems) {
+        if !is_http_url(&self.url) {
+            p.add("url", "must be an http(s) URL");
         }
     }
 }
@@ -387,10 +396,16 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<AuthConfig, ConfigError> {
-        AuthConfig::from_source(&ConfigSource {
+        let no_env: &[(&str, &str)] = &[];
+        check_with(text, no_env)
+    }
+
+    fn check_with(text: &str, env: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let src = ConfigSource {
             file: "auth.toml".into(),
             text: text.into(),
-        })
+        };
+        AuthConfig::from_source(&src, &env, |_, _| {})
     }
 
     #[test]
@@ -425,6 +440,27 @@ mod tests {
         assert_eq!(keys, vec!["listen", "database.url", "mail.from"]);
         let e = check("[signup]\nrequire_email_verification = \"yes\"\n").expect_err("bad type");
         assert_eq!(e.0[0].key, "signup.require_email_verification");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let cfg = check_with(
+            "[database]\nurl = \"postgres://app@db/auth\"\n",
+            &[
+                ("AUTHFLOW_DATABASE_PASSWORD", "p@ss"),
+                ("AUTHFLOW_SMTP_PASSWORD", "mail-pw"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(cfg.database.connect_url(), "postgres://app:p%40ss@db/auth");
+        assert!(!format!("{cfg:?}").contains("p@ss"), "Debug shows a secret");
+        let e = check_with(
+            "provider = \"supabase\"\n[supabase]\nurl = \"https://x.supabase.co/auth/v1\"\n",
+            &[(ENV_SUPABASE_ANON_KEY, "anon")],
+        )
+        .expect_err("no encryption key");
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "supabase.encryption_key");
     }
 
     #[test]

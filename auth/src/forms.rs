@@ -2,66 +2,76 @@
 //! gets a `303 See Other` to the next page instead of JSON, so every flow works without
 //! JavaScript. Errors go back to the form with `?error=<code>`.
 
-use crate::api::{uncached, ApiError, ApiRequest, HttpResponse, PREFIX};
-use crate::pages::{encode, safe_next, PAGES};
-use bytes::Bytes;
+use crate::endpoint::{Endpoint, Page};
+use crate::error::ApiError;
+use crate::http::{see_other, ApiRequest, HttpResponse};
+use crate::pages::safe_next;
+use authflow_shared::request::encode_query_value;
 use http::header;
 
-/// Where the browser goes after `req` ended in `result`. Cookies set by the handler are kept.
-pub fn redirect_after(req: &ApiRequest, result: Result<HttpResponse, ApiError>) -> HttpResponse {
-    let endpoint = req.path.strip_prefix(PREFIX).unwrap_or("");
+/// Where the browser goes after `endpoint` ended in `result`. Cookies set by the handler are
+/// kept.
+pub fn redirect_after(
+    req: &ApiRequest,
+    endpoint: Endpoint,
+    result: Result<HttpResponse, ApiError>,
+) -> HttpResponse {
     match result {
-        Ok(resp) => {
-            let to = match endpoint {
-                "/signin" => safe_next(req.form_field("next").as_deref()),
-                "/signup" => format!("{PAGES}/check-email"),
-                "/forgot-password" => format!("{PAGES}/check-email?reset=1"),
-                "/reset-password/update" => format!("{PAGES}/signin?notice=password_updated"),
-                "/logout" => format!("{PAGES}/signed-out"),
-                "/verify-email" => format!("{PAGES}/verified"),
-                _ => return resp,
-            };
-            let mut out = see_other(&to);
-            for cookie in resp.headers().get_all(header::SET_COOKIE) {
-                out.headers_mut().append(header::SET_COOKIE, cookie.clone());
-            }
-            out
-        }
-        Err(e) => {
-            let mut query = format!("error={}", e.code());
-            if let ApiError::Validation { field, .. } = &e {
-                query.push_str(&format!("&field={field}"));
-            }
-            let page = match endpoint {
-                "/signin" => {
-                    query.push_str(&format!(
-                        "&next={}",
-                        encode(&safe_next(req.form_field("next").as_deref()))
-                    ));
-                    "signin"
+        Ok(resp) => match success_target(req, endpoint) {
+            Some(to) => {
+                let mut out = see_other(&to);
+                for cookie in resp.headers().get_all(header::SET_COOKIE) {
+                    out.headers_mut().append(header::SET_COOKIE, cookie.clone());
                 }
-                "/signup" => "signup",
-                "/forgot-password" => "forgot-password",
-                "/reset-password/update" => {
-                    if !matches!(e, ApiError::InvalidToken) {
-                        if let Some(t) = req.form_field("token") {
-                            query.push_str(&format!("&token={}", encode(&t)));
-                        }
-                    }
-                    "reset-password"
-                }
-                "/verify-email" => "signin",
-                _ => return e.response(),
-            };
-            see_other(&format!("{PAGES}/{page}?{query}"))
-        }
+                out
+            }
+            None => resp,
+        },
+        Err(e) => match failure_target(req, endpoint, &e) {
+            Some(to) => see_other(&to),
+            None => e.response(),
+        },
     }
 }
 
-fn see_other(location: &str) -> HttpResponse {
-    let mut resp = uncached(303, None, Bytes::new());
-    if let Ok(v) = header::HeaderValue::from_str(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
+/// The page after a success; `None` for endpoints without a page flow.
+fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
+    Some(match endpoint {
+        Endpoint::SignIn => safe_next(req.form_field("next").as_deref()),
+        Endpoint::SignUp => Page::CheckEmail.path(),
+        Endpoint::ForgotPassword => format!("{}?reset=1", Page::CheckEmail.path()),
+        Endpoint::ResetPassword => format!("{}?notice=password_updated", Page::SignIn.path()),
+        Endpoint::Logout => Page::SignedOut.path(),
+        Endpoint::VerifyEmail => Page::Verified.path(),
+        Endpoint::Health => return None,
+    })
+}
+
+/// The form to go back to after `e`, with the error code (and what to keep) in the query.
+fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<String> {
+    let mut query = format!("error={}", e.code());
+    if let ApiError::Validation { field, .. } = e {
+        query.push_str(&format!("&field={field}"));
     }
-    resp
+    let page = match endpoint {
+        Endpoint::SignIn => {
+            let next = safe_next(req.form_field("next").as_deref());
+            query.push_str(&format!("&next={}", encode_query_value(&next)));
+            Page::SignIn
+        }
+        Endpoint::SignUp => Page::SignUp,
+        Endpoint::ForgotPassword => Page::ForgotPassword,
+        Endpoint::ResetPassword => {
+            // A bad token cannot be retried; anything else keeps the link usable.
+            if !matches!(e, ApiError::InvalidToken) {
+                if let Some(t) = req.form_field("token") {
+                    query.push_str(&format!("&token={}", encode_query_value(&t)));
+                }
+            }
+            Page::ResetPassword
+        }
+        Endpoint::VerifyEmail => Page::SignIn,
+        Endpoint::Logout | Endpoint::Health => return None,
+    };
+    Some(format!("{}?{query}", page.path()))
 }

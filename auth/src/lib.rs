@@ -1,19 +1,29 @@
 //! The AuthFlow auth service: accounts, sign-in sessions in Redis, password reset.
 //!
-//! - [`api`]: the HTTP endpoints and how each outcome maps to a response.
-//! - [`users`]: where accounts live (built-in database or Supabase Auth).
-//! - [`pages`], [`forms`]: the HTML pages and the no-JavaScript form flow.
+//! A request goes: [`server`] (hyper) → [`http::ApiRequest`] → [`api`] (routes to an
+//! [`endpoint::Endpoint`], reads its input) → [`flows`] (the account flow, which uses
+//! [`sessions`], [`throttle`], [`credentials`] and a [`users`] provider) → a JSON answer, or
+//! a redirect from [`forms`] when an HTML form asked. [`pages`] renders the HTML pages.
+//!
+//! - [`config`]: `auth.toml`, its environment variables and checks.
+//! - [`error`]: every failure and the one status and body it maps to.
 //! - [`password`], [`mail`], [`crypto`]: hashing, email, encryption at rest.
-//! - [`server`]: wiring a config into a running service.
 
 pub mod api;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
+pub mod endpoint;
+pub mod error;
+pub mod flows;
 pub mod forms;
+pub mod http;
 pub mod mail;
 pub mod pages;
 pub mod password;
 pub mod server;
+pub mod sessions;
+pub mod throttle;
 pub mod users;
 
 pub use config::AuthConfig;

@@ -1,7 +1,8 @@
 //! Outgoing email: SMTP in production, an outbox directory of RFC 5322 `.eml` files in
 //! development. The messages the service sends are built here.
 
-use crate::config::{MailConfig, ENV_SMTP_PASSWORD};
+use crate::config::MailConfig;
+use crate::endpoint::{Endpoint, Page};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -41,7 +42,8 @@ impl Mailer {
             Some(url) => {
                 let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| MailError::Config(e.to_string()))?;
-                if let Ok(pw) = std::env::var(ENV_SMTP_PASSWORD) {
+                if let Some(pw) = cfg.smtp_password.as_ref().filter(|p| !p.is_empty()) {
+                    let pw = pw.expose().to_owned();
                     let user = url
                         .split("://")
                         .nth(1)
@@ -107,7 +109,7 @@ impl Mailer {
     }
 
     pub async fn send_verification(&self, to: &str, token: &str) -> Result<(), MailError> {
-        let link = self.link("/api/v1/simple_auth/verify-email", token);
+        let link = self.link(&Endpoint::VerifyEmail.path(), token);
         self.send(
             to,
             "Confirm your email address",
@@ -117,7 +119,7 @@ impl Mailer {
     }
 
     pub async fn send_already_registered(&self, to: &str) -> Result<(), MailError> {
-        let link = format!("{}/auth/forgot-password", self.base_url);
+        let link = format!("{}{}", self.base_url, Page::ForgotPassword.path());
         self.send(
             to,
             "Someone tried to register with your email address",
@@ -132,7 +134,7 @@ impl Mailer {
         token: &str,
         valid_minutes: u64,
     ) -> Result<(), MailError> {
-        let link = self.link("/auth/reset-password", token);
+        let link = self.link(&Page::ResetPassword.path(), token);
         self.send(
             to,
             "Reset your password",

@@ -2,11 +2,11 @@
 //! your email, email verified, signed out. Plain, accessible HTML with no external assets;
 //! the forms post to the JSON API's endpoints and work without JavaScript.
 
-use crate::api::{json_response, uncached, HttpResponse};
+use crate::endpoint::{Endpoint, Page};
+use crate::http::{json_response, uncached, HttpResponse};
+use authflow_shared::request::{encode_query_value as encode, query_param as param};
 use bytes::Bytes;
 use http::header;
-
-pub const PAGES: &str = "/auth";
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -41,53 +41,6 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// Percent-decodes a query or form value (`+` is a space). Malformed escapes stay as they are.
-pub fn decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let escaped = b[i] == b'%'
-            && i + 2 < b.len()
-            && b[i + 1].is_ascii_hexdigit()
-            && b[i + 2].is_ascii_hexdigit();
-        if escaped {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(byte) = hex {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes a value for a query string.
-pub fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The value of `name` in a query string, decoded.
-pub fn param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| decode(v))
-    })
-}
-
 fn message_for(error: &str, field: Option<&str>) -> String {
     match error {
         "invalid_credentials" => "Wrong email or password.".into(),
@@ -98,7 +51,7 @@ fn message_for(error: &str, field: Option<&str>) -> String {
             "This link is invalid, expired or already used. Ask for a new one.".into()
         }
         "rate_limited" | "too_many_attempts" => {
-            "Too many attempts. Wait a minute and try again.".into()
+            "Too many attempts. Wait a few minutes (at most 15) and try again.".into()
         }
         "validation_failed" => match field {
             Some("password") => {
@@ -174,9 +127,22 @@ fn password_field(id: &str, label: &str, autocomplete: &str) -> String {
 
 /// GET on a page path; `None` when the path is not a page.
 pub fn render(path: &str, query: Option<&str>) -> Option<HttpResponse> {
-    let api = crate::api::PREFIX;
-    let page = match path.strip_prefix(PAGES)? {
-        "/signin" => {
+    if !path.starts_with(&format!("{}/", crate::endpoint::PAGE_PREFIX)) {
+        return None;
+    }
+    let Some(page) = Page::from_path(path) else {
+        return Some(json_response(
+            404,
+            &serde_json::json!({"error": "not_found"}),
+        ));
+    };
+    Some(render_page(page, query))
+}
+
+fn render_page(page: Page, query: Option<&str>) -> HttpResponse {
+    let signin = Page::SignIn.path();
+    match page {
+        Page::SignIn => {
             let next = safe_next(param(query, "next").as_deref());
             let notice = match param(query, "notice").as_deref() {
                 Some("password_updated") => "<p class=\"notice\" role=\"status\">Your password was changed. Sign in with the new one.</p>",
@@ -184,40 +150,41 @@ pub fn render(path: &str, query: Option<&str>) -> Option<HttpResponse> {
                 _ => "",
             };
             html(200, "Sign in", &format!(
-                "{notice}{alert}<form method=\"post\" action=\"{api}/signin\">\n<input type=\"hidden\" name=\"next\" value=\"{next}\">\n{email}\n{pw}\n<button type=\"submit\">Sign in</button>\n</form>\n<nav><a href=\"{PAGES}/signup?next={next_q}\">Create an account</a><a href=\"{PAGES}/forgot-password\">Forgot password?</a></nav>",
+                "{notice}{alert}<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"next\" value=\"{next}\">\n{email}\n{pw}\n<button type=\"submit\">Sign in</button>\n</form>\n<nav><a href=\"{signup}?next={next_q}\">Create an account</a><a href=\"{forgot}\">Forgot password?</a></nav>",
                 alert = alert(query), email = email_field(true), pw = password_field("password", "Password", "current-password"),
-                next = escape(&next), next_q = escape(&encode(&next))
+                next = escape(&next), next_q = escape(&encode(&next)),
+                action = Endpoint::SignIn.path(), signup = Page::SignUp.path(), forgot = Page::ForgotPassword.path()
             ))
         }
-        "/signup" => html(200, "Create an account", &format!(
-            "{alert}<form method=\"post\" action=\"{api}/signup\">\n{email}\n{pw}\n<p id=\"pw-help\">8 to 128 characters. Any characters you like.</p>\n<button type=\"submit\">Create account</button>\n</form>\n<nav><a href=\"{PAGES}/signin\">I have an account</a></nav>",
-            alert = alert(query), email = email_field(true), pw = password_field("password", "Password", "new-password")
+        Page::SignUp => html(200, "Create an account", &format!(
+            "{alert}<form method=\"post\" action=\"{action}\">\n{email}\n{pw}\n<p id=\"pw-help\">8 to 128 characters. Any characters you like.</p>\n<button type=\"submit\">Create account</button>\n</form>\n<nav><a href=\"{signin}\">I have an account</a></nav>",
+            alert = alert(query), email = email_field(true), pw = password_field("password", "Password", "new-password"),
+            action = Endpoint::SignUp.path()
         )),
-        "/check-email" => html(200, "Check your email", if param(query, "reset").is_some() {
+        Page::CheckEmail => html(200, "Check your email", if param(query, "reset").is_some() {
             "<p role=\"status\">If an account exists for that address, we sent it a link to reset the password. The link works once.</p>"
         } else {
             "<p role=\"status\">We sent you a link to confirm your email address. Open it, then sign in.</p>"
         }),
-        "/forgot-password" => html(200, "Forgot your password?", &format!(
-            "{alert}<form method=\"post\" action=\"{api}/forgot-password\">\n{email}\n<button type=\"submit\">Send reset link</button>\n</form>\n<nav><a href=\"{PAGES}/signin\">Back to sign in</a></nav>",
-            alert = alert(query), email = email_field(true)
+        Page::ForgotPassword => html(200, "Forgot your password?", &format!(
+            "{alert}<form method=\"post\" action=\"{action}\">\n{email}\n<button type=\"submit\">Send reset link</button>\n</form>\n<nav><a href=\"{signin}\">Back to sign in</a></nav>",
+            alert = alert(query), email = email_field(true), action = Endpoint::ForgotPassword.path()
         )),
-        "/reset-password" => {
+        Page::ResetPassword => {
             let token = param(query, "token").unwrap_or_default();
             html(200, "Choose a new password", &format!(
-                "{alert}<form method=\"post\" action=\"{api}/reset-password/update\">\n<input type=\"hidden\" name=\"token\" value=\"{token}\">\n{pw}\n<button type=\"submit\">Set new password</button>\n</form>",
-                alert = alert(query), token = escape(&token), pw = password_field("new_password", "New password", "new-password")
+                "{alert}<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"token\" value=\"{token}\">\n{pw}\n<button type=\"submit\">Set new password</button>\n</form>",
+                alert = alert(query), token = escape(&token), pw = password_field("new_password", "New password", "new-password"),
+                action = Endpoint::ResetPassword.path()
             ))
         }
-        "/verified" => html(200, "Email confirmed", &format!(
-            "<p role=\"status\">Thank you: your email address is confirmed.</p>\n<p><a href=\"{PAGES}/signin\">Sign in</a></p>"
+        Page::Verified => html(200, "Email confirmed", &format!(
+            "<p role=\"status\">Thank you: your email address is confirmed.</p>\n<p><a href=\"{signin}\">Sign in</a></p>"
         )),
-        "/signed-out" => html(200, "Signed out", &format!(
-            "<p role=\"status\">You are signed out. Your session was ended on the server.</p>\n<p><a href=\"{PAGES}/signin\">Sign in again</a></p>"
+        Page::SignedOut => html(200, "Signed out", &format!(
+            "<p role=\"status\">You are signed out. Your session was ended on the server.</p>\n<p><a href=\"{signin}\">Sign in again</a></p>"
         )),
-        _ => return Some(json_response(404, &serde_json::json!({"error": "not_found"}))),
-    };
-    Some(page)
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +213,6 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
-        assert_eq!(decode("a+b%20c%2Fd%zz%4"), "a b c/d%zz%4");
         assert_eq!(
             param(Some("next=%2Fapp%2F&error=x"), "next").as_deref(),
             Some("/app/")

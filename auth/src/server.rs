@@ -1,8 +1,9 @@
 //! Builds the service from a validated config and serves it over HTTP/1.1 with hyper,
 //! finishing in-flight requests on shutdown.
 
-use crate::api::{Api, ApiRequest};
+use crate::api::Api;
 use crate::config::{AuthConfig, Provider};
+use crate::http::{ApiRequest, HttpResponse};
 use crate::mail::{MailError, Mailer};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
@@ -39,8 +40,8 @@ pub enum StartError {
 pub async fn users_from_config(cfg: &AuthConfig) -> Result<Arc<dyn UserProvider>, StartError> {
     match cfg.provider {
         Provider::Builtin => {
-            let db = builtin::connect(&cfg.database.effective_url(), cfg.database.max_connections)
-                .await?;
+            let db =
+                builtin::connect(&cfg.database.connect_url(), cfg.database.max_connections).await?;
             let p = &cfg.password;
             let hasher = PasswordHasherPool::new(
                 p.argon2_memory_kib,
@@ -73,8 +74,9 @@ pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
     if !redis.warm_up().await {
         tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
     }
-    let store: Arc<dyn SessionStore> = Arc::new(redis);
-    Ok(Api::new(cfg, users_from_config(cfg).await?, store))
+    let redis = Arc::new(redis);
+    let store: Arc<dyn SessionStore> = redis.clone();
+    Ok(Api::new(cfg, users_from_config(cfg).await?, store, redis))
 }
 
 /// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish
@@ -130,7 +132,7 @@ async fn handle(
     api: Arc<Api>,
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-) -> Result<crate::api::HttpResponse, std::convert::Infallible> {
+) -> Result<HttpResponse, std::convert::Infallible> {
     Ok(match ApiRequest::read(req, peer).await {
         Ok(r) => api.handle(&r).await,
         Err(e) => e.response(),
@@ -140,7 +142,7 @@ async fn handle(
 /// Runs the service until Ctrl-C or SIGTERM.
 pub async fn run(cfg: &AuthConfig) -> Result<(), StartError> {
     let api = Arc::new(api_from_config(cfg).await?);
-    tracing::info!(listen = %cfg.listen, provider = api.users.name(), "auth service starting");
+    tracing::info!(listen = %cfg.listen, provider = api.provider_name(), "auth service starting");
     serve(api, &cfg.listen, shutdown_signal(), Duration::from_secs(10)).await
 }
 

@@ -2,9 +2,10 @@
 //! anything starts. Every problem names the file, the line and the key.
 
 use authflow_shared::config::{
-    session_problems, ConfigError, ConfigProblem, ConfigSource, HumanDuration, RedisConfig,
+    is_http_url, is_socket_addr, load, load_file, ConfigError, ConfigFile, ConfigSource, EnvVar,
+    Environment, HumanDuration, Overrides, Problems, ProcessEnv, RedisConfig, Validate,
 };
-use authflow_shared::fingerprint::FingerprintSpec;
+use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -35,8 +36,11 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<String>,
     #[serde(default)]
     pub redis: RedisConfig,
+    /// The session contract shared with the auth service (same table in `auth.toml`).
     #[serde(default)]
-    pub session: SessionConfig,
+    pub session: SessionContract,
+    #[serde(default)]
+    pub session_check: SessionCheckConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
@@ -65,16 +69,11 @@ pub struct TlsConfig {
     pub key: String,
 }
 
-/// `[session]`: how the session cookie is read and when a session is over.
+/// `[session_check]`: what the gateway does with sessions, beyond the contract it shares with
+/// the auth service (`[session]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SessionConfig {
-    pub cookie_name: String,
-    /// Whether the cookie carries `Secure` (must match the auth service's setting, so that
-    /// a clearing `Set-Cookie` replaces the cookie).
-    pub cookie_secure: bool,
-    pub idle_timeout: HumanDuration,
-    pub absolute_timeout: HumanDuration,
+pub struct SessionCheckConfig {
     /// How often activity rewrites the session's last-seen time (bounds Redis writes).
     pub touch_interval: HumanDuration,
     /// Where browsers are sent to sign in; `?next=<path>` is appended.
@@ -82,7 +81,6 @@ pub struct SessionConfig {
     /// What a fingerprint mismatch does: `"revoke"` deletes the session (a stolen cookie is
     /// burned), `"reject"` only refuses the request.
     pub on_fingerprint_mismatch: MismatchPolicy,
-    pub fingerprint: FingerprintSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,17 +90,12 @@ pub enum MismatchPolicy {
     Reject,
 }
 
-impl Default for SessionConfig {
+impl Default for SessionCheckConfig {
     fn default() -> Self {
-        SessionConfig {
-            cookie_name: "authflow_session".into(),
-            cookie_secure: true,
-            idle_timeout: HumanDuration::secs(3600),
-            absolute_timeout: HumanDuration::secs(12 * 3600),
+        SessionCheckConfig {
             touch_interval: HumanDuration::secs(60),
             login_url: "/auth/signin".into(),
             on_fingerprint_mismatch: MismatchPolicy::Revoke,
-            fingerprint: FingerprintSpec::default(),
         }
     }
 }
@@ -216,16 +209,18 @@ pub enum AuthMode {
 }
 
 impl GatewayConfig {
-    /// Reads, parses and validates `path`.
+    /// Loads `path` through the one loader: file, then the environment, validated once.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let src = ConfigSource::read(path)?;
-        let cfg: GatewayConfig = src.parse()?;
-        let problems = cfg.problems(&src);
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError(problems))
-        }
+        load_file(path, &ProcessEnv, |_, _| {})
+    }
+
+    /// Loads a config from text (embedded configs, tests), with `env` and `cli` layered on.
+    pub fn from_source(
+        src: &ConfigSource,
+        env: &dyn Environment,
+        cli: impl FnOnce(&mut Self, &mut Overrides),
+    ) -> Result<Self, ConfigError> {
+        load(src, env, cli)
     }
 
     /// Things that are fine in the file but not on this machine (yet): the gateway will not
@@ -241,180 +236,82 @@ impl GatewayConfig {
         }
         out
     }
+}
 
-    /// Every semantic problem, each pinned to its key.
-    pub fn problems(&self, src: &ConfigSource) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
-        let mut bad = |key: String, reason: String| out.push(src.problem(&key, reason));
-        if self.listen.parse::<SocketAddr>().is_err() {
-            bad(
-                "listen".into(),
-                format!("{:?} is not an address:port", self.listen),
-            );
-        }
+impl ConfigFile for GatewayConfig {
+    fn env_vars() -> Vec<EnvVar<Self>> {
+        vec![
+            EnvVar {
+                name: "AUTHFLOW_REDIS_URL",
+                key: "redis.url",
+                set: |c, v| c.redis.url = v,
+            },
+            EnvVar {
+                name: "AUTHFLOW_REDIS_PASSWORD",
+                key: "redis.password",
+                set: |c, v| c.redis.password = Some(v.into()),
+            },
+        ]
+    }
+}
+
+impl Validate for GatewayConfig {
+    /// Each section's own checks, then the ones that span sections.
+    fn validate(&self, p: &mut Problems) {
+        address("listen", &self.listen, p);
         if let Some(tls) = &self.tls {
-            if tls.listen.parse::<SocketAddr>().is_err() {
-                bad(
-                    "tls.listen".into(),
-                    format!("{:?} is not an address:port", tls.listen),
-                );
-            }
-            for (k, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
-                if p.is_empty() {
-                    bad(k.into(), "must name a PEM file".into());
-                }
-            }
+            p.section("tls", tls);
         }
         if let Some(m) = &self.metrics_listen {
-            if m.parse::<SocketAddr>().is_err() {
-                bad(
-                    "metrics_listen".into(),
-                    format!("{m:?} is not an address:port"),
-                );
-            }
+            address("metrics_listen", m, p);
         }
         if self.threads == 0 || self.threads > 256 {
-            bad("threads".into(), "must be between 1 and 256".into());
+            p.add("threads", "must be between 1 and 256");
         }
-        for (k, reason) in self.redis.problems() {
-            bad(format!("redis.{k}"), reason);
-        }
-        self.session_problems(&mut bad);
-        for (i, h) in self.identity.strip_headers.iter().enumerate() {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                bad(
-                    format!("identity.strip_headers[{i}]"),
-                    format!("{h:?} is not a header name"),
-                );
-            }
-        }
-        self.rate_limit_problems(&mut bad);
-        self.upstream_and_route_problems(&mut bad);
-        out
+        p.section("redis", &self.redis);
+        p.section("session", &self.session);
+        p.section("session_check", &self.session_check);
+        p.section("identity", &self.identity);
+        p.section("rate_limit", &self.rate_limit);
+        p.each("upstreams", &self.upstreams);
+        p.each("routes", &self.routes);
+        self.cross_section_problems(p);
     }
+}
 
-    fn session_problems(&self, bad: &mut impl FnMut(String, String)) {
-        let s = &self.session;
-        for (k, reason) in session_problems(
-            &s.cookie_name,
-            s.cookie_secure,
-            s.idle_timeout,
-            s.absolute_timeout,
-        ) {
-            bad(format!("session.{k}"), reason);
-        }
-        if s.touch_interval > s.idle_timeout {
-            bad(
-                "session.touch_interval".into(),
-                "must not be longer than idle_timeout".into(),
+impl GatewayConfig {
+    /// What no single section can see: names that must exist or be unique, and settings
+    /// bounded by another section's.
+    fn cross_section_problems(&self, p: &mut Problems) {
+        if self.session_check.touch_interval > self.session.idle_timeout {
+            p.add(
+                "session_check.touch_interval",
+                "must not be longer than session.idle_timeout",
             );
         }
-        if !(s.login_url.starts_with('/')
-            || s.login_url.starts_with("https://")
-            || s.login_url.starts_with("http://"))
-        {
-            bad(
-                "session.login_url".into(),
-                "must be a path starting with / or an http(s) URL".into(),
-            );
-        }
-        if let Err((k, reason)) = s.fingerprint.validate() {
-            bad(format!("session.fingerprint.{k}"), reason);
-        }
-    }
-
-    fn rate_limit_problems(&self, bad: &mut impl FnMut(String, String)) {
-        let r = &self.rate_limit;
-        let mut check = |key: &str, requests: u64, per: HumanDuration| {
-            if requests == 0 {
-                bad(format!("{key}.requests"), "must be at least 1".into());
-            }
-            if per.0 < std::time::Duration::from_secs(1) {
-                bad(format!("{key}.per"), "must be at least 1s".into());
-            }
-        };
-        check("rate_limit", r.requests, r.per);
-        for (i, rule) in r.rules.iter().enumerate() {
-            check(&format!("rate_limit.rules[{i}]"), rule.requests, rule.per);
-        }
-        for (i, rule) in r.rules.iter().enumerate() {
-            if !rule.prefix.starts_with('/') {
-                bad(
-                    format!("rate_limit.rules[{i}].prefix"),
-                    "must start with /".into(),
-                );
-            }
-        }
-        if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
-            bad(
-                "rate_limit.ipv6_prefix".into(),
-                "must be between 1 and 128".into(),
-            );
-        }
-        if !(1024..=(1 << 22)).contains(&r.estimator_slots) {
-            bad(
-                "rate_limit.estimator_slots".into(),
-                "must be between 1024 and 4194304".into(),
-            );
-        }
-        if !(1..=16).contains(&r.estimator_hashes) {
-            bad(
-                "rate_limit.estimator_hashes".into(),
-                "must be between 1 and 16".into(),
-            );
-        }
-    }
-
-    fn upstream_and_route_problems(&self, bad: &mut impl FnMut(String, String)) {
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !names.insert(u.name.as_str()) {
-                bad(
+                p.add(
                     format!("upstreams[{i}].name"),
                     format!("upstream {:?} is defined twice", u.name),
                 );
             }
-            if u.servers.is_empty() {
-                bad(
-                    format!("upstreams[{i}].servers"),
-                    "must list at least one host:port".into(),
-                );
-            }
-            for (j, s) in u.servers.iter().enumerate() {
-                if !valid_server(s) {
-                    bad(
-                        format!("upstreams[{i}].servers[{j}]"),
-                        format!("{s:?} is not host:port"),
-                    );
-                }
-            }
-            if u.tls && u.sni.is_empty() {
-                bad(
-                    format!("upstreams[{i}].sni"),
-                    "a TLS upstream needs sni".into(),
-                );
-            }
         }
         if self.routes.is_empty() {
-            bad(
-                "routes".into(),
-                "at least one [[routes]] entry is needed".into(),
-            );
+            p.add("routes", "at least one [[routes]] entry is needed");
         }
         let mut seen = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
-            if !r.prefix.starts_with('/') {
-                bad(format!("routes[{i}].prefix"), "must start with /".into());
-            }
             if !names.contains(r.upstream.as_str()) {
-                bad(
+                p.add(
                     format!("routes[{i}].upstream"),
                     format!("no [[upstreams]] entry is named {:?}", r.upstream),
                 );
             }
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
             if !seen.insert((r.prefix.clone(), host)) {
-                bad(
+                p.add(
                     format!("routes[{i}].prefix"),
                     format!(
                         "another route already has prefix {:?} for this host",
@@ -422,12 +319,110 @@ impl GatewayConfig {
                     ),
                 );
             }
-            if r.auth_service && r.auth == AuthMode::Required {
-                bad(
-                    format!("routes[{i}].auth_service"),
-                    "the auth service's route must be public".into(),
+        }
+    }
+}
+
+/// `key` must be `address:port`.
+fn address(key: &str, value: &str, p: &mut Problems) {
+    if !is_socket_addr(value) {
+        p.add(key, format!("{value:?} is not an address:port"));
+    }
+}
+
+impl Validate for TlsConfig {
+    fn validate(&self, p: &mut Problems) {
+        address("listen", &self.listen, p);
+        for (k, v) in [("cert", &self.cert), ("key", &self.key)] {
+            if v.is_empty() {
+                p.add(k, "must name a PEM file");
+            }
+        }
+    }
+}
+
+impl Validate for SessionCheckConfig {
+    fn validate(&self, p: &mut Problems) {
+        if !(self.login_url.starts_with('/') || is_http_url(&self.login_url)) {
+            p.add(
+                "login_url",
+                "must be a path starting with / or an http(s) URL",
+            );
+        }
+    }
+}
+
+impl Validate for IdentityConfig {
+    fn validate(&self, p: &mut Problems) {
+        for (i, h) in self.strip_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                p.add(
+                    format!("strip_headers[{i}]"),
+                    format!("{h:?} is not a header name"),
                 );
             }
+        }
+    }
+}
+
+/// A limit of `requests` per `per`: at least one request, windows of at least a second.
+fn limit_problems(requests: u64, per: HumanDuration, p: &mut Problems) {
+    if requests == 0 {
+        p.add("requests", "must be at least 1");
+    }
+    if per.0 < std::time::Duration::from_secs(1) {
+        p.add("per", "must be at least 1s");
+    }
+}
+
+impl Validate for RateLimitConfig {
+    fn validate(&self, p: &mut Problems) {
+        limit_problems(self.requests, self.per, p);
+        p.each("rules", &self.rules);
+        if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
+            p.add("ipv6_prefix", "must be between 1 and 128");
+        }
+        if !(1024..=(1 << 22)).contains(&self.estimator_slots) {
+            p.add("estimator_slots", "must be between 1024 and 4194304");
+        }
+        if !(1..=16).contains(&self.estimator_hashes) {
+            p.add("estimator_hashes", "must be between 1 and 16");
+        }
+    }
+}
+
+impl Validate for RateRule {
+    fn validate(&self, p: &mut Problems) {
+        limit_problems(self.requests, self.per, p);
+        if !self.prefix.starts_with('/') {
+            p.add("prefix", "must start with /");
+        }
+    }
+}
+
+impl Validate for UpstreamConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.servers.is_empty() {
+            p.add("servers", "must list at least one host:port");
+        }
+        for (j, s) in self.servers.iter().enumerate() {
+            if !valid_server(s) {
+                p.add(format!("servers[{j}]"), format!("{s:?} is not host:port"));
+            }
+        }
+        if self.tls && self.sni.is_empty() {
+            p.add("sni", "a TLS upstream needs sni");
+        }
+    }
+}
+
+impl Validate for RouteConfig {
+    fn validate(&self, p: &mut Problems) {
+        if !self.prefix.starts_with('/') {
+            p.add("prefix", "must start with /");
+        }
+        if self.auth_service && self.auth == AuthMode::Required {
+            p.add("auth_service", "the auth service's route must be public");
         }
     }
 }
@@ -448,6 +443,7 @@ fn valid_server(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authflow_shared::config::ConfigProblem;
 
     const GOOD: &str = r#"
 listen = "127.0.0.1:8000"
@@ -461,6 +457,8 @@ timeout = "50ms"
 cookie_name = "sid"
 idle_timeout = "30m"
 absolute_timeout = "12h"
+
+[session_check]
 login_url = "/auth/signin"
 
 [rate_limit]
@@ -487,13 +485,8 @@ auth = "required"
             file: "gw.toml".into(),
             text: text.into(),
         };
-        let cfg: GatewayConfig = src.parse()?;
-        let p = cfg.problems(&src);
-        if p.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError(p))
-        }
+        let no_env: &[(&str, &str)] = &[];
+        GatewayConfig::from_source(&src, &no_env, |_, _| {})
     }
 
     /// 1-based line of the first line containing `needle`.
@@ -570,7 +563,7 @@ auth = "required"
         assert_eq!(
             keys,
             vec![
-                "session.login_url",
+                "session_check.login_url",
                 "rate_limit.requests",
                 "upstreams[0].servers[0]"
             ]
@@ -584,6 +577,42 @@ auth = "required"
         let p = first_problem(&GOOD.replace("auth = \"required\"", "auth = \"maybe\""));
         assert_eq!(p.key, "routes[0].auth");
         assert!(p.reason.contains("unknown variant"), "{}", p.reason);
+    }
+
+    #[test]
+    fn touch_interval_is_bounded_by_the_contract() {
+        let p = first_problem(&GOOD.replace(
+            "login_url = \"/auth/signin\"",
+            "login_url = \"/auth/signin\"\ntouch_interval = \"2h\"",
+        ));
+        assert_eq!(p.key, "session_check.touch_interval");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_is_named_in_problems() {
+        let src = ConfigSource {
+            file: "gw.toml".into(),
+            text: GOOD.into(),
+        };
+        let env: &[(&str, &str)] = &[
+            ("AUTHFLOW_REDIS_URL", "redis://10.1.1.1:6380"),
+            ("AUTHFLOW_REDIS_PASSWORD", "pw"),
+        ];
+        let cfg = GatewayConfig::from_source(&src, &env, |_, _| {}).expect("valid");
+        assert_eq!(cfg.redis.url, "redis://10.1.1.1:6380");
+        assert_eq!(cfg.redis.password.as_ref().map(|p| p.expose()), Some("pw"));
+        let env: &[(&str, &str)] = &[("AUTHFLOW_REDIS_URL", "http://x")];
+        let e = GatewayConfig::from_source(&src, &env, |_, _| {}).expect_err("bad url");
+        assert!(
+            e.to_string()
+                .contains("redis.url: must start with one of redis://"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("(set by environment variable AUTHFLOW_REDIS_URL)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Start at [`proxy`]: its `request_filter` is the policy, step by step.
 
 pub mod config;
+pub mod decision;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

@@ -1,16 +1,25 @@
 //! Prometheus metrics of the request path. Served on `metrics_listen` when configured.
 
-use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+use crate::decision::Decision;
+use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounter};
 use std::sync::LazyLock;
 
-/// Requests by the gateway's decision (`forwarded`, `rate_limited`, `unauthenticated`, ...).
-pub static DECISIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
-    register_int_counter_vec!(
+/// Requests by the gateway's decision (`forwarded`, `rate_limited`, `unauthenticated`, ...):
+/// one counter per [`Decision`], registered up front so the request path does no label lookup
+/// and every series exists from the first scrape.
+static DECISIONS: LazyLock<Option<Vec<IntCounter>>> = LazyLock::new(|| {
+    let vec = register_int_counter_vec!(
         "authflow_gateway_requests_total",
         "Requests by gateway decision",
         &["decision"]
     )
-    .ok()
+    .ok()?;
+    Some(
+        Decision::ALL
+            .iter()
+            .map(|d| vec.with_label_values(&[d.as_str()]))
+            .collect(),
+    )
 });
 
 /// Time spent in the session store lookup.
@@ -23,9 +32,9 @@ pub static SESSION_LOOKUP: LazyLock<Option<Histogram>> = LazyLock::new(|| {
     .ok()
 });
 
-pub fn count(decision: &str) {
-    if let Some(c) = DECISIONS.as_ref() {
-        c.with_label_values(&[decision]).inc();
+pub fn count(decision: Decision) {
+    if let Some(c) = DECISIONS.as_ref().and_then(|all| all.get(decision.index())) {
+        c.inc();
     }
 }
 

@@ -3,6 +3,7 @@
 //! lives in its own module and returns a decision, and one place sends local responses.
 
 use crate::config::{AuthMode, GatewayConfig};
+use crate::decision::Decision;
 use crate::headers;
 use crate::metrics;
 use crate::rate_limit::{RateDecision, RateLimiter};
@@ -14,7 +15,9 @@ use async_trait::async_trait;
 use authflow_shared::client_ip;
 use authflow_shared::cookie::{self, CookieSpec};
 use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
+use authflow_shared::request::{encode_query_value, wants_html};
 use authflow_shared::store::SessionStore;
+use authflow_shared::token::log_id;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -32,7 +35,7 @@ pub struct RequestCtx {
     pub identity: Option<Identity>,
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
-    pub decision: &'static str,
+    pub decision: Decision,
     pub started: Instant,
 }
 
@@ -46,7 +49,7 @@ pub struct Identity {
 /// What a request step decides.
 pub enum Step {
     Continue,
-    Respond(&'static str, LocalResponse),
+    Respond(Decision, LocalResponse),
 }
 
 pub struct Gateway {
@@ -76,14 +79,11 @@ impl Gateway {
             limiter: RateLimiter::new(&cfg.rate_limit),
             router,
             upstreams,
-            sessions: SessionChecker::new(store.clone(), &cfg.session),
+            sessions: SessionChecker::new(store.clone(), &cfg.session, &cfg.session_check),
             store,
-            cookie: CookieSpec {
-                name: cfg.session.cookie_name.clone(),
-                secure: cfg.session.cookie_secure,
-            },
+            cookie: cfg.session.cookie(),
             fingerprint: cfg.session.fingerprint.clone(),
-            login_url: cfg.session.login_url.clone(),
+            login_url: cfg.session_check.login_url.clone(),
             strip_headers: cfg
                 .identity
                 .strip_headers
@@ -97,18 +97,21 @@ impl Gateway {
     async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step {
         let path = session.req_header().uri.path().to_owned();
         if !route::path_is_safe(&path) {
-            return Step::Respond("bad_path", LocalResponse::error(400, "bad_request"));
+            return Step::Respond(Decision::BadPath, LocalResponse::error(400, "bad_request"));
         }
         // Load-balancer probes are never rate limited; `/health` costs one Redis PING.
         if path == "/health" {
-            return Step::Respond("health", self.health().await);
+            return Step::Respond(Decision::Health, self.health().await);
         }
-        if let RateDecision::Limited(resp) = self.limiter.check(ctx.client_ip, &path) {
-            return Step::Respond("rate_limited", resp);
+        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &path) {
+            return Step::Respond(
+                Decision::RateLimited,
+                LocalResponse::too_many_requests(&over),
+            );
         }
         let host = request_host(session.req_header());
         let Some(route) = self.router.find(host.as_deref(), &path).cloned() else {
-            return Step::Respond("no_route", LocalResponse::error(404, "not_found"));
+            return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"));
         };
         if route.auth_service {
             ctx.fingerprint = Some(
@@ -147,12 +150,12 @@ impl Gateway {
             }
             Ok(Verdict::Rejected(reason)) => {
                 tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
-                Step::Respond("unauthenticated", self.unauthenticated(req, reason))
+                Step::Respond(Decision::Unauthenticated, self.unauthenticated(req, reason))
             }
             Err(e) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "session store unavailable: failing closed");
                 Step::Respond(
-                    "store_unavailable",
+                    Decision::StoreUnavailable,
                     LocalResponse::error(503, "session_store_unavailable")
                         .header("retry-after", "1"),
                 )
@@ -163,13 +166,9 @@ impl Gateway {
     /// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
     /// gets a 401. A cookie that named a dead session is cleared.
     fn unauthenticated(&self, req: &RequestHeader, reason: RejectReason) -> LocalResponse {
-        let wants_html = req.method == http::Method::GET
-            && req
-                .headers
-                .get_all("accept")
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
-        let resp = if wants_html {
+        let accept = req.headers.get_all("accept");
+        let accept = accept.iter().filter_map(|v| v.to_str().ok());
+        let resp = if wants_html(req.method == http::Method::GET, accept) {
             let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let sep = if self.login_url.contains('?') {
                 '&'
@@ -180,7 +179,7 @@ impl Gateway {
                 "{}{}next={}",
                 self.login_url,
                 sep,
-                percent_encode(next)
+                encode_query_value(next)
             ))
         } else {
             LocalResponse::error(401, "unauthenticated").header(
@@ -247,19 +246,6 @@ fn request_host(req: &RequestHeader) -> Option<String> {
         .or_else(|| req.uri.host().map(str::to_owned))
 }
 
-/// Percent-encodes everything but unreserved characters, for a query parameter value.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Status for a proxying failure: 504 when the upstream was too slow, 502 when it refused or
 /// broke, the status itself for `HTTPStatus`, 400 for a bad client request.
 fn failure_status(e: &Error) -> u16 {
@@ -298,7 +284,7 @@ impl ProxyHttp for Gateway {
             route: None,
             identity: None,
             fingerprint: None,
-            decision: "forwarded",
+            decision: Decision::Forwarded,
             started: Instant::now(),
         }
     }
@@ -389,7 +375,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let status = failure_status(e);
         if status > 0 && session.response_written().is_none() {
-            ctx.decision = "upstream_error";
+            ctx.decision = Decision::UpstreamError;
             let resp = LocalResponse::error(status, error_code(status));
             session.set_keepalive(None);
             if let Err(err) = resp.send(session, &ctx.request_id).await {
@@ -412,21 +398,11 @@ impl ProxyHttp for Gateway {
             method = %session.req_header().method,
             path = session.req_header().uri.path(),
             status,
-            decision = ctx.decision,
+            decision = ctx.decision.as_str(),
             user = ctx.identity.as_ref().map_or("-", |i| i.user_id.as_str()),
-            session = ctx.identity.as_ref().map_or("-", |i| &i.session_id[..12]),
+            session = ctx.identity.as_ref().map_or("-", |i| log_id(&i.session_id)),
             elapsed_ms = ctx.started.elapsed().as_millis() as u64,
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_is_encoded() {
-        assert_eq!(percent_encode("/app/x?a=1&b=2"), "/app/x%3Fa%3D1%26b%3D2");
     }
 }

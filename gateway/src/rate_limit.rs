@@ -5,7 +5,6 @@
 //! clients under their limit do not collide into a false 429.
 
 use crate::config::RateLimitConfig;
-use crate::response::LocalResponse;
 use ipnet::IpNet;
 use pingora_limits::rate::Rate;
 use std::net::IpAddr;
@@ -49,7 +48,18 @@ pub struct RateLimiter {
 /// What the limiter says about one request.
 pub enum RateDecision {
     Allow,
-    Limited(LocalResponse),
+    Limited(Exceeded),
+}
+
+/// The limit a request went over, for the 429 and its `RateLimit-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    /// The limit's name in `RateLimit-Policy` (`default`, `rule0`, ...).
+    pub policy: String,
+    pub requests: u64,
+    pub window_secs: u64,
+    /// Seconds until the window ends.
+    pub retry_after: u64,
 }
 
 impl RateLimiter {
@@ -90,8 +100,12 @@ impl RateLimiter {
         if count <= limit.requests {
             return RateDecision::Allow;
         }
-        let retry_after = limit.seconds_left(&key);
-        RateDecision::Limited(too_many_requests(limit, retry_after))
+        RateDecision::Limited(Exceeded {
+            policy: limit.name.clone(),
+            requests: limit.requests as u64,
+            window_secs: limit.per.as_secs(),
+            retry_after: limit.seconds_left(&key),
+        })
     }
 
     /// IPv6 clients are counted per prefix: one host usually controls a whole /64.
@@ -103,29 +117,6 @@ impl RateLimiter {
             v4 => v4,
         }
     }
-}
-
-/// 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
-/// (draft-ietf-httpapi-ratelimit-headers).
-fn too_many_requests(limit: &Limit, retry_after: u64) -> LocalResponse {
-    LocalResponse::json(
-        429,
-        serde_json::json!({ "error": "rate_limited", "retry_after": retry_after }),
-    )
-    .header("retry-after", retry_after.to_string())
-    .header(
-        "ratelimit-policy",
-        format!(
-            "\"{}\";q={};w={}",
-            limit.name,
-            limit.requests,
-            limit.per.as_secs()
-        ),
-    )
-    .header(
-        "ratelimit",
-        format!("\"{}\";r=0;t={}", limit.name, retry_after),
-    )
 }
 
 #[cfg(test)]
@@ -155,14 +146,18 @@ mod tests {
             assert!(allowed(l.check(ip, "/x")));
         }
         match l.check(ip, "/x") {
-            RateDecision::Limited(r) => {
+            RateDecision::Limited(e) => {
+                assert!((1..=60).contains(&e.retry_after));
+                assert_eq!(
+                    (e.policy.as_str(), e.requests, e.window_secs),
+                    ("default", 3, 60)
+                );
+                let r = crate::response::LocalResponse::too_many_requests(&e);
                 assert_eq!(r.status, 429);
-                let retry: u64 = r
-                    .header_value("retry-after")
-                    .expect("retry-after")
-                    .parse()
-                    .expect("int");
-                assert!((1..=60).contains(&retry));
+                assert_eq!(
+                    r.header_value("retry-after"),
+                    Some(e.retry_after.to_string().as_str())
+                );
                 assert_eq!(
                     r.header_value("ratelimit-policy"),
                     Some("\"default\";q=3;w=60")

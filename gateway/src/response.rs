@@ -1,6 +1,7 @@
 //! Responses the gateway writes itself (errors, redirects, health). Request steps return a
 //! [`LocalResponse`]; one place, [`LocalResponse::send`], writes it to the wire.
 
+use crate::rate_limit::Exceeded;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -39,6 +40,25 @@ impl LocalResponse {
             headers: vec![("location", location), ("cache-control", "no-store".into())],
             body: Bytes::new(),
         }
+    }
+
+    /// 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
+    /// (draft-ietf-httpapi-ratelimit-headers).
+    pub fn too_many_requests(limit: &Exceeded) -> Self {
+        let retry = limit.retry_after;
+        Self::json(
+            429,
+            serde_json::json!({ "error": "rate_limited", "retry_after": retry }),
+        )
+        .header("retry-after", retry.to_string())
+        .header(
+            "ratelimit-policy",
+            format!(
+                "\"{}\";q={};w={}",
+                limit.policy, limit.requests, limit.window_secs
+            ),
+        )
+        .header("ratelimit", format!("\"{}\";r=0;t={retry}", limit.policy))
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {

@@ -1,12 +1,13 @@
 //! The session step: cookie → Redis record → timeouts → device fingerprint.
 //! It returns a verdict; the proxy turns a rejection into a redirect or a 401.
 
-use crate::config::{MismatchPolicy, SessionConfig};
+use crate::config::{MismatchPolicy, SessionCheckConfig};
+use authflow_shared::contract::SessionContract;
 use authflow_shared::cookie::CookieLookup;
 use authflow_shared::fingerprint;
 use authflow_shared::session::{Expiry, SessionRecord};
 use authflow_shared::store::{SessionStore, StoreError};
-use authflow_shared::token::SessionToken;
+use authflow_shared::token::{log_id, SessionToken};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +56,16 @@ pub struct SessionChecker {
 }
 
 impl SessionChecker {
-    pub fn new(store: Arc<dyn SessionStore>, cfg: &SessionConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        contract: &SessionContract,
+        check: &SessionCheckConfig,
+    ) -> Self {
         SessionChecker {
             store,
-            idle: cfg.idle_timeout.0,
-            touch_interval: cfg.touch_interval.0,
-            mismatch: cfg.on_fingerprint_mismatch,
+            idle: contract.idle_timeout.0,
+            touch_interval: check.touch_interval.0,
+            mismatch: check.on_fingerprint_mismatch,
         }
     }
 
@@ -104,7 +109,7 @@ impl SessionChecker {
     /// Deletes a dead session; a failure only leaves it to its Redis TTL.
     async fn forget(&self, id: &str, user_id: &str) {
         if let Err(e) = self.store.delete(id, user_id).await {
-            tracing::warn!(session = &id[..12], error = %e, "could not delete dead session");
+            tracing::warn!(session = log_id(id), error = %e, "could not delete dead session");
         }
     }
 
@@ -114,7 +119,7 @@ impl SessionChecker {
         let ttl = record.ttl(now, self.idle);
         tokio::spawn(async move {
             if let Err(e) = store.touch(&id, &record, ttl).await {
-                tracing::debug!(session = &id[..12], error = %e, "session touch failed");
+                tracing::debug!(session = log_id(&id), error = %e, "session touch failed");
             }
         });
     }

@@ -125,19 +125,19 @@ impl FingerprintSpec {
         };
         IpNet::new(ip, prefix).map(|n| n.network()).unwrap_or(ip)
     }
+}
 
-    /// Checks prefix lengths; `Err` names the offending key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+impl crate::config::Validate for FingerprintSpec {
+    fn validate(&self, p: &mut crate::config::Problems) {
         if self.ipv4_prefix > 32 {
-            return Err(("ipv4_prefix", "must be between 0 and 32".into()));
+            p.add("ipv4_prefix", "must be between 0 and 32");
         }
         if self.ipv6_prefix > 128 {
-            return Err(("ipv6_prefix", "must be between 0 and 128".into()));
+            p.add("ipv6_prefix", "must be between 0 and 128");
         }
         if self.components.is_empty() {
-            return Err(("components", "must name at least one component".into()));
+            p.add("components", "must name at least one component");
         }
-        Ok(())
     }
 }
 

@@ -7,19 +7,23 @@
 //! - [`store`]: the session store trait and its Redis implementation.
 //! - [`cookie`]: reading the session cookie and writing `Set-Cookie` for it.
 //! - [`client_ip`]: who the client is, given the socket peer and `X-Forwarded-For`.
-//! - [`config`]: config primitives (durations, config errors that name file, key and line).
+//! - [`contract`]: the `[session]` settings both config files share, as one type.
+//! - [`config`]: config primitives and the one loader (defaults, file, environment, flags).
+//! - [`request`]: reading what clients send (HTML or JSON wanted, query strings, encoding).
 
 pub mod client_ip;
 pub mod config;
+pub mod contract;
 pub mod cookie;
 pub mod fingerprint;
 pub mod keys;
+pub mod request;
 pub mod session;
 pub mod store;
 pub mod token;
 
-/// Seconds since the Unix epoch, as milliseconds. Session timestamps use this unit so that
-/// short timeouts (tests, strict deployments) are enforced precisely.
+/// Milliseconds since the Unix epoch. Session timestamps use this unit so that short
+/// timeouts (tests, strict deployments) are enforced precisely.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

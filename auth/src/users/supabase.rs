@@ -80,8 +80,8 @@ impl SupabaseUsers {
         Ok(SupabaseUsers {
             http: reqwest::Client::builder().timeout(cfg.timeout.0).build()?,
             base: cfg.url.trim_end_matches('/').to_owned(),
-            anon_key: cfg.effective_anon_key(),
-            cipher: TokenCipher::from_base64(&cfg.effective_encryption_key())?,
+            anon_key: cfg.anon_key.expose().to_owned(),
+            cipher: TokenCipher::from_base64(cfg.encryption_key.expose())?,
         })
     }
 

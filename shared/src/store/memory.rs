@@ -2,7 +2,7 @@
 //! index, revocation). For `authflow up`, where gateway and auth service share one process
 //! and no Redis server is wanted.
 
-use super::{SessionStore, StoreError};
+use super::{LoginThrottle, SessionStore, StoreError};
 use crate::session::SessionRecord;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -151,6 +151,13 @@ impl SessionStore for MemorySessionStore {
         self.lock().map(|_| ())
     }
 
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[async_trait]
+impl LoginThrottle for MemorySessionStore {
     async fn record_login_failure(
         &self,
         account: &str,
@@ -189,10 +196,6 @@ impl SessionStore for MemorySessionStore {
             .get(account)
             .and_then(|end| end.checked_duration_since(now))
             .filter(|d| !d.is_zero()))
-    }
-
-    fn kind(&self) -> &'static str {
-        "memory"
     }
 }
 

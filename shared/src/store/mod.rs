@@ -53,6 +53,15 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// What the store is (`"redis"`, `"memory"`), for health reports.
+    fn kind(&self) -> &'static str;
+}
+
+/// The per-account sign-in throttle's counters. Its own trait, kept apart from
+/// [`SessionStore`]: only the auth service uses it, and the gateway never sees it. `account`
+/// is a hash of the normalized email, so unknown addresses are throttled alike.
+#[async_trait]
+pub trait LoginThrottle: Send + Sync {
     /// Counts a failed sign-in of `account` in a window of `window`; returns the count.
     async fn record_login_failure(
         &self,
@@ -65,6 +74,4 @@ pub trait SessionStore: Send + Sync {
     async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError>;
     /// Time left on the sign-in lock of `account`, if locked.
     async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError>;
-    /// What the store is (`"redis"`, `"memory"`), for health reports.
-    fn kind(&self) -> &'static str;
 }

@@ -1,7 +1,7 @@
 //! [`RedisSessionStore`]: sessions in Redis through a fred pool, with the key layout of
 //! [`crate::keys`]. Every operation is bounded by the configured timeout.
 
-use super::{SessionStore, StoreError};
+use super::{LoginThrottle, SessionStore, StoreError};
 use crate::config::RedisConfig;
 use crate::keys;
 use crate::session::SessionRecord;
@@ -42,15 +42,13 @@ struct LocalPool {
 const FIRST_CONNECT: Duration = Duration::from_secs(1);
 
 impl RedisSessionStore {
-    /// Checks the configuration; nothing connects until a thread first uses the store. A
-    /// password in `AUTHFLOW_REDIS_PASSWORD` overrides the URL's.
+    /// Checks the configuration; nothing connects until a thread first uses the store. The
+    /// section's `password` (e.g. from `AUTHFLOW_REDIS_PASSWORD`) overrides the URL's.
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
         let mut config =
             Config::from_url(&cfg.url).map_err(|e| StoreError::Config(e.details().to_owned()))?;
-        if let Ok(pw) = std::env::var("AUTHFLOW_REDIS_PASSWORD") {
-            if !pw.is_empty() {
-                config.password = Some(pw);
-            }
+        if let Some(pw) = cfg.password.as_ref().filter(|p| !p.is_empty()) {
+            config.password = Some(pw.expose().to_owned());
         }
         // Keep reconnecting in the background from the first attempt on: the gateway must
         // start, fail closed and recover by itself while Redis is away.
@@ -275,6 +273,13 @@ impl SessionStore for RedisSessionStore {
             .map(|_| ())
     }
 
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[async_trait]
+impl LoginThrottle for RedisSessionStore {
     async fn record_login_failure(
         &self,
         account: &str,
@@ -319,9 +324,5 @@ impl SessionStore for RedisSessionStore {
             .bounded(self.once().await?.pttl(keys::login_lock(account)))
             .await?;
         Ok((left > 0).then(|| Duration::from_millis(left as u64)))
-    }
-
-    fn kind(&self) -> &'static str {
-        "redis"
     }
 }

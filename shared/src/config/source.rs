@@ -1,155 +1,9 @@
-//! Config primitives both services use: human durations, the Redis section, and config errors
-//! that name the file, the line and the key.
+//! A config file's text and the problems found in it, each pinned to the file, the line and
+//! the key.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// A duration written as `"500ms"`, `"1s"`, `"5m"`, `"1h"` or `"1d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub const fn secs(s: u64) -> Self {
-        HumanDuration(Duration::from_secs(s))
-    }
-    pub const fn millis(ms: u64) -> Self {
-        HumanDuration(Duration::from_millis(ms))
-    }
-}
-
-impl std::str::FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let bad = || {
-            format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h, d), e.g. \"500ms\" or \"5m\"")
-        };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let ms = match unit {
-            "ms" => Some(n),
-            "s" => n.checked_mul(1000),
-            "m" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            "d" => n.checked_mul(86_400_000),
-            _ => return Err(bad()),
-        };
-        ms.map(|ms| HumanDuration(Duration::from_millis(ms)))
-            .ok_or_else(bad)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
-        } else {
-            write!(f, "{}s", ms / 1000)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-/// `[redis]`: where sessions live and how long a command may take before the caller gives
-/// up (then protected routes answer 503, fail closed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`; `rediss://` for TLS. A password may also come
-    /// from `AUTHFLOW_REDIS_PASSWORD`.
-    pub url: String,
-    /// Upper bound on one Redis round trip on the request path.
-    pub timeout: HumanDuration,
-    /// Connections per worker thread (each thread has its own pool; see the store).
-    pub pool_size: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            timeout: HumanDuration::millis(50),
-            pool_size: 2,
-        }
-    }
-}
-
-impl RedisConfig {
-    /// Problems with this section as (key, reason).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        const SCHEMES: [&str; 6] = [
-            "redis://",
-            "rediss://",
-            "redis-cluster://",
-            "redis-sentinel://",
-            "redis+unix://",
-            "valkey://",
-        ];
-        if !SCHEMES.iter().any(|s| self.url.starts_with(s)) {
-            out.push((
-                "url",
-                format!("must start with one of {}", SCHEMES.join(", ")),
-            ));
-        } else if let Err(e) = fred::types::config::Config::from_url(&self.url) {
-            out.push(("url", format!("not a valid Redis URL: {}", e.details())));
-        }
-        if self.timeout.0.is_zero() {
-            out.push(("timeout", "must be greater than 0".into()));
-        }
-        if self.pool_size == 0 || self.pool_size > 256 {
-            out.push(("pool_size", "must be between 1 and 256".into()));
-        }
-        out
-    }
-}
-
-/// Problems with the session settings both services share (cookie name and flags,
-/// lifetimes), as (key under `[session]`, reason).
-pub fn session_problems(
-    cookie_name: &str,
-    secure: bool,
-    idle: HumanDuration,
-    absolute: HumanDuration,
-) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if !crate::cookie::valid_name(cookie_name) {
-        out.push((
-            "cookie_name",
-            format!("{cookie_name:?} is not a valid cookie name"),
-        ));
-    }
-    if cookie_name.starts_with("__Host-") && !secure {
-        out.push(("cookie_secure", "a __Host- cookie must be Secure".into()));
-    }
-    if idle.0.is_zero() {
-        out.push(("idle_timeout", "must be greater than 0".into()));
-    }
-    if absolute < idle {
-        out.push((
-            "absolute_timeout",
-            "must not be shorter than idle_timeout".into(),
-        ));
-    }
-    out
-}
 
 /// One problem in a config file. Displays as `file:line: key: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,6 +127,28 @@ impl ConfigSource {
         best.map(|s| self.line_of(s.start))
     }
 
+    /// The 1-based line where `key` itself is written; `None` when the file leaves it to its
+    /// default.
+    pub fn locate_exact(&self, key: &str) -> Option<usize> {
+        let doc = toml_edit::ImDocument::parse(self.text.as_str()).ok()?;
+        let mut item = doc.as_item();
+        let mut span = None;
+        for seg in segments(key) {
+            match seg {
+                Segment::Key(k) => {
+                    let (k, v) = item.as_table_like()?.get_key_value(k)?;
+                    span = k.span().or_else(|| v.span());
+                    item = v;
+                }
+                Segment::Index(i) => {
+                    item = item.get(i)?;
+                    span = item.span().or(span);
+                }
+            }
+        }
+        span.map(|s| self.line_of(s.start))
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .matches('\n')
@@ -315,29 +191,8 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_reject() {
-        assert_eq!(
-            "500ms".parse::<HumanDuration>(),
-            Ok(HumanDuration::millis(500))
-        );
-        assert_eq!("1s".parse::<HumanDuration>(), Ok(HumanDuration::secs(1)));
-        assert_eq!("5m".parse::<HumanDuration>(), Ok(HumanDuration::secs(300)));
-        assert_eq!("1h".parse::<HumanDuration>(), Ok(HumanDuration::secs(3600)));
-        for bad in [
-            "",
-            "5",
-            "s",
-            "1.5s",
-            "-1s",
-            "5 minutes",
-            "99999999999999999999d",
-        ] {
-            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
-        }
-        assert_eq!(HumanDuration::millis(1500).to_string(), "1500ms");
-    }
+    use crate::config::HumanDuration;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -383,19 +238,12 @@ mod tests {
         assert_eq!(s.locate("a"), Some(1));
         assert_eq!(s.locate("items[1].d"), Some(7));
         assert_eq!(s.locate("items[0]"), Some(2));
+        assert_eq!(s.locate_exact("items[1].d"), Some(7));
+        assert_eq!(s.locate_exact("items[1].e"), None);
+        assert_eq!(s.locate_exact("b"), None);
         assert_eq!(
             s.problem("items[1].d", "bad").to_string(),
             "x.toml:7: items[1].d: bad"
         );
-    }
-
-    #[test]
-    fn redis_section_checks() {
-        let mut r = RedisConfig::default();
-        assert!(r.problems().is_empty());
-        r.url = "http://nope".into();
-        r.timeout = HumanDuration::millis(0);
-        let keys: Vec<_> = r.problems().into_iter().map(|p| p.0).collect();
-        assert_eq!(keys, vec!["url", "timeout"]);
     }
 }

@@ -1,0 +1,150 @@
+//! Every URL the auth service answers, named once. The router, the form redirects, the pages'
+//! `<form action>`s and the links in emails all take their paths from here, so a path changes
+//! in one place.
+
+use http::Method;
+
+/// The JSON API lives under this prefix (the gateway routes it to this service).
+pub const API_PREFIX: &str = "/api/v1/simple_auth";
+/// The HTML pages live under this prefix.
+pub const PAGE_PREFIX: &str = "/auth";
+
+/// An API endpoint: one path, one method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    SignUp,
+    SignIn,
+    Logout,
+    ForgotPassword,
+    ResetPassword,
+    VerifyEmail,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::Health,
+        Endpoint::SignUp,
+        Endpoint::SignIn,
+        Endpoint::Logout,
+        Endpoint::ForgotPassword,
+        Endpoint::ResetPassword,
+        Endpoint::VerifyEmail,
+    ];
+
+    /// The path below [`API_PREFIX`] (`/health` is at the root, for probes).
+    fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::Health => "/health",
+            Endpoint::SignUp => "/signup",
+            Endpoint::SignIn => "/signin",
+            Endpoint::Logout => "/logout",
+            Endpoint::ForgotPassword => "/forgot-password",
+            Endpoint::ResetPassword => "/reset-password/update",
+            Endpoint::VerifyEmail => "/verify-email",
+        }
+    }
+
+    /// The full request path.
+    pub fn path(self) -> String {
+        match self {
+            Endpoint::Health => self.suffix().to_owned(),
+            _ => format!("{API_PREFIX}{}", self.suffix()),
+        }
+    }
+
+    /// The one method the endpoint accepts.
+    pub fn method(self) -> Method {
+        match self {
+            Endpoint::Health | Endpoint::VerifyEmail => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    /// The `Allow` header value for a 405 on this endpoint.
+    pub fn allow(self) -> &'static str {
+        if self.method() == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        }
+    }
+
+    /// The endpoint at `path`, whatever the method.
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        if path == Endpoint::Health.suffix() {
+            return Some(Endpoint::Health);
+        }
+        let rest = path.strip_prefix(API_PREFIX)?;
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| *e != Endpoint::Health && e.suffix() == rest)
+    }
+}
+
+/// An HTML page a person sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    SignIn,
+    SignUp,
+    CheckEmail,
+    ForgotPassword,
+    ResetPassword,
+    Verified,
+    SignedOut,
+}
+
+impl Page {
+    pub const ALL: [Page; 7] = [
+        Page::SignIn,
+        Page::SignUp,
+        Page::CheckEmail,
+        Page::ForgotPassword,
+        Page::ResetPassword,
+        Page::Verified,
+        Page::SignedOut,
+    ];
+
+    fn slug(self) -> &'static str {
+        match self {
+            Page::SignIn => "signin",
+            Page::SignUp => "signup",
+            Page::CheckEmail => "check-email",
+            Page::ForgotPassword => "forgot-password",
+            Page::ResetPassword => "reset-password",
+            Page::Verified => "verified",
+            Page::SignedOut => "signed-out",
+        }
+    }
+
+    pub fn path(self) -> String {
+        format!("{PAGE_PREFIX}/{}", self.slug())
+    }
+
+    /// The page at `path`; `None` when it is not a page path.
+    pub fn from_path(path: &str) -> Option<Page> {
+        let slug = path.strip_prefix(PAGE_PREFIX)?.strip_prefix('/')?;
+        Page::ALL.into_iter().find(|p| p.slug() == slug)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(&e.path()), Some(e));
+        }
+        for p in Page::ALL {
+            assert_eq!(Page::from_path(&p.path()), Some(p));
+        }
+        assert_eq!(
+            Endpoint::ResetPassword.path(),
+            "/api/v1/simple_auth/reset-password/update"
+        );
+        assert_eq!(Endpoint::from_path("/api/v1/simple_auth/health"), None);
+        assert_eq!(Page::from_path("/authx/signin"), None);
+    }
+}

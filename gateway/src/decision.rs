@@ -1,0 +1,66 @@
+//! What a request ended in, as one closed set: the label of the requests metric and the
+//! `decision` field of the access log. Every value is registered with the metric up front.
+
+/// The gateway's decision about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Passed every step and went upstream.
+    Forwarded,
+    /// The path could not be made safe (dot segments, encoded separators): 400.
+    BadPath,
+    /// Answered by the gateway's own `/health`.
+    Health,
+    /// Over a rate limit: 429.
+    RateLimited,
+    /// No route matches: 404.
+    NoRoute,
+    /// A protected route without a valid session: 302 or 401.
+    Unauthenticated,
+    /// The session store could not answer: 503 (fail closed).
+    StoreUnavailable,
+    /// The upstream failed or timed out: 502 or 504.
+    UpstreamError,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 8] = [
+        Decision::Forwarded,
+        Decision::BadPath,
+        Decision::Health,
+        Decision::RateLimited,
+        Decision::NoRoute,
+        Decision::Unauthenticated,
+        Decision::StoreUnavailable,
+        Decision::UpstreamError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Forwarded => "forwarded",
+            Decision::BadPath => "bad_path",
+            Decision::Health => "health",
+            Decision::RateLimited => "rate_limited",
+            Decision::NoRoute => "no_route",
+            Decision::Unauthenticated => "unauthenticated",
+            Decision::StoreUnavailable => "store_unavailable",
+            Decision::UpstreamError => "upstream_error",
+        }
+    }
+
+    /// Index into [`Decision::ALL`], for the pre-registered metric children.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_decision_at_its_index() {
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i, "{}", d.as_str());
+        }
+    }
+}

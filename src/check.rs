@@ -1,0 +1,143 @@
+//! `authflow check`: validates config files without starting anything, like `nginx -t`.
+//! Given a gateway and an auth file together, it also compares what the two must agree on
+//! (the `[session]` contract and the Redis they share) and lists every disagreement.
+
+use authflow_auth::AuthConfig;
+use authflow_gateway::GatewayConfig;
+use authflow_shared::config::{ConfigError, ConfigSource, ProcessEnv};
+use authflow_shared::contract::SessionContract;
+use std::path::{Path, PathBuf};
+
+/// A config file, loaded and validated, with its text kept for line numbers.
+enum Loaded {
+    Gateway(ConfigSource, Box<GatewayConfig>),
+    Auth(ConfigSource, Box<AuthConfig>),
+}
+
+/// Problems found by `check`, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct CheckFailed(pub Vec<String>);
+
+/// Checks one file, or a gateway and an auth file together (in either order). Returns the
+/// lines to print on success.
+pub fn run(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
+    if paths.is_empty() || paths.len() > 2 {
+        return Err(CheckFailed(vec![
+            "give one config file, or a gateway and an auth config to compare".into(),
+        ]));
+    }
+    let mut loaded = Vec::new();
+    let mut failures = Vec::new();
+    for path in paths {
+        match load(path) {
+            Ok(l) => loaded.push(l),
+            Err(e) => failures.extend(e.0.iter().map(|p| p.to_string())),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(CheckFailed(failures));
+    }
+    let mut out: Vec<String> = loaded.iter().flat_map(summary).collect();
+    if let [a, b] = loaded.as_slice() {
+        match (a, b) {
+            (Loaded::Gateway(gs, g), Loaded::Auth(as_, au))
+            | (Loaded::Auth(as_, au), Loaded::Gateway(gs, g)) => {
+                let diffs = compare(gs, g, as_, au);
+                if !diffs.is_empty() {
+                    return Err(CheckFailed(diffs));
+                }
+                out.push("gateway and auth configs agree on [session] and [redis] url".into());
+            }
+            _ => {
+                return Err(CheckFailed(vec![
+                    "to compare, give one gateway config and one auth config".into(),
+                ]))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads `path` as the kind of config its keys say it is.
+fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let src = ConfigSource::read(path)?;
+    if authflow_auth::config::looks_like_auth_config(&src.text) {
+        let cfg = AuthConfig::from_source(&src, &ProcessEnv, |_, _| {})?;
+        Ok(Loaded::Auth(src, Box::new(cfg)))
+    } else {
+        let cfg = GatewayConfig::from_source(&src, &ProcessEnv, |_, _| {})?;
+        Ok(Loaded::Gateway(src, Box::new(cfg)))
+    }
+}
+
+fn summary(l: &Loaded) -> Vec<String> {
+    match l {
+        Loaded::Gateway(src, cfg) => {
+            let file = src.file.display();
+            let mut out: Vec<String> = cfg
+                .warnings()
+                .into_iter()
+                .map(|w| format!("warning: {file}: {w}"))
+                .collect();
+            out.push(format!(
+                "{file}: ok (gateway config: {} routes, {} upstreams)",
+                cfg.routes.len(),
+                cfg.upstreams.len()
+            ));
+            out
+        }
+        Loaded::Auth(src, cfg) => vec![format!(
+            "{}: ok (auth config: provider {:?})",
+            src.file.display(),
+            cfg.provider
+        )],
+    }
+}
+
+/// Every disagreement, as `key differs: gateway V (file:line), auth V (file:line)`.
+fn compare(
+    gs: &ConfigSource,
+    g: &GatewayConfig,
+    as_: &ConfigSource,
+    a: &AuthConfig,
+) -> Vec<String> {
+    let mut out: Vec<String> = contract_differences(&g.session, &a.session)
+        .into_iter()
+        .map(|(key, gv, av)| differs(&key, gs, &gv, as_, &av))
+        .collect();
+    if g.redis.url != a.redis.url {
+        out.push(differs(
+            "redis.url",
+            gs,
+            &format!("{:?}", g.redis.redacted_url()),
+            as_,
+            &format!("{:?}", a.redis.redacted_url()),
+        ));
+    }
+    out
+}
+
+fn contract_differences(g: &SessionContract, a: &SessionContract) -> Vec<(String, String, String)> {
+    g.differences(a)
+        .into_iter()
+        .map(|d| (format!("session.{}", d.key), d.left, d.right))
+        .collect()
+}
+
+fn differs(key: &str, gs: &ConfigSource, gv: &str, as_: &ConfigSource, av: &str) -> String {
+    format!(
+        "{key} differs: gateway {gv} ({}), auth {av} ({})",
+        whereabouts(gs, key),
+        whereabouts(as_, key)
+    )
+}
+
+/// `file:line` of `key`, or `file, default` when the file does not set it.
+fn whereabouts(src: &ConfigSource, key: &str) -> String {
+    let file = src.file.display();
+    match src.locate_exact(key) {
+        Some(line) => format!("{file}:{line}"),
+        None => format!("{file}, default"),
+    }
+}

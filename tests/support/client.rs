@@ -1,0 +1,63 @@
+//! HTTP from the test's side: clients that do not follow redirects, raw requests, and
+//! helpers for reading responses.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A client that does not follow redirects, optionally bound to a source address.
+pub fn client_from(source: Option<&str>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0);
+    if let Some(ip) = source {
+        b = b.local_address(ip.parse::<IpAddr>().expect("ip"));
+    }
+    b.build().expect("client")
+}
+
+pub fn client() -> reqwest::Client {
+    client_from(None)
+}
+
+pub const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0";
+
+/// Sends raw bytes and returns the raw response head and body (for requests a URL library
+/// would normalize first).
+pub async fn raw_request(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    resp.json().await.expect("json body")
+}
+
+/// A GET of `url` from the test browser (`UA`) carrying session cookie `sid=<token>`.
+pub async fn get_with_session(url: String, token: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={token}"))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The session token from a `Set-Cookie: sid=...` header.
+pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let v = c.strip_prefix("sid=")?.split(';').next()?;
+            (!v.is_empty()).then(|| v.to_owned())
+        })
+}

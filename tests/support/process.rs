@@ -1,0 +1,87 @@
+//! Processes and ports: what every service in the harness is started with.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The `authflow` binary under test.
+pub fn authflow_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authflow"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Waits until something accepts TCP on `port`.
+pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Spawns `cmd` and waits until `GET health_url` answers 200, as a load balancer would
+/// before sending traffic. Panics (after killing the process) if it never does.
+pub async fn spawn_until_healthy(cmd: &mut Command, health_url: &str, limit: Duration) -> Child {
+    let mut child = cmd.spawn().expect("spawn authflow");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(r) = super::client::client().get(health_url).send().await {
+            if r.status() == 200 {
+                return child;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{health_url}: the process exited with {status} before it was healthy");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{health_url} never answered 200 within {limit:?}");
+}
+
+/// Calls `attempt` every 100 ms (at most 100 times) until `done` accepts its result; returns
+/// the last result either way, for the caller to assert on.
+pub async fn poll<T, Fut: std::future::Future<Output = T>>(
+    mut attempt: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let mut last = attempt().await;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = attempt().await;
+    }
+    last
+}
+
+/// Whether the tests run as root (then PostgreSQL runs as the `postgres` user).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn write_temp(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}

@@ -1,0 +1,104 @@
+//! A real `redis-server` in a temp dir, and clients to look inside it.
+
+use super::process::{free_port, wait_for_port};
+use authflow_shared::config::{HumanDuration, RedisConfig};
+use authflow_shared::store::RedisSessionStore;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A real `redis-server`, no persistence, in its own temp dir.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                // Lets tests make Redis hang (DEBUG SLEEP) to check timeouts.
+                "--enable-debug-command",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/install-deps.sh");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)).await,
+            "redis-server did not start"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A store client, as the auth service would have.
+    pub async fn store(&self) -> RedisSessionStore {
+        let store = RedisSessionStore::new(&RedisConfig {
+            url: self.url(),
+            timeout: HumanDuration::secs(2),
+            pool_size: 1,
+            ..RedisConfig::default()
+        })
+        .expect("store");
+        assert!(store.warm_up().await);
+        store
+    }
+
+    /// A raw fred client for looking at keys.
+    pub async fn client(&self) -> fred::clients::Client {
+        use fred::interfaces::ClientLike;
+        let c = fred::clients::Client::new(
+            fred::types::config::Config::from_url(&self.url()).expect("url"),
+            None,
+            None,
+            None,
+        );
+        c.init().await.expect("connect");
+        c
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,220 @@
+//! The services under test as real processes: `authflow gateway`, `authflow auth` and
+//! `authflow up`. Each writes its typed config to a temp file, starts the binary and waits
+//! until it is ready; each stops on drop.
+
+use super::client::client;
+use super::process::{authflow_bin, free_port, spawn_until_healthy, wait_for_port};
+use authflow_auth::config::AuthConfig;
+use authflow_gateway::config::GatewayConfig;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `authflow gateway` with its config written to a temp file.
+pub struct Gateway {
+    pub port: u16,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts the gateway on `cfg` (its `listen` is set to a free port) and waits until
+    /// `/health` says it is ready (Redis connected), as a load balancer would.
+    pub async fn start(cfg: GatewayConfig) -> Gateway {
+        let (port, dir, config_path) = Self::prepare(cfg);
+        let child = spawn_until_healthy(
+            &mut Self::command(&config_path),
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(20),
+        )
+        .await;
+        Gateway {
+            port,
+            config_path,
+            _dir: dir,
+            child,
+        }
+    }
+
+    /// Starts the gateway and waits only for its port.
+    pub async fn start_unready(cfg: GatewayConfig) -> Gateway {
+        let (port, dir, config_path) = Self::prepare(cfg);
+        let child = Self::command(&config_path).spawn().expect("spawn authflow");
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)).await,
+            "gateway did not start"
+        );
+        Gateway {
+            port,
+            config_path,
+            _dir: dir,
+            child,
+        }
+    }
+
+    fn prepare(mut cfg: GatewayConfig) -> (u16, tempfile::TempDir, PathBuf) {
+        let port = free_port();
+        cfg.listen = format!("127.0.0.1:{port}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gateway.toml");
+        let text = toml::to_string(&cfg).expect("serialize gateway config");
+        std::fs::write(&path, text).expect("write config");
+        (port, dir, path)
+    }
+
+    fn command(config_path: &PathBuf) -> Command {
+        let mut c = Command::new(authflow_bin());
+        c.args(["gateway", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        c
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `authflow auth` with its own temp dir (outbox, SQLite file).
+pub struct AuthService {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl AuthService {
+    /// Starts the service on `cfg` with extra environment `env` and waits for `/health` to
+    /// answer 200. The harness sets `listen`, the outbox, and (when `database.url` is empty)
+    /// a SQLite file in the temp dir.
+    pub async fn start(mut cfg: AuthConfig, env: &[(&str, &str)]) -> AuthService {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        cfg.listen = format!("127.0.0.1:{port}");
+        cfg.mail.outbox_dir = dir.path().join("outbox").display().to_string();
+        if cfg.database.url.is_empty() {
+            cfg.database.url = format!("sqlite://{}/users.db?mode=rwc", dir.path().display());
+        }
+        let path = dir.path().join("auth.toml");
+        let text = toml::to_string(&cfg).expect("serialize auth config");
+        std::fs::write(&path, text).expect("write config");
+        let mut cmd = Command::new(authflow_bin());
+        cmd.args(["auth", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = spawn_until_healthy(
+            &mut cmd,
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(20),
+        )
+        .await;
+        AuthService { port, dir, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn api(&self, endpoint: &str) -> String {
+        self.url(&format!("/api/v1/simple_auth/{endpoint}"))
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+}
+
+impl Drop for AuthService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `authflow up` on free ports with a temp data dir.
+pub struct Up {
+    pub gateway_port: u16,
+    pub auth_port: u16,
+    pub demo_port: u16,
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Up {
+    pub async fn start(extra_args: &[&str]) -> Up {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (g, a, d) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(authflow_bin());
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--gateway-port",
+                &g.to_string(),
+                "--auth-port",
+                &a.to_string(),
+                "--demo-port",
+                &d.to_string(),
+            ])
+            .args(extra_args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = spawn_until_healthy(
+            &mut cmd,
+            &format!("http://127.0.0.1:{g}/health"),
+            Duration::from_secs(20),
+        )
+        .await;
+        Up {
+            gateway_port: g,
+            auth_port: a,
+            demo_port: d,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.gateway_port, path)
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process; returns its exit status and output.
+    pub fn interrupt(&mut self) -> (std::process::ExitStatus, String, String) {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
