@@ -216,51 +216,43 @@ impl AuthConfig {
 
 impl ConfigFile for AuthConfig {
     fn env_vars() -> Vec<EnvVar<Self>> {
-        vec![
-            EnvVar {
-                name: "AUTHFLOW_REDIS_URL",
-                key: "redis.url",
-                set: |c, v| c.redis.url = v,
-            },
-            EnvVar {
-                name: "AUTHFLOW_REDIS_PASSWORD",
-                key: "redis.password",
-                set: |c, v| c.redis.password = Some(v.into()),
-            },
-            EnvVar {
-                name: "AUTHFLOW_DATABASE_URL",
-                key: "database.url",
-                set: |c, v| c.database.url = v,
-            },
-            EnvVar {
-                name: "AUTHFLOW_DATABASE_PASSWORD",
-                key: "database.password",
-                set: |c, v| c.database.password = Some(v.into()),
-            },
-            EnvVar {
-                name: "AUTHFLOW_SMTP_PASSWORD",
-                key: "mail.smtp_password",
-                set: |c, v| c.mail.smtp_password = Some(v.into()),
-            },
-            EnvVar {
-                name: ENV_SUPABASE_ANON_KEY,
-                key: "supabase.anon_key",
-                set: |c, v| {
+        let mut vars = RedisConfig::env_vars(|c: &mut Self| &mut c.redis);
+        vars.extend([
+            EnvVar::new(
+                "AUTHFLOW_DATABASE_URL",
+                "database.url",
+                |c: &mut Self, v| c.database.url = v,
+            ),
+            EnvVar::new(
+                "AUTHFLOW_DATABASE_PASSWORD",
+                "database.password",
+                |c: &mut Self, v| c.database.password = Some(v.into()),
+            ),
+            EnvVar::new(
+                "AUTHFLOW_SMTP_PASSWORD",
+                "mail.smtp_password",
+                |c: &mut Self, v| c.mail.smtp_password = Some(v.into()),
+            ),
+            EnvVar::new(
+                ENV_SUPABASE_ANON_KEY,
+                "supabase.anon_key",
+                |c: &mut Self, v| {
                     if let Some(sb) = c.supabase.as_mut() {
                         sb.anon_key = v.into();
                     }
                 },
-            },
-            EnvVar {
-                name: ENV_ENCRYPTION_KEY,
-                key: "supabase.encryption_key",
-                set: |c, v| {
+            ),
+            EnvVar::new(
+                ENV_ENCRYPTION_KEY,
+                "supabase.encryption_key",
+                |c: &mut Self, v| {
                     if let Some(sb) = c.supabase.as_mut() {
                         sb.encryption_key = v.into();
                     }
                 },
-            },
-        ]
+            ),
+        ]);
+        vars
     }
 }
 

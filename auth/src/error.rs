@@ -2,7 +2,7 @@
 //! Nothing here reveals whether an account exists; dependency failures keep their text for
 //! the logs only.
 
-use crate::http::{json_response, HttpResponse};
+use crate::http::{json_response, HttpResponse, InputError};
 use crate::users::ProviderError;
 use authflow_shared::store::StoreError;
 use http::header;
@@ -50,6 +50,16 @@ impl From<ProviderError> for ApiError {
             ProviderError::Validation { field, reason } => ApiError::Validation { field, reason },
             ProviderError::RateLimited => ApiError::RateLimited,
             ProviderError::Unavailable(m) => ApiError::UserStore(m),
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::TooLarge => ApiError::PayloadTooLarge,
+            InputError::UnsupportedMediaType => ApiError::UnsupportedMediaType,
+            InputError::Malformed(reason) => ApiError::InvalidJson(reason),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! HTTP plumbing: the request as the handlers see it (body read, bounded) and the responses
 //! every part of the service builds on. No account logic here.
 
-use crate::error::ApiError;
 use authflow_shared::request;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Response, StatusCode};
@@ -13,6 +12,17 @@ use std::net::SocketAddr;
 const MAX_BODY: usize = 16 * 1024;
 
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Why a request's input could not be read. [`crate::error::ApiError`] gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("payload too large")]
+    TooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("invalid input: {0}")]
+    Malformed(String),
+}
 
 /// A response that is never cached: `status`, and `body` typed `content_type` when given.
 /// Every response this service writes starts here.
@@ -66,7 +76,7 @@ pub struct ApiRequest {
 
 impl ApiRequest {
     /// Reads the body of `req`, refusing more than [`MAX_BODY`] bytes.
-    pub async fn read<B>(req: http::Request<B>, peer: SocketAddr) -> Result<Self, ApiError>
+    pub async fn read<B>(req: http::Request<B>, peer: SocketAddr) -> Result<Self, InputError>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -75,7 +85,7 @@ impl ApiRequest {
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
-            .map_err(|_| ApiError::PayloadTooLarge)?
+            .map_err(|_| InputError::TooLarge)?
             .to_bytes();
         Ok(ApiRequest {
             method: parts.method,
@@ -114,7 +124,7 @@ impl ApiRequest {
 
     /// The body as `T`: JSON (`Content-Type: application/json`) or an HTML form, so a flow
     /// reads the same input whichever client called it. Other types get 415.
-    pub fn input<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ApiError> {
+    pub fn input<T: for<'de> Deserialize<'de>>(&self) -> Result<T, InputError> {
         if self.is_form() {
             let text = String::from_utf8_lossy(&self.body);
             let map: serde_json::Map<String, serde_json::Value> = request::query_pairs(&text)
@@ -122,12 +132,12 @@ impl ApiRequest {
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
                 .collect();
             return serde_json::from_value(serde_json::Value::Object(map))
-                .map_err(|e| ApiError::InvalidJson(e.to_string()));
+                .map_err(|e| InputError::Malformed(e.to_string()));
         }
         if self.media_type() != "application/json" {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(InputError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+        serde_json::from_slice(&self.body).map_err(|e| InputError::Malformed(e.to_string()))
     }
 
     /// A form field, decoded (for `next`, which the handlers do not take).

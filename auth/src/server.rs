@@ -135,7 +135,7 @@ async fn handle(
 ) -> Result<HttpResponse, std::convert::Infallible> {
     Ok(match ApiRequest::read(req, peer).await {
         Ok(r) => api.handle(&r).await,
-        Err(e) => e.response(),
+        Err(e) => crate::error::ApiError::from(e).response(),
     })
 }
 

@@ -240,18 +240,7 @@ impl GatewayConfig {
 
 impl ConfigFile for GatewayConfig {
     fn env_vars() -> Vec<EnvVar<Self>> {
-        vec![
-            EnvVar {
-                name: "AUTHFLOW_REDIS_URL",
-                key: "redis.url",
-                set: |c, v| c.redis.url = v,
-            },
-            EnvVar {
-                name: "AUTHFLOW_REDIS_PASSWORD",
-                key: "redis.password",
-                set: |c, v| c.redis.password = Some(v.into()),
-            },
-        ]
+        RedisConfig::env_vars(|c: &mut Self| &mut c.redis)
     }
 }
 

@@ -1,7 +1,10 @@
 //! The device fingerprint: SHA-256 over configured request attributes.
 //!
-//! It is computed by the gateway (the one place that sees the real client) at sign-in and on
-//! every protected request, and compared in constant time with the one stored in the session.
+//! Both services compute it with this one function: the gateway on every protected request
+//! (and at sign-in, handing it to the auth service in [`FINGERPRINT_HEADER`], since it is the
+//! one place that sees the real client), the auth service only when a sign-in did not come
+//! through a trusted gateway. It is compared in constant time with the one stored in the
+//! session.
 //! It detects a stolen cookie replayed from another browser or network; it is not an identity.
 
 use http::HeaderMap;

@@ -20,12 +20,29 @@ pub trait ConfigFile: DeserializeOwned + Validate + Sized {
     fn env_vars() -> Vec<EnvVar<Self>>;
 }
 
+/// How an environment variable's value is put into a config of type `T`.
+pub type Setter<T> = Box<dyn Fn(&mut T, String)>;
+
 /// One environment variable: its name, the config key it sets, and how.
 pub struct EnvVar<T> {
     pub name: &'static str,
     /// The dotted config key the variable overrides (`redis.password`).
     pub key: &'static str,
-    pub set: fn(&mut T, String),
+    pub set: Setter<T>,
+}
+
+impl<T> EnvVar<T> {
+    pub fn new(
+        name: &'static str,
+        key: &'static str,
+        set: impl Fn(&mut T, String) + 'static,
+    ) -> Self {
+        EnvVar {
+            name,
+            key,
+            set: Box::new(set),
+        }
+    }
 }
 
 /// Where environment variables are read from: the process, or a map in tests.
@@ -177,11 +194,7 @@ mod tests {
     }
     impl ConfigFile for T {
         fn env_vars() -> Vec<EnvVar<Self>> {
-            vec![EnvVar {
-                name: "T_NAME",
-                key: "name",
-                set: |t, v| t.name = v,
-            }]
+            vec![EnvVar::new("T_NAME", "name", |t: &mut T, v| t.name = v)]
         }
     }
 

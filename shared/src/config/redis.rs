@@ -1,5 +1,6 @@
 //! `[redis]`: the section both services have.
 
+use super::layers::EnvVar;
 use super::validate::{Problems, Validate};
 use super::{HumanDuration, Secret};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,19 @@ impl Validate for RedisConfig {
 }
 
 impl RedisConfig {
+    /// The environment variables of a `[redis]` section, for any config file that has one;
+    /// `section` finds it in the file's root.
+    pub fn env_vars<T: 'static>(section: fn(&mut T) -> &mut RedisConfig) -> Vec<EnvVar<T>> {
+        vec![
+            EnvVar::new("AUTHFLOW_REDIS_URL", "redis.url", move |c, v| {
+                section(c).url = v
+            }),
+            EnvVar::new("AUTHFLOW_REDIS_PASSWORD", "redis.password", move |c, v| {
+                section(c).password = Some(v.into())
+            }),
+        ]
+    }
+
     /// The URL with any password replaced by `***`, for logs and banners.
     pub fn redacted_url(&self) -> String {
         crate::config::redact_url(&self.url)
