@@ -441,10 +441,7 @@ async fn unrouted_paths_get_404_json_and_traversal_gets_400() {
         )
         .await;
         assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
-        assert!(
-            raw.ends_with("{\"error\":\"bad_request\"}"),
-            "{path}: {raw}"
-        );
+        assert!(raw.contains("{\"error\":\"bad_request\""), "{path}: {raw}");
     }
 }
 
@@ -513,7 +510,7 @@ async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
         .await
         .expect("request");
     assert_eq!(health.status(), 200);
-    assert_eq!(json(health).await["redis"], "up");
+    assert_eq!(json(health).await["status"], "ok");
 
     redis.kill();
     let r = protected().await;
@@ -535,7 +532,7 @@ async fn redis_outage_fails_closed_and_recovers_without_a_restart() {
         .await
         .expect("request");
     assert_eq!(health.status(), 503);
-    assert_eq!(json(health).await["redis"], "down");
+    assert_eq!(json(health).await["status"], "unavailable");
 
     redis.restart().await;
     // The restarted Redis is empty: sign in again, then the gateway must serve it by itself.

@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -107,6 +109,34 @@ pub struct IdentityConfig {
     /// Extra client headers to remove on every route, besides `X-User-Id`, `X-User-Email`,
     /// `X-Session-*` and `X-Authflow-*`.
     pub strip_headers: Vec<String>,
+}
+
+/// `[limits]`: bounds on what one request may send, so hostile input is refused at the edge
+/// with a clear status instead of reaching an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Request line and headers together, in bytes; more gets 431.
+    pub max_header_bytes: usize,
+    /// Number of request header fields; more gets 431.
+    pub max_headers: usize,
+    /// Request body bytes for routes that do not set their own `max_body_bytes`; more gets
+    /// 413.
+    pub max_body_bytes: u64,
+    /// Longest wait between two reads of a request body: a client trickling its body (slow
+    /// POST) is cut off.
+    pub body_read_timeout: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            body_read_timeout: HumanDuration::secs(10),
+        }
+    }
 }
 
 /// `[rate_limit]`: per-client-IP request limits.
@@ -197,6 +227,14 @@ pub struct RouteConfig {
     /// service's route, which needs them for sign-in and logout.
     #[serde(default)]
     pub auth_service: bool,
+    /// Match `prefix` only as spelled. By default a route matches any ASCII case of its
+    /// prefix (`/APP/` is `/app/`), since many upstreams do. A case-sensitive protected route
+    /// still refuses (404) other spellings of its prefix that would fall to another route.
+    #[serde(default)]
+    pub case_sensitive: bool,
+    /// Largest request body for this route; `[limits] max_body_bytes` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +300,7 @@ impl Validate for GatewayConfig {
         p.section("session_check", &self.session_check);
         p.section("identity", &self.identity);
         p.section("rate_limit", &self.rate_limit);
+        p.section("limits", &self.limits);
         p.each("upstreams", &self.upstreams);
         p.each("routes", &self.routes);
         self.cross_section_problems(p);
@@ -380,6 +419,23 @@ impl Validate for RateLimitConfig {
     }
 }
 
+impl Validate for LimitsConfig {
+    fn validate(&self, p: &mut Problems) {
+        if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            p.add("max_header_bytes", "must be between 1024 and 1048576");
+        }
+        if !(8..=256).contains(&self.max_headers) {
+            p.add(
+                "max_headers",
+                "must be between 8 and 256 (Pingora's own cap)",
+            );
+        }
+        if self.body_read_timeout.0.is_zero() {
+            p.add("body_read_timeout", "must be greater than 0");
+        }
+    }
+}
+
 impl Validate for RateRule {
     fn validate(&self, p: &mut Problems) {
         limit_problems(self.requests, self.per, p);
@@ -407,8 +463,18 @@ impl Validate for UpstreamConfig {
 
 impl Validate for RouteConfig {
     fn validate(&self, p: &mut Problems) {
-        if !self.prefix.starts_with('/') {
-            p.add("prefix", "must start with /");
+        match crate::canonical::path(&self.prefix) {
+            Ok(c) if c == self.prefix => {}
+            Ok(c) => p.add(
+                "prefix",
+                format!("write it in canonical form, {c:?}: requests are matched in that form"),
+            ),
+            Err(e) => p.add("prefix", format!("not a valid path prefix ({e})")),
+        }
+        if let Some(h) = &self.host {
+            if crate::canonical::host(h).is_err() {
+                p.add("host", format!("{h:?} is not a host name"));
+            }
         }
         if self.auth_service && self.auth == AuthMode::Required {
             p.add("auth_service", "the auth service's route must be public");

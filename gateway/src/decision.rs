@@ -6,8 +6,11 @@
 pub enum Decision {
     /// Passed every step and went upstream.
     Forwarded,
-    /// The path could not be made safe (dot segments, encoded separators): 400.
-    BadPath,
+    /// The path or host could not be made canonical (dot segments, encoded separators, `;`
+    /// parameters, no `Host`): 400.
+    BadRequest,
+    /// Headers (431) or body (413) over `[limits]`.
+    TooLarge,
     /// Answered by the gateway's own `/health`.
     Health,
     /// Over a rate limit: 429.
@@ -23,9 +26,10 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 8] = [
+    pub const ALL: [Decision; 9] = [
         Decision::Forwarded,
-        Decision::BadPath,
+        Decision::BadRequest,
+        Decision::TooLarge,
         Decision::Health,
         Decision::RateLimited,
         Decision::NoRoute,
@@ -37,7 +41,8 @@ impl Decision {
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Forwarded => "forwarded",
-            Decision::BadPath => "bad_path",
+            Decision::BadRequest => "bad_request",
+            Decision::TooLarge => "too_large",
             Decision::Health => "health",
             Decision::RateLimited => "rate_limited",
             Decision::NoRoute => "no_route",

@@ -2,22 +2,39 @@
 
 use pingora::http::RequestHeader;
 
-/// Client headers that claim an identity; never passed upstream from a client.
-const IDENTITY_HEADERS: [&str; 2] = ["x-user-id", "x-user-email"];
-/// Header-name prefixes the gateway owns.
-const OWNED_PREFIXES: [&str; 2] = ["x-session-", "x-authflow-"];
+/// Header-name prefixes the gateway owns: identities (`X-User-Id`, `X-User-Email`,
+/// `X-User-Role`...), session data and its own internal headers. Never passed from a client.
+const OWNED_PREFIXES: [&str; 3] = ["x-user-", "x-session-", "x-authflow-"];
+/// Headers that describe the client or the original request. Only the gateway may set them
+/// (it sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP` itself),
+/// so an upstream that trusts them cannot be lied to.
+const FORWARDING_HEADERS: [&str; 7] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
 
-/// Removes every identity-claiming header and every header in `extra` (lower-case names).
+/// Whether a client header named `name` (lower case) must not reach an upstream. `_` counts
+/// as `-`: CGI, WSGI and PHP map both `X-User-Id` and `X_User_Id` to `HTTP_X_USER_ID`.
+pub fn is_owned(name: &str, extra: &[String]) -> bool {
+    let folded = name.replace('_', "-");
+    OWNED_PREFIXES.iter().any(|p| folded.starts_with(p))
+        || FORWARDING_HEADERS.contains(&folded.as_str())
+        || extra.iter().any(|e| *e == folded)
+}
+
+/// Removes every header the gateway owns and every header in `extra` (lower-case names,
+/// `_` folded to `-`), whatever the spelling.
 pub fn strip_identity(req: &mut RequestHeader, extra: &[String]) {
     let doomed: Vec<String> = req
         .headers
         .keys()
         .map(|k| k.as_str())
-        .filter(|k| {
-            IDENTITY_HEADERS.contains(k)
-                || OWNED_PREFIXES.iter().any(|p| k.starts_with(p))
-                || extra.iter().any(|e| e == k)
-        })
+        .filter(|k| is_owned(k, extra))
         .map(str::to_owned)
         .collect();
     for name in doomed {
@@ -76,6 +93,15 @@ mod tests {
             ("X-Session-Role", "root"),
             ("X-Authflow-Fingerprint", "f"),
             ("X-Tenant", "t"),
+            ("X_Tenant", "t"),
+            ("X_User_Id", "admin"),
+            ("x_user-EMAIL", "root@evil"),
+            ("X-User-Role", "admin"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("X-Forwarded-Host", "evil"),
+            ("X_Forwarded_Port", "1"),
+            ("X-Forwarded-Prefix", "/x"),
             ("Accept", "*/*"),
         ]);
         strip_identity(&mut r, &["x-tenant".into()]);

@@ -3,9 +3,11 @@
 //!
 //! Start at [`proxy`]: its `request_filter` is the policy, step by step.
 
+pub mod canonical;
 pub mod config;
 pub mod decision;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;

@@ -1,6 +1,8 @@
-//! Prometheus metrics of the request path. Served on `metrics_listen` when configured.
+//! Prometheus metrics of the request path, served with the detailed `/health` on the private
+//! `metrics_listen` listener when configured.
 
 use crate::decision::Decision;
+use crate::health::Health;
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounter};
 use std::sync::LazyLock;
 
@@ -52,8 +54,17 @@ pub fn render() -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The `/metrics` endpoint, served by its own Pingora listener.
-pub struct MetricsApp;
+/// The private listener: `GET /metrics` (Prometheus text) and `GET /health` with every
+/// dependency's state.
+pub struct MetricsApp {
+    health: Health,
+}
+
+impl MetricsApp {
+    pub fn new(health: Health) -> Self {
+        MetricsApp { health }
+    }
+}
 
 #[async_trait::async_trait]
 impl pingora::apps::http_app::ServeHttp for MetricsApp {
@@ -61,14 +72,17 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
         &self,
         session: &mut pingora::protocols::http::ServerSession,
     ) -> http::Response<Vec<u8>> {
-        let (status, body) = if session.req_header().uri.path() == "/metrics" {
-            (200, render().into_bytes())
-        } else {
-            (404, b"not found\n".to_vec())
+        let (status, content_type, body) = match session.req_header().uri.path() {
+            "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
+            "/health" => {
+                let report = self.health.report(true).await;
+                (report.status, "application/json", report.body.to_vec())
+            }
+            _ => (404, "text/plain", b"not found\n".to_vec()),
         };
         http::Response::builder()
             .status(status)
-            .header("content-type", "text/plain; version=0.0.4")
+            .header("content-type", content_type)
             .header("content-length", body.len())
             .body(body)
             .unwrap_or_default()

@@ -1,14 +1,17 @@
 //! The `ProxyHttp` implementation. `request_filter` reads top to bottom as the policy:
-//! client IP → path check → health → rate limit → route → session → fingerprint; each step
-//! lives in its own module and returns a decision, and one place sends local responses.
+//! client IP → input limits → canonical path and host → rate limit → health → route → body
+//! limit → session → fingerprint; each step lives in its own module and returns a decision,
+//! and one place sends local responses.
 
-use crate::config::{AuthMode, GatewayConfig};
+use crate::canonical::{self, Rejection};
+use crate::config::{AuthMode, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::headers;
+use crate::health::Health;
 use crate::metrics;
 use crate::rate_limit::{RateDecision, RateLimiter};
 use crate::response::LocalResponse;
-use crate::route::{self, Route, Router};
+use crate::route::{Route, RouteMatch, Router};
 use crate::session::{RejectReason, SessionChecker, Verdict};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -31,7 +34,13 @@ use std::time::Instant;
 pub struct RequestCtx {
     pub request_id: String,
     pub client_ip: IpAddr,
+    /// The canonical path ([`crate::canonical::path`]): routed, judged and forwarded.
+    pub path: String,
+    /// The canonical host, when the request named one.
+    pub host: Option<String>,
     pub route: Option<Route>,
+    /// Request body bytes seen so far, against the route's limit.
+    pub body_bytes: u64,
     pub identity: Option<Identity>,
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
@@ -58,7 +67,8 @@ pub struct Gateway {
     router: Router,
     upstreams: Vec<Upstream>,
     sessions: SessionChecker,
-    store: Arc<dyn SessionStore>,
+    health: Health,
+    limits: LimitsConfig,
     cookie: CookieSpec,
     fingerprint: FingerprintSpec,
     login_url: String,
@@ -71,16 +81,18 @@ impl Gateway {
         upstreams: Vec<Upstream>,
         store: Arc<dyn SessionStore>,
     ) -> Self {
-        let router = Router::new(&cfg.routes, |name| {
+        let router = Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
             upstreams.iter().position(|u| u.name == name)
         });
+        let health = Health::new(store.clone(), upstreams.clone());
         Gateway {
             trusted_proxies: cfg.trusted_proxies.clone(),
             limiter: RateLimiter::new(&cfg.rate_limit),
             router,
             upstreams,
-            sessions: SessionChecker::new(store.clone(), &cfg.session, &cfg.session_check),
-            store,
+            sessions: SessionChecker::new(store, &cfg.session, &cfg.session_check),
+            health,
+            limits: cfg.limits.clone(),
             cookie: cfg.session.cookie(),
             fingerprint: cfg.session.fingerprint.clone(),
             login_url: cfg.session_check.login_url.clone(),
@@ -93,38 +105,74 @@ impl Gateway {
         }
     }
 
+    /// The health reporter, for the private listener.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
     /// The request policy, in order. Only `Step::Respond` stops it.
     async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step {
-        let path = session.req_header().uri.path().to_owned();
-        if !route::path_is_safe(&path) {
-            return Step::Respond(Decision::BadPath, LocalResponse::error(400, "bad_request"));
+        let req = session.req_header();
+        if let Some(resp) = self.header_limits(req) {
+            return Step::Respond(Decision::TooLarge, resp);
         }
-        // Load-balancer probes are never rate limited; `/health` costs one Redis PING.
-        if path == "/health" {
-            return Step::Respond(Decision::Health, self.health().await);
+        match request_target(req) {
+            Ok((path, host)) => (ctx.path, ctx.host) = (path, host),
+            Err(why) => {
+                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
+                return Step::Respond(Decision::BadRequest, resp);
+            }
         }
-        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &path) {
+        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &ctx.path) {
             return Step::Respond(
                 Decision::RateLimited,
                 LocalResponse::too_many_requests(&over),
             );
         }
-        let host = request_host(session.req_header());
-        let Some(route) = self.router.find(host.as_deref(), &path).cloned() else {
-            return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"));
+        if ctx.path == "/health" {
+            return Step::Respond(Decision::Health, self.public_health(req).await);
+        }
+        let route = match self.router.find(ctx.host.as_deref(), &ctx.path) {
+            RouteMatch::Found(r) => r.clone(),
+            RouteMatch::CaseConflict | RouteMatch::None => {
+                return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"))
+            }
         };
+        if declared_body_len(req).is_some_and(|n| n > route.max_body_bytes) {
+            return Step::Respond(Decision::TooLarge, body_too_large());
+        }
+        session.set_read_timeout(Some(self.limits.body_read_timeout.0));
+        let req = session.req_header();
         if route.auth_service {
-            ctx.fingerprint = Some(
-                self.fingerprint
-                    .compute(ctx.client_ip, &session.req_header().headers),
-            );
+            ctx.fingerprint = Some(self.fingerprint.compute(ctx.client_ip, &req.headers));
         }
         let auth = route.auth;
         ctx.route = Some(route);
         if auth == AuthMode::Required {
-            return self.require_session(session.req_header(), ctx).await;
+            return self.require_session(req, ctx).await;
         }
         Step::Continue
+    }
+
+    /// 431 when the request line and headers exceed `[limits]`.
+    fn header_limits(&self, req: &RequestHeader) -> Option<LocalResponse> {
+        let bytes: usize = req.method.as_str().len()
+            + req.raw_path().len()
+            + req
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        (bytes > self.limits.max_header_bytes || req.headers.len() > self.limits.max_headers)
+            .then(|| LocalResponse::error(431, "request_header_fields_too_large"))
+    }
+
+    /// The public `/health`: GET or HEAD, status only (details are on the private listener).
+    async fn public_health(&self, req: &RequestHeader) -> LocalResponse {
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return LocalResponse::error(405, "method_not_allowed").header("allow", "GET, HEAD");
+        }
+        self.health.report(false).await
     }
 
     /// The session step of a protected route: valid, rejected, or the store is down (503).
@@ -197,29 +245,6 @@ impl Gateway {
         }
     }
 
-    /// `/health`: 200 when the session store (Redis) answers, 503 otherwise; names each
-    /// dependency's state.
-    async fn health(&self) -> LocalResponse {
-        let store_up = self.store.ping().await.is_ok();
-        let upstreams: serde_json::Map<String, serde_json::Value> = self
-            .upstreams
-            .iter()
-            .map(|u| {
-                let (healthy, total) = u.health();
-                (
-                    u.name.clone(),
-                    serde_json::json!({ "healthy": healthy, "total": total }),
-                )
-            })
-            .collect();
-        let body = serde_json::json!({
-            "status": if store_up { "ok" } else { "unavailable" },
-            self.store.kind(): if store_up { "up" } else { "down" },
-            "upstreams": upstreams,
-        });
-        LocalResponse::json(if store_up { 200 } else { 503 }, body)
-    }
-
     fn client_ip(&self, session: &Session) -> IpAddr {
         let peer = session
             .client_addr()
@@ -237,13 +262,37 @@ impl Gateway {
     }
 }
 
-/// The request's host: the `Host` header, else the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> Option<String> {
+/// The canonical path and host of `req`, or why it has none. HTTP/1.1 needs exactly one
+/// `Host`; HTTP/2 names the host in its `:authority`; HTTP/1.0 may name none.
+fn request_target(req: &RequestHeader) -> Result<(String, Option<String>), Rejection> {
+    if !req.raw_path_is_utf8() {
+        return Err(Rejection::BadByte);
+    }
+    let path = canonical::path(req.uri.path())?;
+    let mut hosts = req.headers.get_all("host").iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(Rejection::MissingHost),
+        (Some(v), None) => Some(v.to_str().map_err(|_| Rejection::BadHost)?),
+        (None, _) => req.uri.host(),
+    };
+    let host = match host {
+        Some(h) => Some(canonical::host(h)?),
+        None if req.version == http::Version::HTTP_11 => return Err(Rejection::MissingHost),
+        None => None,
+    };
+    Ok((path, host))
+}
+
+/// The body length the client declared, if any.
+fn declared_body_len(req: &RequestHeader) -> Option<u64> {
     req.headers
-        .get("host")
+        .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.host().map(str::to_owned))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn body_too_large() -> LocalResponse {
+    LocalResponse::error(413, "payload_too_large")
 }
 
 /// Status for a proxying failure: 504 when the upstream was too slow, 502 when it refused or
@@ -266,6 +315,7 @@ fn failure_status(e: &Error) -> u16 {
 fn error_code(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
+        413 => "payload_too_large",
         502 => "bad_gateway",
         503 => "service_unavailable",
         504 => "gateway_timeout",
@@ -281,7 +331,10 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             request_id: String::new(),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            path: String::new(),
+            host: None,
             route: None,
+            body_bytes: 0,
             identity: None,
             fingerprint: None,
             decision: Decision::Forwarded,
@@ -306,6 +359,28 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// Counts a chunked (or under-declared) body against the route's limit: past it the
+    /// upstream request is abandoned and the client gets 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(chunk) = body else { return Ok(()) };
+        ctx.body_bytes += chunk.len() as u64;
+        let limit = ctx.route.as_ref().map_or(u64::MAX, |r| r.max_body_bytes);
+        if ctx.body_bytes > limit {
+            ctx.decision = Decision::TooLarge;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route's limit",
+            ));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -336,6 +411,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_identity(req, &self.strip_headers);
+        if req.uri.path() != ctx.path {
+            let target = match req.uri.query() {
+                Some(q) => format!("{}?{q}", ctx.path),
+                None => ctx.path.clone(),
+            };
+            let uri = target
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "canonical path", e))?;
+            req.set_uri(uri);
+        }
         let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
         if !is_auth_service {
             headers::strip_session_cookie(req, &self.cookie.name)?;
@@ -351,19 +436,28 @@ impl ProxyHttp for Gateway {
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
         req.insert_header("x-forwarded-for", ctx.client_ip.to_string())?;
+        req.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        if let Some(host) = &ctx.host {
+            req.insert_header("x-forwarded-host", host.as_str())?;
+        }
         // Per connection: the plain listener stays "http" even when a TLS one exists.
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls = crate::response::is_tls(session);
         req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if crate::response::is_tls(session)
+            && !resp.headers.contains_key("strict-transport-security")
+        {
+            resp.insert_header("strict-transport-security", "max-age=31536000")?;
+        }
         Ok(())
     }
 
@@ -375,7 +469,9 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let status = failure_status(e);
         if status > 0 && session.response_written().is_none() {
-            ctx.decision = Decision::UpstreamError;
+            if ctx.decision != Decision::TooLarge {
+                ctx.decision = Decision::UpstreamError;
+            }
             let resp = LocalResponse::error(status, error_code(status));
             session.set_keepalive(None);
             if let Err(err) = resp.send(session, &ctx.request_id).await {

@@ -94,7 +94,7 @@ impl RateLimiter {
         let limit = self
             .rules
             .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .find(|(prefix, _)| starts_with_any_case(path, prefix))
             .map_or(&self.default, |(_, l)| l);
         let count = limit.rate.observe(&key, 1);
         if count <= limit.requests {
@@ -117,6 +117,13 @@ impl RateLimiter {
             v4 => v4,
         }
     }
+}
+
+/// Rules match the canonical path in any ASCII case, as routes do by default, so `/API/...`
+/// cannot slip past a rule written for `/api/...`.
+fn starts_with_any_case(path: &str, prefix: &str) -> bool {
+    path.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
 #[cfg(test)]
@@ -179,6 +186,10 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         assert!(allowed(l.check(ip, "/api/signin")));
         assert!(!allowed(l.check(ip, "/api/signin")));
+        assert!(
+            !allowed(l.check(ip, "/API/SignIn")),
+            "other case, same rule"
+        );
         assert!(allowed(l.check(ip, "/api/other")));
         assert!(allowed(l.check(ip, "/elsewhere")));
     }

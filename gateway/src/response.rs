@@ -61,6 +61,15 @@ impl LocalResponse {
         .header("ratelimit", format!("\"{}\";r=0;t={retry}", limit.policy))
     }
 
+    /// Adds `name: value` to the JSON body (for a `reason` the client can act on).
+    pub fn field(mut self, name: &str, value: &str) -> Self {
+        if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            body[name] = serde_json::Value::from(value);
+            self.body = Bytes::from(body.to_string());
+        }
+        self
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
@@ -83,6 +92,7 @@ impl LocalResponse {
         if !request_id.is_empty() {
             header.insert_header("x-request-id", request_id)?;
         }
+        security_headers(&mut header, is_tls(session))?;
         header.insert_header("content-length", self.body.len().to_string())?;
         if request_has_body(session) {
             session.set_keepalive(None);
@@ -96,6 +106,26 @@ impl LocalResponse {
         }
         Ok(())
     }
+}
+
+/// Whether the client is on the TLS listener.
+pub fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Headers on everything the gateway answers itself, and (HSTS) on every response over TLS:
+/// no MIME sniffing, no referrer leaking paths, and browsers that came over HTTPS stay there.
+pub fn security_headers(header: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
+    if !header.headers.contains_key("x-content-type-options") {
+        header.insert_header("x-content-type-options", "nosniff")?;
+    }
+    if !header.headers.contains_key("referrer-policy") {
+        header.insert_header("referrer-policy", "no-referrer")?;
+    }
+    if tls && !header.headers.contains_key("strict-transport-security") {
+        header.insert_header("strict-transport-security", "max-age=31536000")?;
+    }
+    Ok(())
 }
 
 fn request_has_body(session: &Session) -> bool {

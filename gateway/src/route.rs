@@ -1,4 +1,6 @@
-//! Routing: the longest path prefix wins; a route bound to a host beats one that is not.
+//! Routing on the canonical path and host ([`crate::canonical`]): the longest path prefix
+//! wins; a route bound to a host beats one that is not. Prefixes match in any ASCII case
+//! unless the route is `case_sensitive`.
 
 use crate::config::{AuthMode, RouteConfig};
 
@@ -11,6 +13,29 @@ pub struct Route {
     pub upstream: usize,
     pub auth: AuthMode,
     pub auth_service: bool,
+    pub case_sensitive: bool,
+    /// Largest request body, already defaulted from `[limits]`.
+    pub max_body_bytes: u64,
+}
+
+impl Route {
+    fn matches_path(&self, path: &str) -> bool {
+        prefix_matches(&self.prefix, path, self.case_sensitive)
+    }
+
+    fn matches_host(&self, host: Option<&str>) -> bool {
+        self.host.as_deref().is_none_or(|rh| host == Some(rh))
+    }
+}
+
+/// What routing found for a request.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    Found(&'a Route),
+    /// Only another spelling of a case-sensitive protected route matched: refused, so that
+    /// `/APP/` cannot fall through to a public route while `/app/` is protected.
+    CaseConflict,
+    None,
 }
 
 pub struct Router {
@@ -19,17 +44,26 @@ pub struct Router {
 }
 
 impl Router {
-    /// `upstream_index` maps an upstream name to its index (validated config: always found).
-    pub fn new(cfgs: &[RouteConfig], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
+    /// `upstream_index` maps an upstream name to its index (validated config: always found);
+    /// routes without their own body limit get `max_body_bytes`.
+    pub fn new(
+        cfgs: &[RouteConfig],
+        max_body_bytes: u64,
+        upstream_index: impl Fn(&str) -> Option<usize>,
+    ) -> Self {
         let mut routes: Vec<Route> = cfgs
             .iter()
             .filter_map(|r| {
                 Some(Route {
                     prefix: r.prefix.clone(),
-                    host: r.host.as_deref().map(str::to_ascii_lowercase),
+                    host: r.host.as_deref().map(|h| {
+                        crate::canonical::host(h).unwrap_or_else(|_| h.to_ascii_lowercase())
+                    }),
                     upstream: upstream_index(&r.upstream)?,
                     auth: r.auth,
                     auth_service: r.auth_service,
+                    case_sensitive: r.case_sensitive,
+                    max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
                 })
             })
             .collect();
@@ -42,48 +76,47 @@ impl Router {
         Router { routes }
     }
 
-    /// The route for `host` (without port, any case) and `path`, if any.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
-        self.routes.iter().find(|r| {
-            prefix_matches(&r.prefix, path)
-                && r.host
-                    .as_ref()
-                    .is_none_or(|rh| host.as_deref() == Some(rh.as_str()))
+    /// The route for the canonical `host` and `path`.
+    pub fn find(&self, host: Option<&str>, path: &str) -> RouteMatch<'_> {
+        let Some(found) = self
+            .routes
+            .iter()
+            .find(|r| r.matches_path(path) && r.matches_host(host))
+        else {
+            return RouteMatch::None;
+        };
+        if found.auth == AuthMode::Public && self.shadows_protected(found, host, path) {
+            return RouteMatch::CaseConflict;
+        }
+        RouteMatch::Found(found)
+    }
+
+    /// Whether a case-sensitive protected route at least as specific as `found` would have
+    /// matched `path` but for its case.
+    fn shadows_protected(&self, found: &Route, host: Option<&str>, path: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r.case_sensitive
+                && r.auth == AuthMode::Required
+                && r.prefix.len() >= found.prefix.len()
+                && r.matches_host(host)
+                && prefix_matches(&r.prefix, path, false)
         })
     }
 }
 
 /// `/app/` matches `/app/x`; `/app` matches `/app` and `/app/x` but not `/apple`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// False for paths an upstream could resolve differently from the gateway: dot segments
-/// (also percent-encoded), encoded slashes and backslashes. Those would let `/app/../admin`
-/// pass the check of one route and reach another.
-pub fn path_is_safe(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+fn prefix_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    let Some(head) = path.get(..prefix.len()) else {
         return false;
-    }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return false;
-    }
-    lower
-        .split('/')
-        .map(|seg| seg.replace("%2e", "."))
-        .all(|seg| seg != "." && seg != "..")
+    };
+    let same = if case_sensitive {
+        head == prefix
+    } else {
+        head.eq_ignore_ascii_case(prefix)
+    };
+    same && (prefix.ends_with('/')
+        || path.len() == prefix.len()
+        || path.as_bytes()[prefix.len()] == b'/')
 }
 
 #[cfg(test)]
@@ -97,6 +130,15 @@ mod tests {
             upstream: upstream.into(),
             auth: AuthMode::Public,
             auth_service: false,
+            case_sensitive: false,
+            max_body_bytes: None,
+        }
+    }
+
+    fn found(m: RouteMatch<'_>) -> Option<usize> {
+        match m {
+            RouteMatch::Found(r) => Some(r.upstream),
+            _ => None,
         }
     }
 
@@ -107,8 +149,9 @@ mod tests {
                 route("/", None, "root"),
                 route("/app/", None, "app"),
                 route("/app/admin", None, "admin"),
-                route("/app/", Some("API.example.com"), "api-host"),
+                route("/app/", Some("api.example.com"), "api-host"),
             ],
+            1024,
             |n| names.iter().position(|x| *x == n),
         )
     }
@@ -116,56 +159,41 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let r = router();
-        assert_eq!(r.find(None, "/app/x").map(|r| r.upstream), Some(1));
-        assert_eq!(
-            r.find(None, "/app/admin/users").map(|r| r.upstream),
-            Some(2)
-        );
-        assert_eq!(
-            r.find(None, "/app/administrator").map(|r| r.upstream),
-            Some(1)
-        );
-        assert_eq!(r.find(None, "/other").map(|r| r.upstream), Some(0));
+        assert_eq!(found(r.find(None, "/app/x")), Some(1));
+        assert_eq!(found(r.find(None, "/app/admin/users")), Some(2));
+        assert_eq!(found(r.find(None, "/app/administrator")), Some(1));
+        assert_eq!(found(r.find(None, "/other")), Some(0));
     }
 
     #[test]
     fn host_routes_win_over_hostless() {
         let r = router();
-        assert_eq!(
-            r.find(Some("api.example.com:8443"), "/app/x")
-                .map(|r| r.upstream),
-            Some(3)
-        );
-        assert_eq!(
-            r.find(Some("www.example.com"), "/app/x")
-                .map(|r| r.upstream),
-            Some(1)
-        );
+        assert_eq!(found(r.find(Some("api.example.com"), "/app/x")), Some(3));
+        assert_eq!(found(r.find(Some("www.example.com"), "/app/x")), Some(1));
     }
 
     #[test]
     fn no_route_without_catch_all() {
-        let r = Router::new(&[route("/app", None, "app")], |_| Some(0));
-        assert!(r.find(None, "/apple").is_none());
-        assert!(r.find(None, "/app").is_some());
-        assert!(r.find(None, "/app/1").is_some());
+        let r = Router::new(&[route("/app", None, "app")], 1024, |_| Some(0));
+        assert_eq!(found(r.find(None, "/apple")), None);
+        assert_eq!(found(r.find(None, "/app")), Some(0));
+        assert_eq!(found(r.find(None, "/app/1")), Some(0));
     }
 
     #[test]
-    fn unsafe_paths() {
-        for bad in [
-            "/app/../admin",
-            "/app/%2e%2e/admin",
-            "/app/%2E./x",
-            "/a/./b",
-            "/a%2fb",
-            "/a\\b",
-            "x",
-        ] {
-            assert!(!path_is_safe(bad), "{bad}");
-        }
-        for good in ["/", "/app/x.y", "/app/..x", "/a/b/"] {
-            assert!(path_is_safe(good), "{good}");
-        }
+    fn other_cases_match_unless_the_route_is_case_sensitive() {
+        let r = router();
+        assert_eq!(found(r.find(None, "/APP/x")), Some(1));
+        assert_eq!(found(r.find(None, "/App/ADMIN/x")), Some(2));
+        let names = ["root", "app"];
+        let mut app = route("/app/", None, "app");
+        app.auth = AuthMode::Required;
+        app.case_sensitive = true;
+        let r = Router::new(&[route("/", None, "root"), app], 1024, |n| {
+            names.iter().position(|x| *x == n)
+        });
+        assert_eq!(found(r.find(None, "/app/x")), Some(1));
+        assert!(matches!(r.find(None, "/APP/x"), RouteMatch::CaseConflict));
+        assert_eq!(found(r.find(None, "/other")), Some(0));
     }
 }

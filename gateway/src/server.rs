@@ -42,6 +42,7 @@ pub fn build_with_store(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let gateway = Gateway::new(cfg, upstreams, store);
+    let health = gateway.health();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -57,7 +58,7 @@ pub fn build_with_store(
     if let Some(addr) = &cfg.metrics_listen {
         let mut metrics = pingora::services::listening::Service::new(
             "metrics".into(),
-            crate::metrics::MetricsApp,
+            crate::metrics::MetricsApp::new(health),
         );
         metrics.add_tcp(addr);
         server.add_service(metrics);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One named upstream.
+#[derive(Clone)]
 pub struct Upstream {
     pub name: String,
     lb: Arc<LoadBalancer<RoundRobin>>,

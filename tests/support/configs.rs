@@ -55,6 +55,8 @@ pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
         upstream: upstream.into(),
         auth,
         auth_service: false,
+        case_sensitive: false,
+        max_body_bytes: None,
     }
 }
 
