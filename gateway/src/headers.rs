@@ -24,7 +24,7 @@ pub fn is_owned(name: &str, extra: &[String]) -> bool {
     let folded = name.replace('_', "-");
     OWNED_PREFIXES.iter().any(|p| folded.starts_with(p))
         || FORWARDING_HEADERS.contains(&folded.as_str())
-        || extra.iter().any(|e| *e == folded)
+        || extra.contains(&folded)
 }
 
 /// Removes every header the gateway owns and every header in `extra` (lower-case names,
