@@ -5,7 +5,7 @@
 
 use authflow_gateway::config::{AuthMode, RateLimitConfig, RateRule, RouteConfig};
 use authflow_gateway::rate_limit::RateLimiter;
-use authflow_gateway::route::Router;
+use authflow_gateway::route::{RouteMatch, Router};
 use authflow_shared::config::HumanDuration;
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::{self, FingerprintSpec};
@@ -100,6 +100,8 @@ fn policy_steps(c: &mut Criterion) {
         upstream: upstream.into(),
         auth,
         auth_service: false,
+        case_sensitive: false,
+        max_body_bytes: None,
     };
     let routes = vec![
         route("/", "demo", AuthMode::Public),
@@ -108,9 +110,22 @@ fn policy_steps(c: &mut Criterion) {
         route("/auth/", "auth", AuthMode::Public),
     ];
     let names = ["demo", "auth"];
-    let router = Router::new(&routes, |n| names.iter().position(|x| *x == n));
+    let router = Router::new(&routes, 1 << 20, |n| names.iter().position(|x| *x == n));
     c.bench_function("route: longest prefix of 4", |b| {
-        b.iter(|| router.find(Some("localhost:8000"), black_box("/app/dashboard")))
+        b.iter(|| {
+            matches!(
+                router.find(Some("localhost"), black_box("/app/dashboard")),
+                RouteMatch::Found(_)
+            )
+        })
+    });
+    c.bench_function("canonical path and host", |b| {
+        b.iter(|| {
+            (
+                authflow_gateway::canonical::path(black_box("/app//dash%62oard/x")),
+                authflow_gateway::canonical::host(black_box("Localhost:8000")),
+            )
+        })
     });
 }
 
