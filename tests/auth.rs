@@ -577,3 +577,249 @@ async fn repeated_failures_lock_the_account_whatever_the_password() {
         401
     );
 }
+
+/// A reset link for `email`, from the outbox.
+async fn reset_link(svc: &AuthService, email: &str) -> String {
+    let before = outbox_messages(&svc.outbox()).len();
+    let r = post(svc.api("forgot-password"), json!({"email": email})).await;
+    assert_eq!(r.status(), 202);
+    let mail = poll(
+        || async { outbox_messages(&svc.outbox()) },
+        |m| m.len() > before,
+    )
+    .await;
+    let last = mail.last().expect("a reset mail");
+    assert!(last.contains("reset-password"), "{last}");
+    link_token(last)
+}
+
+async fn session_alive(redis: &Redis, token: &str) -> bool {
+    let id = SessionToken::parse(token).expect("token").id();
+    let n: i64 = redis
+        .client()
+        .await
+        .exists(keys::session(&id))
+        .await
+        .expect("exists");
+    n == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_while_redis_hangs_changes_nothing_and_the_link_still_works() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |c| c.redis.timeout = HumanDuration::millis(300)).await;
+    register(&svc, "ria@example.com").await;
+    let old = session_cookie(&sign_in(&svc, "ria@example.com", PW).await).expect("cookie");
+    let link = reset_link(&svc, "ria@example.com").await;
+
+    redis.pause();
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": link, "new_password": "another long password"}),
+    )
+    .await;
+    redis.resume();
+    assert_eq!(r.status(), 503);
+    assert_eq!(json(r).await["error"], "session_store_unavailable");
+    // The password did not change and the link is still usable. (The revoke that timed out
+    // may still run once Redis wakes up: sessions ending is the safe side of a failure.)
+    let again = sign_in(&svc, "ria@example.com", PW).await;
+    assert_eq!(again.status(), 200, "the old password must still work");
+    let again = session_cookie(&again).expect("cookie");
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": link, "new_password": "another long password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the link must still work");
+    for token in [&old, &again] {
+        assert!(
+            !session_alive(&redis, token).await,
+            "a session survived the reset"
+        );
+    }
+    assert_eq!(sign_in(&svc, "ria@example.com", PW).await.status(), 401);
+}
+
+/// A sign-in with the old password raced against a password reset, many times: whichever
+/// wins, no session made with the old password may survive the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_racing_a_reset_never_survives_it() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |c| {
+        c.throttle.lock_after = 1000;
+        c.throttle.hard_cap = 1000;
+    })
+    .await;
+    let email = "race@example.com";
+    register(&svc, email).await;
+    let mut password = PW.to_owned();
+    let mut won = 0;
+    for round in 0..12 {
+        let link = reset_link(&svc, email).await;
+        let next = format!("{PW} round {round}");
+        let (signed_in, reset) = tokio::join!(
+            sign_in(&svc, email, &password),
+            post(
+                svc.api("reset-password/update"),
+                json!({"token": link, "new_password": next}),
+            )
+        );
+        assert_eq!(reset.status(), 200, "round {round}");
+        if let Some(token) = session_cookie(&signed_in) {
+            won += 1;
+            assert!(
+                !session_alive(&redis, &token).await,
+                "round {round}: a session made with the old password survived the reset"
+            );
+        } else {
+            assert_eq!(signed_in.status(), 401, "round {round}");
+        }
+        password = next;
+    }
+    eprintln!("sign-ins that completed before losing to the reset: {won} of 12");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_every_session_cookie_presented() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |_| {}).await;
+    register(&svc, "two@example.com").await;
+    let a = session_cookie(&sign_in(&svc, "two@example.com", PW).await).expect("cookie");
+    let b = session_cookie(&sign_in(&svc, "two@example.com", PW).await).expect("cookie");
+    let r = client()
+        .post(svc.api("logout"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={a}; sid={b}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 204);
+    assert!(!session_alive(&redis, &a).await);
+    assert!(!session_alive(&redis, &b).await);
+}
+
+/// Twenty wrong guesses at once: the check and the count are one step, so at most
+/// `lock_after` of them are ever checked against the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_lock() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |_| {}).await;
+    register(&svc, "par@example.com").await;
+    let guesses = (0..20).map(|i| {
+        let url = svc.api("signin");
+        async move {
+            post(
+                url,
+                json!({"email": "par@example.com", "password": format!("guess number {i}")}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    });
+    let codes = futures_join_all(guesses).await;
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    let refused = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(checked + refused, 20, "{codes:?}");
+    assert!(checked <= 5, "{checked} guesses were checked: {codes:?}");
+}
+
+async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_hard_cap_only_a_reset_unlocks() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |c| {
+        c.throttle.lock_after = 2;
+        c.throttle.max_lock = HumanDuration::secs(1);
+        c.throttle.hard_cap = 4;
+    })
+    .await;
+    register(&svc, "cap@example.com").await;
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(
+            sign_in(&svc, "cap@example.com", "wrong password!")
+                .await
+                .status()
+                .as_u16(),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        answers.iter().filter(|c| **c == 401).count(),
+        4,
+        "{answers:?}"
+    );
+    // Long past any lock: still refused, even with the right password.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(sign_in(&svc, "cap@example.com", PW).await.status(), 429);
+    let link = reset_link(&svc, "cap@example.com").await;
+    let r = post(
+        svc.api("reset-password/update"),
+        json!({"token": link, "new_password": "a brand new password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        sign_in(&svc, "cap@example.com", "a brand new password")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gets_at_most_one_account_mail_per_cooldown() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |c| {
+        c.throttle.mail_cooldown = HumanDuration::secs(60)
+    })
+    .await;
+    register(&svc, "bomb@example.com").await;
+    let before = outbox_messages(&svc.outbox()).len();
+    for _ in 0..5 {
+        let r = post(
+            svc.api("forgot-password"),
+            json!({"email": "bomb@example.com"}),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+        let r = post(
+            svc.api("signup"),
+            json!({"email": "bomb@example.com", "password": PW}),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to_bomb: Vec<String> = outbox_messages(&svc.outbox())
+        .into_iter()
+        .skip(before)
+        .filter(|m| m.contains("To: bomb@example.com"))
+        .collect();
+    let resets = to_bomb
+        .iter()
+        .filter(|m| m.contains("reset-password"))
+        .count();
+    let registered = to_bomb
+        .iter()
+        .filter(|m| m.contains("tried to register"))
+        .count();
+    // The sign-up in `register` above used the address's sign-up mail for this cooldown.
+    assert_eq!(
+        (resets, registered, to_bomb.len()),
+        (1, 0, 1),
+        "{to_bomb:?}"
+    );
+}

@@ -132,7 +132,7 @@ fn check_of_two_files_reports_every_disagreement_with_both_lines() {
         )
         .replace("idle_timeout = \"1h\"", "idle_timeout = \"30m\"")
         .replace(
-            "components = [\"ip\", \"user_agent\", \"accept_language\"]",
+            "components = [\"ip\", \"user_agent\"]",
             "components = [\"ip\"]",
         );
     let gw = write_temp(dir.path(), "gateway.toml", &gw_text);

@@ -250,6 +250,36 @@ async fn absolutely_expired_session_is_refused_even_when_active() {
     assert_eq!(send().await.status(), 401);
 }
 
+/// The gateway's `[session] absolute_timeout` governs too: lowering it ends sessions that
+/// were signed in under a longer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_configured_absolute_timeout_ends_older_sessions() {
+    let (redis, _up, gw) = stack(|c| {
+        c.session.idle_timeout = HumanDuration::secs(10);
+        c.session.absolute_timeout = HumanDuration::secs(10);
+        c.session_check.touch_interval = HumanDuration::secs(5);
+    })
+    .await;
+    let store = redis.store().await;
+    let old = create_session_with(&store, "u3b", None, "127.0.0.1", UA, |r| {
+        r.created_at -= 20_000; // signed in 20 s ago; the record itself allows an hour
+    })
+    .await;
+    let fresh = create_session(&store, "u3c", None, "127.0.0.1", UA).await;
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), old.expose())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), fresh.expose())
+            .await
+            .status(),
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprint_mismatch_by_user_agent_is_refused_and_burns_the_session() {
     let (redis, _up, gw) = stack(|_| {}).await;
@@ -302,7 +332,9 @@ async fn fingerprint_mismatch_by_source_ip_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_trips_at_the_configured_count_and_lifts_after_the_window() {
     let (_redis, _up, gw) = stack(|c| rate_limit(c, 5, HumanDuration::secs(1))).await;
-    let c = client();
+    // From an address of its own: the harness's `/health` probes (rate limited like any
+    // request) came from 127.0.0.1.
+    let c = client_from(Some("127.0.0.9"));
     // A window opens with the first request after the previous one ended, so six quick
     // requests fall into one window.
     let mut statuses = Vec::new();

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::flows::Accounts;
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::sessions::Sessions;
+use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
 use authflow_shared::store::{LoginThrottle, SessionStore};
 use bytes::Bytes;
@@ -49,6 +50,11 @@ impl Api {
         throttle: Arc<dyn LoginThrottle>,
     ) -> Self {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies);
+        let throttle = SignInThrottle::new(
+            throttle,
+            cfg.throttle.policy(),
+            cfg.throttle.mail_cooldown.0,
+        );
         Api {
             accounts: Accounts::new(users, sessions, throttle),
         }
@@ -128,7 +134,7 @@ impl Api {
             }
             Endpoint::ForgotPassword => {
                 let b: EmailOnly = req.input()?;
-                accounts.forgot_password(&b.email);
+                accounts.forgot_password(&b.email).await?;
                 Ok(json_response(
                     202,
                     &json!({"status": "accepted", "message": "If an account exists for this address, a reset link is on its way."}),

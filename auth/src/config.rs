@@ -25,6 +25,9 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<IpNet>,
     #[serde(default)]
     pub provider: Provider,
+    /// Allow `session.cookie_secure = false` on a listener beyond loopback (development only).
+    #[serde(default)]
+    pub insecure_dev: bool,
     #[serde(default)]
     pub redis: RedisConfig,
     /// The session contract shared with the gateway (same table in `gateway.toml`).
@@ -38,6 +41,8 @@ pub struct AuthConfig {
     pub signup: SignupConfig,
     #[serde(default)]
     pub password: PasswordConfig,
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
     #[serde(default)]
     pub supabase: Option<SupabaseConfig>,
 }
@@ -178,6 +183,62 @@ impl Default for PasswordConfig {
     }
 }
 
+/// `[throttle]`: the per-account sign-in throttle and the per-address mail cooldown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Unsuccessful sign-ins within `window` from which the account is locked (1 s, then
+    /// doubling up to `max_lock`).
+    pub lock_after: u32,
+    /// The sliding window the attempts are counted in.
+    pub window: HumanDuration,
+    pub max_lock: HumanDuration,
+    /// Unsuccessful sign-ins since the last success after which only a password reset
+    /// unlocks the account (a guess a minute cannot go on forever).
+    pub hard_cap: u32,
+    /// At most one reset or "someone tried to register" mail per address this often.
+    pub mail_cooldown: HumanDuration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            lock_after: 5,
+            window: HumanDuration::secs(15 * 60),
+            max_lock: HumanDuration::secs(15 * 60),
+            hard_cap: 100,
+            mail_cooldown: HumanDuration::secs(60),
+        }
+    }
+}
+
+impl ThrottleConfig {
+    pub fn policy(&self) -> authflow_shared::store::ThrottlePolicy {
+        authflow_shared::store::ThrottlePolicy {
+            lock_after: self.lock_after,
+            window: self.window.0,
+            max_lock: self.max_lock.0,
+            hard_cap: self.hard_cap,
+        }
+    }
+}
+
+impl Validate for ThrottleConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.lock_after == 0 {
+            p.add("lock_after", "must be at least 1");
+        }
+        if self.hard_cap < self.lock_after {
+            p.add("hard_cap", "must be at least lock_after");
+        }
+        for (k, d) in [("window", self.window), ("max_lock", self.max_lock)] {
+            if d.0 < std::time::Duration::from_secs(1) {
+                p.add(k, "must be at least 1s");
+            }
+        }
+    }
+}
+
 /// `[supabase]`: the GoTrue endpoint, e.g. `https://<project>.supabase.co/auth/v1`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +331,7 @@ impl Validate for AuthConfig {
         p.section("database", &self.database);
         p.section("mail", &self.mail);
         p.section("password", &self.password);
+        p.section("throttle", &self.throttle);
         if let Some(sb) = &self.supabase {
             p.section("supabase", sb);
         }
@@ -280,6 +342,8 @@ impl Validate for AuthConfig {
 impl AuthConfig {
     /// What the chosen provider needs from other sections.
     fn provider_problems(&self, p: &mut Problems) {
+        self.session
+            .check_secure_cookie(&[self.listen.as_str()], self.insecure_dev, p);
         match (self.provider, &self.supabase) {
             (Provider::Builtin, _) => {
                 let db = &self.database.url;

@@ -122,7 +122,12 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 body["reason"] = json!("send Content-Type: application/json")
             }
-            ApiError::InvalidJson(reason) => body["reason"] = json!(reason),
+            // The parser's message stays out of the body (and out of the logs: see
+            // `http::malformed`): it can quote what was sent.
+            ApiError::InvalidJson(_) => {
+                body["reason"] =
+                    json!("send a JSON object with exactly the fields this endpoint takes")
+            }
             ApiError::Validation { field, reason } => {
                 body["field"] = json!(field);
                 body["reason"] = json!(reason);

@@ -9,10 +9,9 @@ use crate::credentials::{
 use crate::error::ApiError;
 use crate::http::ApiRequest;
 use crate::sessions::Sessions;
-use crate::throttle::SignInThrottle;
+use crate::throttle::{MailKind, SignInThrottle};
 use crate::users::UserProvider;
 use authflow_shared::session::SessionRecord;
-use authflow_shared::store::LoginThrottle;
 use authflow_shared::token::{log_id, SessionToken};
 use std::sync::Arc;
 
@@ -23,23 +22,24 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(
-        users: Arc<dyn UserProvider>,
-        sessions: Sessions,
-        throttle: Arc<dyn LoginThrottle>,
-    ) -> Self {
+    pub fn new(users: Arc<dyn UserProvider>, sessions: Sessions, throttle: SignInThrottle) -> Self {
         Accounts {
             users,
             sessions,
-            throttle: SignInThrottle::new(throttle),
+            throttle,
         }
     }
 
     /// Creates an account (or quietly mails the owner of an existing address: the answer is
-    /// the same either way).
+    /// the same either way). At most one such mail per address per cooldown: a repeat within
+    /// it does nothing, and answers the same.
     pub async fn sign_up(&self, email: &str, password: &str) -> Result<(), ApiError> {
         let email = validate_email(email)?;
         validate_password(password)?;
+        if !self.throttle.mail_allowed(MailKind::SignUp, &email).await? {
+            tracing::info!("sign-up mail skipped: address in its cooldown");
+            return Ok(());
+        }
         Ok(self.users.sign_up(&email, password).await?)
     }
 
@@ -55,19 +55,19 @@ impl Accounts {
         if !plausible_sign_in(&email, password) {
             return Err(ApiError::InvalidCredentials);
         }
-        let who = self
+        let (who, began) = self
             .throttle
             .guard(&email, self.users.sign_in(&email, password))
             .await?;
         self.sessions.revoke_presented(req).await?;
-        let (token, record) = self.sessions.start(req, who).await?;
+        let (token, record) = self.sessions.start(req, who, began).await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in");
         Ok((token, record))
     }
 
-    /// Ends the session the request presents, on the server, and tells the provider.
+    /// Ends every session the request presents, on the server, and tells the provider.
     pub async fn sign_out(&self, req: &ApiRequest) -> Result<(), ApiError> {
-        if let Some(record) = self.sessions.revoke_presented(req).await? {
+        for record in self.sessions.revoke_presented(req).await? {
             self.users.signed_out(&record).await;
             tracing::info!(user = %record.user_id, "signed out");
         }
@@ -75,11 +75,16 @@ impl Accounts {
     }
 
     /// Starts a reset for `email`. The lookup and the email happen after the caller has
-    /// answered, so existing and unknown addresses answer alike, in the same time.
-    pub fn forgot_password(&self, email: &str) {
+    /// answered, so existing and unknown addresses answer alike, in the same time; at most
+    /// one reset mail per address per cooldown.
+    pub async fn forgot_password(&self, email: &str) -> Result<(), ApiError> {
         let email = normalize_email(email);
         if !looks_like_email(&email) {
-            return;
+            return Ok(());
+        }
+        if !self.throttle.mail_allowed(MailKind::Reset, &email).await? {
+            tracing::info!("reset mail skipped: address in its cooldown");
+            return Ok(());
         }
         let users = self.users.clone();
         tokio::spawn(async move {
@@ -87,17 +92,41 @@ impl Accounts {
                 tracing::error!(error = %e, "forgot-password failed");
             }
         });
+        Ok(())
     }
 
-    /// Sets a new password with a reset token, then ends every session of the account.
+    /// Sets a new password with a reset token and ends every session of the account, in an
+    /// order that holds whatever fails: the sessions are revoked *before* the password
+    /// changes (a Redis outage then answers 503 and leaves the old state and a usable link),
+    /// and again after (a sign-in that checked the old password in between is refused by the
+    /// store's revoke mark, see [`Sessions::start`]). The throttle then starts afresh, which
+    /// is also what lifts a hard cap.
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<(), ApiError> {
         validate_password(new_password)?;
         if token.is_empty() || token.len() > 512 {
             return Err(ApiError::InvalidToken);
         }
-        let user_id = self.users.reset_password(token, new_password).await?;
-        let revoked = self.sessions.revoke_user(&user_id).await?;
-        tracing::info!(user = %user_id, revoked, "password reset; all sessions revoked");
+        match self.users.reset_account(token).await? {
+            Some(account) => {
+                self.sessions.revoke_user(&account.user_id).await?;
+            }
+            // The provider cannot look without using the token: at least know that the
+            // sessions can be revoked before it is used.
+            None => self.sessions.store.ping().await?,
+        }
+        let account = self.users.reset_password(token, new_password).await?;
+        match self.sessions.revoke_user(&account.user_id).await {
+            Ok(revoked) => {
+                tracing::info!(user = %account.user_id, revoked, "password reset; all sessions revoked")
+            }
+            // Every session older than the first revoke is gone already.
+            Err(e) => {
+                tracing::error!(user = %account.user_id, error = %e, "password reset: second revoke failed")
+            }
+        }
+        if let Err(e) = self.throttle.reset(&account.email).await {
+            tracing::warn!(error = %e, "password reset: throttle not cleared");
+        }
         Ok(())
     }
 

@@ -64,6 +64,17 @@ pub fn set_cookie(resp: &mut HttpResponse, value: &str) {
     }
 }
 
+/// What went wrong with a body, for the logs: the kind of error and where, never the
+/// parser's message, which can quote the input (a password sent as a number, say).
+fn malformed(e: serde_json::Error) -> InputError {
+    InputError::Malformed(format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
 /// The parts of a request the handlers need, with the body already read (bounded).
 pub struct ApiRequest {
     pub method: Method,
@@ -131,13 +142,12 @@ impl ApiRequest {
                 .filter(|(k, _)| k != "next")
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
                 .collect();
-            return serde_json::from_value(serde_json::Value::Object(map))
-                .map_err(|e| InputError::Malformed(e.to_string()));
+            return serde_json::from_value(serde_json::Value::Object(map)).map_err(malformed);
         }
         if self.media_type() != "application/json" {
             return Err(InputError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&self.body).map_err(|e| InputError::Malformed(e.to_string()))
+        serde_json::from_slice(&self.body).map_err(malformed)
     }
 
     /// A form field, decoded (for `next`, which the handlers do not take).

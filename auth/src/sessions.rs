@@ -7,10 +7,10 @@ use crate::http::ApiRequest;
 use crate::users::SignedIn;
 use authflow_shared::client_ip;
 use authflow_shared::contract::SessionContract;
-use authflow_shared::cookie::{self, CookieLookup, CookieSpec};
+use authflow_shared::cookie::{self, CookieSpec};
 use authflow_shared::fingerprint::FINGERPRINT_HEADER;
 use authflow_shared::session::SessionRecord;
-use authflow_shared::store::SessionStore;
+use authflow_shared::store::{SessionStore, StoreError};
 use authflow_shared::token::SessionToken;
 use ipnet::IpNet;
 use std::sync::Arc;
@@ -44,11 +44,15 @@ impl Sessions {
         self.contract.absolute_timeout.0
     }
 
-    /// Writes a new session for `who`, bound to this client's device fingerprint.
+    /// Writes a new session for `who`, bound to this client's device fingerprint, unless the
+    /// account's sessions were revoked after `began_us` (when the sign-in began checking the
+    /// password): then the password it checked may be the old one, and it is refused as
+    /// wrong.
     pub async fn start(
         &self,
         req: &ApiRequest,
         who: SignedIn,
+        began_us: u64,
     ) -> Result<(SessionToken, SessionRecord), ApiError> {
         let token = SessionToken::generate();
         let (idle, absolute) = (
@@ -63,30 +67,35 @@ impl Sessions {
             absolute,
         );
         record.provider_data = who.provider_data;
-        self.store
-            .create(&token.id(), &record, idle.min(absolute))
-            .await?;
-        Ok((token, record))
+        match self
+            .store
+            .create(&token.id(), &record, idle.min(absolute), began_us)
+            .await
+        {
+            Ok(()) => Ok((token, record)),
+            Err(StoreError::Revoked) => {
+                tracing::warn!(user = %record.user_id, "sign-in raced a password reset: refused");
+                Err(ApiError::InvalidCredentials)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Deletes the session named by the request's cookie, if any; returns its record.
-    pub async fn revoke_presented(
-        &self,
-        req: &ApiRequest,
-    ) -> Result<Option<SessionRecord>, ApiError> {
-        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.contract.cookie_name)
-        else {
-            return Ok(None);
-        };
-        let Some(token) = SessionToken::parse(value) else {
-            return Ok(None);
-        };
-        let id = token.id();
-        let Some(record) = self.store.lookup(&id).await? else {
-            return Ok(None);
-        };
-        self.store.delete(&id, &record.user_id).await?;
-        Ok(Some(record))
+    /// Deletes every session the request's cookies name (a client may send the cookie more
+    /// than once; each well-formed one is ended); returns their records.
+    pub async fn revoke_presented(&self, req: &ApiRequest) -> Result<Vec<SessionRecord>, ApiError> {
+        let mut ended = Vec::new();
+        for value in cookie::find_all(req.cookies(), &self.contract.cookie_name) {
+            let Some(token) = SessionToken::parse(value) else {
+                continue;
+            };
+            let id = token.id();
+            if let Some(record) = self.store.lookup(&id).await? {
+                self.store.delete(&id, &record.user_id).await?;
+                ended.push(record);
+            }
+        }
+        Ok(ended)
     }
 
     /// Ends every session of `user_id`; returns how many there were.

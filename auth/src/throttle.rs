@@ -1,89 +1,98 @@
-//! The per-account sign-in throttle (OWASP / ASVS 2.2.1): from the 5th consecutive failure
-//! within 15 minutes the account is locked for 1 s, then 2 s, 4 s... up to 15 minutes. A
-//! locked account answers 429 whatever the password, so the lock reveals nothing, and unknown
-//! addresses are throttled alike (the counters are keyed by a hash of the address).
+//! The per-account sign-in throttle (OWASP / ASVS 2.2.1) and the per-address mail cooldown.
+//!
+//! The check and the count are one atomic step on the store, taken *before* the password is
+//! verified: every attempt counts as unsuccessful until it succeeds, so parallel guesses at
+//! the moment a lock expires are all counted, and from the `lock_after`-th in the sliding
+//! window the account is locked (1 s, 2 s, 4 s... up to `max_lock`). Past `hard_cap`
+//! attempts since the last success only a password reset unlocks. A locked account answers
+//! 429 whatever the password, so the lock reveals nothing, and unknown addresses are
+//! throttled alike (the counters are keyed by a hash of the address).
 
 use crate::error::ApiError;
 use crate::users::{ProviderError, SignedIn};
-use authflow_shared::store::LoginThrottle;
+use authflow_shared::store::{Attempt, LoginThrottle, ThrottlePolicy};
+use authflow_shared::token::hash_hex;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Consecutive failed sign-ins of one account before it is locked.
-const LOCK_AFTER_FAILURES: u64 = 5;
-/// Failures older than this are forgotten.
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// The longest lock; there is no permanent lockout.
-pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// How long a capped account reports itself locked (it stays locked until a reset).
+const CAPPED_RETRY: Duration = Duration::from_secs(3600);
+
+/// The account mails an address can be sent on request of someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    /// Verification, or "someone tried to register with your address".
+    SignUp,
+    /// A password-reset link.
+    Reset,
+}
+
+impl MailKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MailKind::SignUp => "signup",
+            MailKind::Reset => "reset",
+        }
+    }
+}
 
 pub struct SignInThrottle {
     counters: Arc<dyn LoginThrottle>,
+    policy: ThrottlePolicy,
+    mail_cooldown: Duration,
 }
 
 impl SignInThrottle {
-    pub fn new(counters: Arc<dyn LoginThrottle>) -> Self {
-        SignInThrottle { counters }
+    pub fn new(
+        counters: Arc<dyn LoginThrottle>,
+        policy: ThrottlePolicy,
+        mail_cooldown: Duration,
+    ) -> Self {
+        SignInThrottle {
+            counters,
+            policy,
+            mail_cooldown,
+        }
     }
 
-    /// Runs `check` (the password verification) for `email` unless the account is locked,
-    /// and counts its outcome.
+    /// Runs `check` (the password verification) for `email` unless the account is locked;
+    /// on success returns who signed in and when the attempt began (the store's clock, for
+    /// [`authflow_shared::store::SessionStore::create`]).
     pub async fn guard(
         &self,
         email: &str,
         check: impl Future<Output = Result<SignedIn, ProviderError>>,
-    ) -> Result<SignedIn, ApiError> {
-        let account = authflow_shared::token::hash_hex(email.as_bytes());
-        if let Some(left) = self.counters.login_locked_for(&account).await? {
-            return Err(ApiError::AccountLocked(left));
-        }
-        match check.await {
-            Ok(who) => {
-                self.counters.clear_login_failures(&account).await?;
-                Ok(who)
+    ) -> Result<(SignedIn, u64), ApiError> {
+        let account = hash_hex(email.as_bytes());
+        let began = match self.counters.begin_attempt(&account, &self.policy).await? {
+            Attempt::Allowed { at_us } => at_us,
+            Attempt::Locked(left) => return Err(ApiError::AccountLocked(left)),
+            Attempt::Capped => {
+                tracing::warn!("sign-in refused: account past the attempt cap until a reset");
+                return Err(ApiError::AccountLocked(CAPPED_RETRY));
             }
-            Err(ProviderError::InvalidCredentials) => {
-                self.failed(&account).await?;
-                Err(ApiError::InvalidCredentials)
-            }
-            Err(e) => Err(e.into()),
-        }
+        };
+        let who = check.await?;
+        self.counters.clear_attempts(&account).await?;
+        Ok((who, began))
     }
 
-    /// Counts a failure and locks the account once there are too many.
-    async fn failed(&self, account: &str) -> Result<(), ApiError> {
-        let failures = self
+    /// After a password reset: the account starts afresh.
+    pub async fn reset(&self, email: &str) -> Result<(), ApiError> {
+        Ok(self
             .counters
-            .record_login_failure(account, FAILURE_WINDOW)
-            .await?;
-        if let Some(lock) = lock_for(failures) {
-            self.counters.lock_login(account, lock).await?;
-            tracing::warn!(
-                failures,
-                lock_s = lock.as_secs(),
-                "sign-in locked for an account after repeated failures"
-            );
-        }
-        Ok(())
+            .clear_attempts(&hash_hex(email.as_bytes()))
+            .await?)
     }
-}
 
-/// The lock after `failures` consecutive failures: none below the threshold, then doubling.
-fn lock_for(failures: u64) -> Option<Duration> {
-    let over = failures.checked_sub(LOCK_AFTER_FAILURES)?;
-    let doublings = over.min(10) as u32;
-    Some((Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_LOCK))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locks_double_up_to_the_cap() {
-        assert_eq!(lock_for(4), None);
-        assert_eq!(lock_for(5), Some(Duration::from_secs(1)));
-        assert_eq!(lock_for(7), Some(Duration::from_secs(4)));
-        assert_eq!(lock_for(100), Some(MAX_LOCK));
+    /// Whether a mail of `kind` may go to `email` now (one per cooldown per address and
+    /// kind, so a sign-up's verification mail does not hold back a reset link).
+    pub async fn mail_allowed(&self, kind: MailKind, email: &str) -> Result<bool, ApiError> {
+        let address = format!("{}:{}", kind.as_str(), hash_hex(email.as_bytes()));
+        Ok(self
+            .counters
+            .mail_allowed(&address, self.mail_cooldown)
+            .await?)
     }
 }

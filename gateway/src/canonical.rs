@@ -134,12 +134,11 @@ pub fn host(value: &str) -> Result<String, Rejection> {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= 253
+    let valid = name.len() <= 253
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        && !name.contains("..");
+        && name.split('.').all(|label| !label.is_empty());
     if valid {
         Ok(name.to_ascii_lowercase())
     } else {

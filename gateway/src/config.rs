@@ -31,6 +31,10 @@ pub struct GatewayConfig {
     /// Seconds in-flight requests get to finish on shutdown.
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Allow `session.cookie_secure = false` on a listener beyond loopback (a development box
+    /// reached over the network). Never in production: the cookie then travels in clear text.
+    #[serde(default)]
+    pub insecure_dev: bool,
     /// Where Prometheus scrapes `GET /metrics` (keep it private); off when unset.
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -311,6 +315,10 @@ impl GatewayConfig {
     /// What no single section can see: names that must exist or be unique, and settings
     /// bounded by another section's.
     fn cross_section_problems(&self, p: &mut Problems) {
+        let mut listeners = vec![self.listen.as_str()];
+        listeners.extend(self.tls.as_ref().map(|t| t.listen.as_str()));
+        self.session
+            .check_secure_cookie(&listeners, self.insecure_dev, p);
         if self.session_check.touch_interval > self.session.idle_timeout {
             p.add(
                 "session_check.touch_interval",

@@ -51,6 +51,7 @@ pub enum Verdict {
 pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
     idle: Duration,
+    absolute: Duration,
     touch_interval: Duration,
     mismatch: MismatchPolicy,
 }
@@ -64,6 +65,7 @@ impl SessionChecker {
         SessionChecker {
             store,
             idle: contract.idle_timeout.0,
+            absolute: contract.absolute_timeout.0,
             touch_interval: check.touch_interval.0,
             mismatch: check.on_fingerprint_mismatch,
         }
@@ -89,7 +91,7 @@ impl SessionChecker {
             return Ok(Verdict::Rejected(RejectReason::Unknown));
         };
         let now = authflow_shared::now_ms();
-        if let Some(expiry) = record.expiry(now, self.idle) {
+        if let Some(expiry) = record.expiry(now, self.idle, self.absolute) {
             self.forget(&id, &record.user_id).await;
             return Ok(Verdict::Rejected(RejectReason::Expired(expiry)));
         }
@@ -116,7 +118,7 @@ impl SessionChecker {
     /// Refreshes last-seen and the idle TTL off the request path.
     fn touch_later(&self, id: String, record: SessionRecord, now: u64) {
         let store = self.store.clone();
-        let ttl = record.ttl(now, self.idle);
+        let ttl = record.ttl(now, self.idle, self.absolute);
         tokio::spawn(async move {
             if let Err(e) = store.touch(&id, &record, ttl).await {
                 tracing::debug!(session = log_id(&id), error = %e, "session touch failed");

@@ -69,6 +69,34 @@ pub struct Difference {
 }
 
 impl SessionContract {
+    /// The cross-section check both files make: a cookie without `Secure` is only for a
+    /// development box that listens on loopback, unless the file says `insecure_dev = true`.
+    /// `listeners` are the file's listen addresses; the problem goes to
+    /// `session.cookie_secure`.
+    pub fn check_secure_cookie(&self, listeners: &[&str], insecure_dev: bool, p: &mut Problems) {
+        if self.cookie_secure || insecure_dev {
+            return;
+        }
+        let exposed: Vec<&str> = listeners
+            .iter()
+            .copied()
+            .filter(|l| {
+                l.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| !a.ip().is_loopback())
+            })
+            .collect();
+        if let Some(first) = exposed.first() {
+            p.add(
+                "session.cookie_secure",
+                format!(
+                    "false while listening on {first}, beyond this machine: browsers would send \
+                     the session cookie in clear text; set it true (behind TLS), or set \
+                     insecure_dev = true for a development box"
+                ),
+            );
+        }
+    }
+
     /// How the cookie is written and cleared.
     pub fn cookie(&self) -> CookieSpec {
         CookieSpec {
@@ -137,6 +165,25 @@ mod tests {
                 "fingerprint.components"
             ]
         );
+    }
+
+    #[test]
+    fn a_cookie_without_secure_stays_on_loopback_unless_insecure_dev() {
+        let c = SessionContract {
+            cookie_secure: false,
+            ..SessionContract::default()
+        };
+        let check = |listeners: &[&str], dev: bool| {
+            let mut p = Problems::new();
+            c.check_secure_cookie(listeners, dev, &mut p);
+            p.into_vec().into_iter().map(|x| x.0).collect::<Vec<_>>()
+        };
+        assert!(check(&["127.0.0.1:8000", "[::1]:8443"], false).is_empty());
+        assert_eq!(
+            check(&["0.0.0.0:8000"], false),
+            vec!["session.cookie_secure"]
+        );
+        assert!(check(&["0.0.0.0:8000"], true).is_empty());
     }
 
     #[test]

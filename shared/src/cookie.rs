@@ -31,6 +31,18 @@ pub fn find<'a>(cookie_headers: impl IntoIterator<Item = &'a str>, name: &str) -
     found
 }
 
+/// Every value of the cookie `name` across all `Cookie` headers, in order (a logout ends
+/// each session presented, not only an unambiguous one).
+pub fn find_all<'a>(cookie_headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<&'a str> {
+    cookie_headers
+        .into_iter()
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .collect()
+}
+
 /// The `Cookie` header value with every cookie called `name` removed; `None` when nothing is left.
 pub fn without(cookie_header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = cookie_header

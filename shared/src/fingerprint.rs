@@ -90,11 +90,10 @@ pub struct FingerprintSpec {
 impl Default for FingerprintSpec {
     fn default() -> Self {
         FingerprintSpec {
-            components: vec![
-                Component::Ip,
-                Component::UserAgent,
-                Component::AcceptLanguage,
-            ],
+            // Not Accept-Language: a page on a sibling subdomain can set it in a `fetch`, and
+            // so force a mismatch that revokes a victim's session. Neither the address nor
+            // the User-Agent can be set by a page.
+            components: vec![Component::Ip, Component::UserAgent],
             ipv4_prefix: 32,
             ipv6_prefix: 128,
         }

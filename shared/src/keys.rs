@@ -31,16 +31,36 @@ pub fn user_profile(user_id: &str) -> String {
     format!("user_profile:{user_id}")
 }
 
-/// `login_fail:{account}`: consecutive failed sign-ins of an account (`account` is the
-/// SHA-256 of the normalized email, so the key exists alike for unknown addresses).
-pub fn login_failures(account: &str) -> String {
-    format!("login_fail:{account}")
+/// `revoked_before:{user_id}`: Unix ms of the user's last revoke-all (password reset). A
+/// sign-in that began checking credentials before it may not create a session, so a sign-in
+/// racing a reset cannot outlive it.
+pub fn revoked_before(user_id: &str) -> String {
+    format!("revoked_before:{user_id}")
+}
+
+/// `login_attempts:{account}`: a sorted set of the account's recent unsuccessful sign-in
+/// attempts, scored by Unix ms (a sliding window). `account` is the SHA-256 of the
+/// normalized email, so the key exists alike for unknown addresses.
+pub fn login_attempts(account: &str) -> String {
+    format!("login_attempts:{account}")
 }
 
 /// `login_lock:{account}`: present while sign-in to the account is locked; its TTL is the
 /// time left.
 pub fn login_lock(account: &str) -> String {
     format!("login_lock:{account}")
+}
+
+/// `login_total:{account}`: unsuccessful attempts since the last success or reset; past the
+/// hard cap only a password reset unlocks the account.
+pub fn login_total(account: &str) -> String {
+    format!("login_total:{account}")
+}
+
+/// `mail_cooldown:{address}`: present while no further account mail (reset link, "someone
+/// tried to register") may go to the address (its SHA-256), so no address can be mail-bombed.
+pub fn mail_cooldown(address: &str) -> String {
+    format!("mail_cooldown:{address}")
 }
 
 /// Default idle timeout of a session (`session:{id}` TTL, refreshed by activity).
@@ -53,6 +73,10 @@ pub const DEVICE_TTL: Duration = Duration::from_secs(86_400);
 pub const USER_ID_TTL: Duration = Duration::from_secs(7200);
 /// TTL of `user_profile:{user_id}`.
 pub const USER_PROFILE_TTL: Duration = Duration::from_secs(1800);
+/// TTL of `revoked_before:{user_id}`: longer than any sign-in takes.
+pub const REVOKED_MARK_TTL: Duration = Duration::from_secs(3600);
+/// TTL of `login_total:{account}`: the hard cap counts attempts over this long.
+pub const LOGIN_TOTAL_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 #[cfg(test)]
 mod tests {

@@ -47,9 +47,18 @@ impl SessionRecord {
         }
     }
 
-    /// `Some(reason)` when the session is over at `now_ms` under `idle` inactivity.
-    pub fn expiry(&self, now_ms: u64, idle: Duration) -> Option<Expiry> {
-        if now_ms >= self.expires_at {
+    /// When the session ends whatever the activity: the expiry written at sign-in, or
+    /// `absolute` after sign-in if that is sooner (a lowered `absolute_timeout` applies to
+    /// sessions that already exist).
+    pub fn ends_at(&self, absolute: Duration) -> u64 {
+        self.expires_at
+            .min(self.created_at.saturating_add(absolute.as_millis() as u64))
+    }
+
+    /// `Some(reason)` when the session is over at `now_ms` under `idle` inactivity and the
+    /// `absolute` lifetime.
+    pub fn expiry(&self, now_ms: u64, idle: Duration, absolute: Duration) -> Option<Expiry> {
+        if now_ms >= self.ends_at(absolute) {
             Some(Expiry::Absolute)
         } else if now_ms.saturating_sub(self.last_seen_at) >= idle.as_millis() as u64 {
             Some(Expiry::Idle)
@@ -59,9 +68,9 @@ impl SessionRecord {
     }
 
     /// The Redis TTL the record should carry: the idle timeout, never past the absolute expiry.
-    pub fn ttl(&self, now_ms: u64, idle: Duration) -> Duration {
+    pub fn ttl(&self, now_ms: u64, idle: Duration, absolute: Duration) -> Duration {
         let idle_ms = idle.as_millis() as u64;
-        let left = self.expires_at.saturating_sub(now_ms);
+        let left = self.ends_at(absolute).saturating_sub(now_ms);
         Duration::from_millis(idle_ms.min(left).max(1))
     }
 }
@@ -74,18 +83,29 @@ mod tests {
     fn idle_and_absolute_expiry() {
         let r = SessionRecord::new("u", None, "fp", 1_000, Duration::from_secs(10));
         let idle = Duration::from_secs(3);
-        assert_eq!(r.expiry(2_000, idle), None);
-        assert_eq!(r.expiry(4_000, idle), Some(Expiry::Idle));
+        let abs = Duration::from_secs(3600);
+        assert_eq!(r.expiry(2_000, idle, abs), None);
+        assert_eq!(r.expiry(4_000, idle, abs), Some(Expiry::Idle));
         let mut touched = r.clone();
         touched.last_seen_at = 10_500;
-        assert_eq!(touched.expiry(10_999, idle), None);
-        assert_eq!(touched.expiry(11_000, idle), Some(Expiry::Absolute));
+        assert_eq!(touched.expiry(10_999, idle, abs), None);
+        assert_eq!(touched.expiry(11_000, idle, abs), Some(Expiry::Absolute));
+        // A shorter configured absolute timeout wins over the one written at sign-in.
+        assert_eq!(
+            touched.expiry(10_999, idle, Duration::from_secs(5)),
+            Some(Expiry::Absolute)
+        );
     }
 
     #[test]
     fn ttl_never_passes_absolute_expiry() {
         let r = SessionRecord::new("u", None, "fp", 0, Duration::from_secs(10));
-        assert_eq!(r.ttl(0, Duration::from_secs(3)), Duration::from_secs(3));
-        assert_eq!(r.ttl(9_000, Duration::from_secs(3)), Duration::from_secs(1));
+        let (idle, abs) = (Duration::from_secs(3), Duration::from_secs(3600));
+        assert_eq!(r.ttl(0, idle, abs), Duration::from_secs(3));
+        assert_eq!(r.ttl(9_000, idle, abs), Duration::from_secs(1));
+        assert_eq!(
+            r.ttl(0, idle, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -82,6 +82,8 @@ pub fn auth_config(redis_url: &str) -> AuthConfig {
     cfg.database.url = String::new();
     cfg.mail.from = "AuthFlow <no-reply@example.com>".into();
     cfg.mail.base_url = "http://app.example.com".into();
+    // Tests ask for several links a minute; the cooldown has a test of its own.
+    cfg.throttle.mail_cooldown = HumanDuration::millis(1);
     cfg
 }
 

@@ -64,6 +64,27 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and nothing answers, as with a
+    /// hung host.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a [`Redis::pause`]d server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(ok.success(), "kill {sig}");
+        }
+    }
+
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) {
         self.kill();

@@ -38,7 +38,12 @@ pub async fn create_session_with(
     );
     adjust(&mut record);
     store
-        .create(&token.id(), &record, Duration::from_secs(3600))
+        .create(
+            &token.id(),
+            &record,
+            Duration::from_secs(3600),
+            authflow_shared::now_ms(),
+        )
         .await
         .expect("create session");
     token

@@ -1,7 +1,7 @@
 //! Users in our own database: SQLite by default (a file, created and migrated on first
 //! start) or PostgreSQL, through one set of migrations (sqlx `Any`).
 
-use super::{ProviderError, SignedIn, UserProvider};
+use super::{Account, ProviderError, SignedIn, UserProvider};
 use crate::mail::Mailer;
 use crate::password::PasswordHasherPool;
 use async_trait::async_trait;
@@ -248,30 +248,66 @@ impl UserProvider for BuiltinUsers {
         Ok(())
     }
 
+    async fn reset_account(&self, token: &str) -> Result<Option<Account>, ProviderError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email FROM one_time_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.purpose = $2 AND t.used_at IS NULL AND t.expires_at > $3",
+        )
+        .bind(hash_hex(token.as_bytes()))
+        .bind(RESET_PASSWORD)
+        .bind(now_ms() as i64)
+        .fetch_optional(&self.db)
+        .await
+        .map_err(unavailable)?;
+        let row = row.ok_or(ProviderError::InvalidToken)?;
+        Ok(Some(Account {
+            user_id: row.get(0),
+            email: row.get(1),
+        }))
+    }
+
+    /// Hashes first (the slow part, which can fail on its own), then burns the token and
+    /// stores the hash in one transaction: the link is used up only with the password set.
     async fn reset_password(
         &self,
         token: &str,
         new_password: &str,
-    ) -> Result<String, ProviderError> {
-        let user_id = self.burn_token(token, RESET_PASSWORD).await?;
+    ) -> Result<Account, ProviderError> {
         let hash = self
             .hasher
             .hash(new_password)
             .await
             .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
         let now = now_ms() as i64;
+        let user_id: String = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $4 \
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(hash_hex(token.as_bytes()))
+        .bind(RESET_PASSWORD)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .map(|r| r.get(0))
+        .ok_or(ProviderError::InvalidToken)?;
         // The reset link proved control of the address, so it also counts as verification.
-        sqlx::query(
-            "UPDATE users SET password_hash = $1, updated_at = $2, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $4",
+        let email: String = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $4 RETURNING email",
         )
         .bind(hash)
         .bind(now)
         .bind(now)
         .bind(&user_id)
-        .execute(&self.db)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        Ok(user_id)
+        .map_err(unavailable)?
+        .get(0);
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Account { user_id, email })
     }
 
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError> {

@@ -17,6 +17,13 @@ pub struct SignedIn {
     pub provider_data: Option<String>,
 }
 
+/// An account, as a password reset names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: String,
+    pub email: String,
+}
+
 /// What can go wrong, in terms the API maps to fixed responses. None of these reveals
 /// whether an account exists.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +53,18 @@ pub trait UserProvider: Send + Sync {
     async fn signed_out(&self, record: &SessionRecord);
     /// Sends a reset link if the account exists; silent otherwise.
     async fn forgot_password(&self, email: &str) -> Result<(), ProviderError>;
-    /// Sets a new password with a reset token; returns the user id whose sessions must go.
+    /// The account a reset token belongs to, without using the token up; `Ok(None)` when the
+    /// provider cannot tell without using it (Supabase). Lets the caller end the account's
+    /// sessions *before* the password changes, so a failure leaves the old state and a
+    /// usable link.
+    async fn reset_account(&self, token: &str) -> Result<Option<Account>, ProviderError>;
+    /// Sets a new password with a reset token and uses the token up; returns the account
+    /// whose sessions must go.
     async fn reset_password(
         &self,
         token: &str,
         new_password: &str,
-    ) -> Result<String, ProviderError>;
+    ) -> Result<Account, ProviderError>;
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError>;
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;

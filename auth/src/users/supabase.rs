@@ -4,7 +4,7 @@
 //! and no answer reveals whether an account exists. GoTrue's tokens are kept in our session,
 //! encrypted; our Redis session stays the gate, so a logout takes effect at once.
 
-use super::{ProviderError, SignedIn, UserProvider};
+use super::{Account, ProviderError, SignedIn, UserProvider};
 use crate::config::SupabaseConfig;
 use crate::crypto::{CryptoError, TokenCipher};
 use async_trait::async_trait;
@@ -260,11 +260,16 @@ impl UserProvider for SupabaseUsers {
         Ok(())
     }
 
+    /// GoTrue's `/verify` uses the recovery token up, so there is no look without using it.
+    async fn reset_account(&self, _token: &str) -> Result<Option<Account>, ProviderError> {
+        Ok(None)
+    }
+
     async fn reset_password(
         &self,
         token: &str,
         new_password: &str,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<Account, ProviderError> {
         let r = self
             .call(
                 Method::POST,
@@ -309,7 +314,10 @@ impl UserProvider for SupabaseUsers {
                 tracing::warn!(status = %r.status, "supabase global logout after reset refused");
             }
         }
-        Ok(recovery.user.id)
+        Ok(Account {
+            email: recovery.user.email.clone().unwrap_or_default(),
+            user_id: recovery.user.id,
+        })
     }
 
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError> {

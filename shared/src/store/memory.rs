@@ -2,7 +2,7 @@
 //! index, revocation). For `authflow up`, where gateway and auth service share one process
 //! and no Redis server is wanted.
 
-use super::{LoginThrottle, SessionStore, StoreError};
+use super::{Attempt, LoginThrottle, SessionStore, StoreError, ThrottlePolicy};
 use crate::session::SessionRecord;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -10,14 +10,24 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
+struct Attempts {
+    recent: Vec<u64>,
+    total: u32,
+    locked_until: Option<Instant>,
+}
+
+#[derive(Default)]
 struct Inner {
     sessions: HashMap<String, (SessionRecord, Instant)>,
     user_sessions: HashMap<String, HashSet<String>>,
     devices: HashMap<String, HashSet<String>>,
-    /// account -> (failures, window end)
-    login_failures: HashMap<String, (u64, Instant)>,
-    /// account -> lock end
-    login_locks: HashMap<String, Instant>,
+    /// user -> Unix ms of the last revoke-all
+    revoked_before: HashMap<String, u64>,
+    /// account -> the attempt times in the window, the total since the last success, and the
+    /// lock end
+    attempts: HashMap<String, Attempts>,
+    /// address -> end of its mail cooldown
+    mail_cooldowns: HashMap<String, Instant>,
     writes: u64,
 }
 
@@ -113,8 +123,15 @@ impl SessionStore for MemorySessionStore {
         id: &str,
         record: &SessionRecord,
         ttl: Duration,
+        checked_at_us: u64,
     ) -> Result<(), StoreError> {
         let mut g = self.lock()?;
+        if g.revoked_before
+            .get(&record.user_id)
+            .is_some_and(|mark| *mark >= checked_at_us)
+        {
+            return Err(StoreError::Revoked);
+        }
         let now = Instant::now();
         g.writes += 1;
         if g.writes % 1024 == 0 {
@@ -140,6 +157,7 @@ impl SessionStore for MemorySessionStore {
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
         let mut g = self.lock()?;
+        g.revoked_before.insert(user_id.to_owned(), crate::now_us());
         let ids = g.user_sessions.remove(user_id).unwrap_or_default();
         for id in &ids {
             g.sessions.remove(id);
@@ -158,44 +176,50 @@ impl SessionStore for MemorySessionStore {
 
 #[async_trait]
 impl LoginThrottle for MemorySessionStore {
-    async fn record_login_failure(
+    async fn begin_attempt(
         &self,
         account: &str,
-        window: Duration,
-    ) -> Result<u64, StoreError> {
+        policy: &ThrottlePolicy,
+    ) -> Result<Attempt, StoreError> {
+        let mut g = self.lock()?;
+        let (now, now_ms, now_us) = (Instant::now(), crate::now_ms(), crate::now_us());
+        let a = g.attempts.entry(account.to_owned()).or_default();
+        if a.total >= policy.hard_cap {
+            return Ok(Attempt::Capped);
+        }
+        if let Some(left) = a
+            .locked_until
+            .and_then(|end| end.checked_duration_since(now))
+        {
+            if !left.is_zero() {
+                return Ok(Attempt::Locked(left));
+            }
+        }
+        let window = policy.window.as_millis() as u64;
+        a.recent.retain(|t| t + window > now_ms);
+        a.recent.push(now_ms);
+        a.total += 1;
+        if let Some(lock) = policy.lock_for(a.recent.len() as u64) {
+            a.locked_until = Some(now + lock);
+        }
+        Ok(Attempt::Allowed { at_us: now_us })
+    }
+
+    async fn clear_attempts(&self, account: &str) -> Result<(), StoreError> {
+        self.lock()?.attempts.remove(account);
+        Ok(())
+    }
+
+    async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         let now = Instant::now();
-        let entry = g
-            .login_failures
-            .entry(account.to_owned())
-            .or_insert((0, now + window));
-        if entry.1 <= now {
-            *entry = (0, now + window);
+        match g.mail_cooldowns.get(address) {
+            Some(end) if *end > now => Ok(false),
+            _ => {
+                g.mail_cooldowns.insert(address.to_owned(), now + cooldown);
+                Ok(true)
+            }
         }
-        entry.0 += 1;
-        Ok(entry.0)
-    }
-
-    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
-        self.lock()?.login_failures.remove(account);
-        Ok(())
-    }
-
-    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError> {
-        self.lock()?
-            .login_locks
-            .insert(account.to_owned(), Instant::now() + duration);
-        Ok(())
-    }
-
-    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError> {
-        let now = Instant::now();
-        Ok(self
-            .lock()?
-            .login_locks
-            .get(account)
-            .and_then(|end| end.checked_duration_since(now))
-            .filter(|d| !d.is_zero()))
     }
 }
 
@@ -210,7 +234,7 @@ mod tests {
     #[tokio::test]
     async fn create_lookup_touch_delete() {
         let s = MemorySessionStore::new();
-        s.create("a", &record("u"), Duration::from_secs(60))
+        s.create("a", &record("u"), Duration::from_secs(60), crate::now_us())
             .await
             .expect("create");
         assert_eq!(
@@ -232,12 +256,22 @@ mod tests {
     #[tokio::test]
     async fn ttl_expires_sessions_and_touch_extends_them() {
         let s = MemorySessionStore::new();
-        s.create("a", &record("u"), Duration::from_millis(50))
-            .await
-            .expect("create");
-        s.create("b", &record("u"), Duration::from_millis(50))
-            .await
-            .expect("create");
+        s.create(
+            "a",
+            &record("u"),
+            Duration::from_millis(50),
+            crate::now_us(),
+        )
+        .await
+        .expect("create");
+        s.create(
+            "b",
+            &record("u"),
+            Duration::from_millis(50),
+            crate::now_us(),
+        )
+        .await
+        .expect("create");
         s.touch("b", &record("u"), Duration::from_secs(60))
             .await
             .expect("touch");
@@ -251,11 +285,11 @@ mod tests {
     async fn revoke_user_removes_every_session_of_that_user_only() {
         let s = MemorySessionStore::new();
         for id in ["a", "b", "c"] {
-            s.create(id, &record("u"), Duration::from_secs(60))
+            s.create(id, &record("u"), Duration::from_secs(60), crate::now_us())
                 .await
                 .expect("create");
         }
-        s.create("d", &record("v"), Duration::from_secs(60))
+        s.create("d", &record("v"), Duration::from_secs(60), crate::now_us())
             .await
             .expect("create");
         assert_eq!(s.revoke_user("u").await.expect("revoke"), 3);
@@ -265,42 +299,74 @@ mod tests {
         assert!(s.lookup("d").await.expect("lookup").is_some());
     }
 
+    fn policy() -> ThrottlePolicy {
+        ThrottlePolicy {
+            lock_after: 3,
+            window: Duration::from_secs(60),
+            max_lock: Duration::from_millis(50),
+            hard_cap: 5,
+        }
+    }
+
     #[tokio::test]
-    async fn login_failures_count_in_a_window_and_locks_expire() {
+    async fn attempts_lock_from_the_threshold_and_cap_until_cleared() {
         let s = MemorySessionStore::new();
-        assert_eq!(
-            s.record_login_failure("a", Duration::from_millis(60))
-                .await
-                .expect("incr"),
-            1
-        );
-        assert_eq!(
-            s.record_login_failure("a", Duration::from_millis(60))
-                .await
-                .expect("incr"),
-            2
-        );
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(
-            s.record_login_failure("a", Duration::from_millis(60))
-                .await
-                .expect("incr"),
-            1,
-            "window over"
-        );
-        s.clear_login_failures("a").await.expect("clear");
-        assert_eq!(
-            s.record_login_failure("a", Duration::from_secs(60))
-                .await
-                .expect("incr"),
-            1
-        );
-        assert!(s.login_locked_for("a").await.expect("ttl").is_none());
-        s.lock_login("a", Duration::from_millis(50))
-            .await
-            .expect("lock");
-        assert!(s.login_locked_for("a").await.expect("ttl").is_some());
+        let p = policy();
+        for _ in 0..3 {
+            assert!(matches!(
+                s.begin_attempt("a", &p).await.expect("attempt"),
+                Attempt::Allowed { .. }
+            ));
+        }
+        assert!(matches!(
+            s.begin_attempt("a", &p).await.expect("attempt"),
+            Attempt::Locked(_)
+        ));
+        assert!(matches!(
+            s.begin_attempt("b", &p).await.expect("attempt"),
+            Attempt::Allowed { .. }
+        ));
         tokio::time::sleep(Duration::from_millis(70)).await;
-        assert!(s.login_locked_for("a").await.expect("ttl").is_none());
+        for _ in 0..2 {
+            let _ = s.begin_attempt("a", &p).await.expect("attempt");
+            tokio::time::sleep(Duration::from_millis(70)).await;
+        }
+        assert_eq!(
+            s.begin_attempt("a", &p).await.expect("attempt"),
+            Attempt::Capped
+        );
+        s.clear_attempts("a").await.expect("clear");
+        assert!(matches!(
+            s.begin_attempt("a", &p).await.expect("attempt"),
+            Attempt::Allowed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_revoke_refuses_sessions_of_sign_ins_that_began_before_it() {
+        let s = MemorySessionStore::new();
+        let r = SessionRecord::new("u", None, "fp", crate::now_ms(), Duration::from_secs(60));
+        let before = crate::now_us();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.revoke_user("u").await.expect("revoke");
+        assert!(matches!(
+            s.create("x", &r, Duration::from_secs(60), before).await,
+            Err(StoreError::Revoked)
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.create("y", &r, Duration::from_secs(60), crate::now_us())
+            .await
+            .expect("a later sign-in");
+    }
+
+    #[tokio::test]
+    async fn mail_cooldown_allows_one_per_period() {
+        let s = MemorySessionStore::new();
+        let d = Duration::from_millis(40);
+        assert!(s.mail_allowed("x", d).await.expect("cooldown"));
+        assert!(!s.mail_allowed("x", d).await.expect("cooldown"));
+        assert!(s.mail_allowed("y", d).await.expect("cooldown"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(s.mail_allowed("x", d).await.expect("cooldown"));
     }
 }

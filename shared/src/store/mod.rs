@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The store configuration is unusable.
     #[error("session store configuration: {0}")]
     Config(String),
+    /// The user's sessions were revoked (password reset) after this sign-in began checking
+    /// credentials: the password it checked may be the old one, so no session is created.
+    #[error("sessions revoked during sign-in")]
+    Revoked,
 }
 
 /// What both services do with sessions. `id` is always the hashed id from
@@ -40,16 +44,21 @@ pub trait SessionStore: Send + Sync {
         record: &SessionRecord,
         ttl: Duration,
     ) -> Result<(), StoreError>;
-    /// Stores a new session and its index entries in one atomic step.
+    /// Stores a new session and its index entries in one atomic step, unless the user's
+    /// sessions were revoked after `checked_at_us` (when the sign-in began checking the
+    /// password, in µs on the store's clock: [`Attempt::Allowed`]); then [`StoreError::Revoked`].
     async fn create(
         &self,
         id: &str,
         record: &SessionRecord,
         ttl: Duration,
+        checked_at_us: u64,
     ) -> Result<(), StoreError>;
     /// Deletes session `id` of `user_id` and its index entries.
     async fn delete(&self, id: &str, user_id: &str) -> Result<(), StoreError>;
-    /// Deletes every session of `user_id`; returns how many there were.
+    /// Deletes every session of `user_id` in one atomic step and marks the time, so that a
+    /// sign-in already under way cannot create a session afterwards; returns how many there
+    /// were.
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -57,21 +66,59 @@ pub trait SessionStore: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
-/// The per-account sign-in throttle's counters. Its own trait, kept apart from
-/// [`SessionStore`]: only the auth service uses it, and the gateway never sees it. `account`
-/// is a hash of the normalized email, so unknown addresses are throttled alike.
+/// The sign-in throttle's policy (`[throttle]` in `auth.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Unsuccessful attempts within `window` from which the account is locked.
+    pub lock_after: u32,
+    /// The sliding window the attempts are counted in.
+    pub window: Duration,
+    /// The longest lock (locks double from 1 s up to this).
+    pub max_lock: Duration,
+    /// Unsuccessful attempts since the last success after which only a password reset
+    /// unlocks the account.
+    pub hard_cap: u32,
+}
+
+impl ThrottlePolicy {
+    /// The lock after the `attempts`-th attempt in the window: none below `lock_after`, then
+    /// 1 s, 2 s, 4 s... up to `max_lock`. (The Redis script computes the same.)
+    pub fn lock_for(&self, attempts: u64) -> Option<Duration> {
+        let over = attempts.checked_sub(u64::from(self.lock_after))?;
+        let doublings = over.min(20) as u32;
+        Some((Duration::from_secs(1) * 2u32.pow(doublings)).min(self.max_lock))
+    }
+}
+
+/// What the throttle says about a sign-in attempt, decided before the password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go ahead; the attempt is already counted as unsuccessful until
+    /// [`LoginThrottle::clear_attempts`]. `at_us` is the store's clock in µs, for
+    /// [`SessionStore::create`].
+    Allowed { at_us: u64 },
+    /// Locked for this long.
+    Locked(Duration),
+    /// Past the hard cap: only a password reset unlocks.
+    Capped,
+}
+
+/// The per-account sign-in throttle and the per-address mail cooldown. Its own trait, kept
+/// apart from [`SessionStore`]: only the auth service uses it, and the gateway never sees
+/// it. `account` and `address` are hashes of the normalized email, so unknown addresses are
+/// treated alike.
 #[async_trait]
 pub trait LoginThrottle: Send + Sync {
-    /// Counts a failed sign-in of `account` in a window of `window`; returns the count.
-    async fn record_login_failure(
+    /// In one atomic step: refuses a locked or capped account, else counts this attempt as
+    /// unsuccessful (so parallel guesses are all counted before any password is checked) and
+    /// locks the account for the next ones once there are too many.
+    async fn begin_attempt(
         &self,
         account: &str,
-        window: Duration,
-    ) -> Result<u64, StoreError>;
-    /// Forgets the failures of `account` (after a successful sign-in).
-    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError>;
-    /// Locks sign-in to `account` for `duration`.
-    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError>;
-    /// Time left on the sign-in lock of `account`, if locked.
-    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError>;
+        policy: &ThrottlePolicy,
+    ) -> Result<Attempt, StoreError>;
+    /// After a successful sign-in or a password reset: forgets attempts, lock and cap.
+    async fn clear_attempts(&self, account: &str) -> Result<(), StoreError>;
+    /// Whether a mail may go to `address` now; at most one per `cooldown`.
+    async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError>;
 }

@@ -1,7 +1,7 @@
 //! [`RedisSessionStore`]: sessions in Redis through a fred pool, with the key layout of
 //! [`crate::keys`]. Every operation is bounded by the configured timeout.
 
-use super::{LoginThrottle, SessionStore, StoreError};
+use super::{Attempt, LoginThrottle, SessionStore, StoreError, ThrottlePolicy};
 use crate::config::RedisConfig;
 use crate::keys;
 use crate::session::SessionRecord;
@@ -183,57 +183,44 @@ impl SessionStore for RedisSessionStore {
         id: &str,
         record: &SessionRecord,
         ttl: Duration,
+        checked_at_us: u64,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = crate::now_ms();
         let lifetime = Duration::from_millis(record.expires_at.saturating_sub(now));
         let uid = record.user_id.as_str();
         let profile = serde_json::json!({ "user_id": uid, "email": record.email }).to_string();
-        let trx = self.local().await?.next().multi();
-        let op = async {
-            let _: () = trx
-                .set(
-                    keys::session(id),
-                    json,
-                    Some(Expiration::PX(ms(ttl))),
-                    None,
-                    false,
-                )
-                .await?;
-            let _: () = trx.sadd(keys::user_sessions(uid), id).await?;
+        let keys = vec![
+            keys::session(id),
+            keys::user_sessions(uid),
+            keys::device(uid),
+            keys::user_id(id),
+            keys::user_profile(uid),
+            keys::revoked_before(uid),
+        ];
+        let args: Vec<Value> = vec![
+            json.into(),
+            ms(ttl).into(),
+            id.into(),
             // The index lives as long as the longest session it can hold.
-            let _: () = trx
-                .pexpire(keys::user_sessions(uid), ms(lifetime), None)
-                .await?;
-            let _: () = trx
-                .sadd(keys::device(uid), record.fingerprint.as_str())
-                .await?;
-            let _: () = trx
-                .expire(keys::device(uid), keys::DEVICE_TTL.as_secs() as i64, None)
-                .await?;
-            let user_id_ttl = keys::USER_ID_TTL.min(lifetime);
-            let _: () = trx
-                .set(
-                    keys::user_id(id),
-                    uid,
-                    Some(Expiration::PX(ms(user_id_ttl))),
-                    None,
-                    false,
-                )
-                .await?;
-            let _: () = trx
-                .set(
-                    keys::user_profile(uid),
-                    profile,
-                    Some(Expiration::EX(keys::USER_PROFILE_TTL.as_secs() as i64)),
-                    None,
-                    false,
-                )
-                .await?;
-            let _: Value = trx.exec(true).await?;
+            ms(lifetime).into(),
+            record.fingerprint.as_str().into(),
+            (keys::DEVICE_TTL.as_secs() as i64).into(),
+            uid.into(),
+            ms(keys::USER_ID_TTL.min(lifetime)).into(),
+            profile.into(),
+            (keys::USER_PROFILE_TTL.as_secs() as i64).into(),
+            (checked_at_us as i64).into(),
+        ];
+        let client = self.once().await?;
+        let created: i64 = self
+            .bounded(client.eval(scripts::CREATE_SESSION, keys, args))
+            .await?;
+        if created == 1 {
             Ok(())
-        };
-        self.bounded(op).await
+        } else {
+            Err(StoreError::Revoked)
+        }
     }
 
     async fn delete(&self, id: &str, user_id: &str) -> Result<(), StoreError> {
@@ -249,22 +236,17 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = self
-            .bounded(self.once().await?.smembers(keys::user_sessions(user_id)))
+        let keys = vec![keys::user_sessions(user_id), keys::revoked_before(user_id)];
+        let args: Vec<Value> = vec![
+            ms(keys::REVOKED_MARK_TTL).into(),
+            keys::session("").into(),
+            keys::user_id("").into(),
+        ];
+        let client = self.once().await?;
+        let n: i64 = self
+            .bounded(client.eval(scripts::REVOKE_USER, keys, args))
             .await?;
-        let trx = self.local().await?.next().multi();
-        let n = ids.len();
-        let op = async {
-            for id in &ids {
-                let _: () = trx.del(keys::session(id)).await?;
-                let _: () = trx.del(keys::user_id(id)).await?;
-            }
-            let _: () = trx.del(keys::user_sessions(user_id)).await?;
-            let _: Value = trx.exec(true).await?;
-            Ok(())
-        };
-        self.bounded(op).await?;
-        Ok(n)
+        Ok(n.max(0) as usize)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -280,49 +262,117 @@ impl SessionStore for RedisSessionStore {
 
 #[async_trait]
 impl LoginThrottle for RedisSessionStore {
-    async fn record_login_failure(
+    async fn begin_attempt(
         &self,
         account: &str,
-        window: Duration,
-    ) -> Result<u64, StoreError> {
-        let trx = self.local().await?.next().multi();
-        let key = keys::login_failures(account);
-        let op = async {
-            let _: () = trx.incr(&key).await?;
-            let _: () = trx
-                .pexpire(&key, ms(window), Some(fred::types::ExpireOptions::NX))
-                .await?;
-            let (count, _): (u64, Value) = trx.exec(true).await?;
-            Ok(count)
-        };
-        self.bounded(op).await
-    }
-
-    async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
-        self.bounded(
-            self.once()
-                .await?
-                .del::<(), _>(keys::login_failures(account)),
-        )
-        .await
-    }
-
-    async fn lock_login(&self, account: &str, duration: Duration) -> Result<(), StoreError> {
-        let op = self.once().await?;
-        self.bounded(op.set::<(), _, _>(
+        policy: &ThrottlePolicy,
+    ) -> Result<Attempt, StoreError> {
+        let keys = vec![
+            keys::login_attempts(account),
             keys::login_lock(account),
-            1,
-            Some(Expiration::PX(ms(duration))),
-            None,
-            false,
-        ))
-        .await
+            keys::login_total(account),
+        ];
+        let args: Vec<Value> = vec![
+            ms(policy.window).into(),
+            i64::from(policy.lock_after).into(),
+            ms(policy.max_lock).into(),
+            i64::from(policy.hard_cap).into(),
+            ms(keys::LOGIN_TOTAL_TTL).into(),
+        ];
+        let client = self.once().await?;
+        let out: Vec<i64> = self
+            .bounded(client.eval(scripts::BEGIN_ATTEMPT, keys, args))
+            .await?;
+        match out.as_slice() {
+            [0, _, now] => Ok(Attempt::Allowed {
+                at_us: (*now).max(0) as u64,
+            }),
+            [1, left, _] => Ok(Attempt::Locked(
+                Duration::from_millis((*left).max(1) as u64),
+            )),
+            [2, _, _] => Ok(Attempt::Capped),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected throttle answer {other:?}"
+            ))),
+        }
     }
 
-    async fn login_locked_for(&self, account: &str) -> Result<Option<Duration>, StoreError> {
-        let left: i64 = self
-            .bounded(self.once().await?.pttl(keys::login_lock(account)))
-            .await?;
-        Ok((left > 0).then(|| Duration::from_millis(left as u64)))
+    async fn clear_attempts(&self, account: &str) -> Result<(), StoreError> {
+        let keys = vec![
+            keys::login_attempts(account),
+            keys::login_lock(account),
+            keys::login_total(account),
+        ];
+        self.bounded(self.once().await?.del::<(), _>(keys)).await
     }
+
+    async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .bounded(self.once().await?.set(
+                keys::mail_cooldown(address),
+                1,
+                Some(Expiration::PX(ms(cooldown))),
+                Some(SetOptions::NX),
+                false,
+            ))
+            .await?;
+        Ok(set.is_some())
+    }
+}
+
+/// The Lua scripts: each is one atomic step on the server, so no other client's command can
+/// fall between its reads and writes.
+mod scripts {
+    /// Creates a session unless the user's sessions were revoked after the sign-in began
+    /// (KEYS: session, user_sessions, device, user_id, user_profile, revoked_before).
+    pub const CREATE_SESSION: &str = r#"
+local mark = redis.call('GET', KEYS[6])
+if mark and tonumber(mark) >= tonumber(ARGV[11]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
+redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[10])
+return 1
+"#;
+
+    /// Marks the revoke time and deletes every session in the user's index
+    /// (KEYS: user_sessions, revoked_before; ARGV: mark TTL, session and user_id key prefixes).
+    pub const REVOKE_USER: &str = r#"
+local t = redis.call('TIME')
+redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
+local ids = redis.call('SMEMBERS', KEYS[1])
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id)
+end
+redis.call('DEL', KEYS[1])
+return #ids
+"#;
+
+    /// The throttle's check-and-count (KEYS: attempts, lock, total; ARGV: window ms,
+    /// lock_after, max lock ms, hard cap, total TTL ms). Returns {0, 0, now µs} to go ahead,
+    /// {1, ms left, now µs} when locked, {2, 0, now µs} past the hard cap. The lock doubles
+    /// as in `ThrottlePolicy::lock_for`.
+    pub const BEGIN_ATTEMPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+if total >= tonumber(ARGV[4]) then return {2, 0, now_us} end
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then return {1, left, now_us} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+total = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[1], now, now .. ':' .. total)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if over >= 0 then
+  local lock = math.min(1000 * 2 ^ math.min(over, 20), tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2], '1', 'PX', math.floor(lock))
+end
+return {0, 0, now_us}
+"#;
 }
