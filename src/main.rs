@@ -148,9 +148,25 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Targets that print whole requests and responses (their `Cookie`, `Set-Cookie` and
+/// `Authorization` headers) at debug level: held at `info` whatever `RUST_LOG` says, so that
+/// turning logging up for a diagnosis never writes a session token to disk.
+const HEADER_DUMPING_TARGETS: [&str; 5] = [
+    "pingora_core::protocols",
+    "pingora_proxy",
+    "hyper",
+    "h2",
+    "reqwest",
+];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in HEADER_DUMPING_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -155,7 +155,8 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
                 (memory.clone(), memory)
             }
         };
-        let users = authflow_auth::server::users_from_config(&auth_cfg).await?;
+        let gate = authflow_auth::api::mail_gate(&auth_cfg, throttle.clone());
+        let users = authflow_auth::server::users_from_config(&auth_cfg, gate).await?;
         let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone(), throttle));
 
         let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store)?;

@@ -823,3 +823,91 @@ async fn an_address_gets_at_most_one_account_mail_per_cooldown() {
         "{to_bomb:?}"
     );
 }
+
+/// An unknown address costs a password check too (against a dummy hash), so the time of an
+/// answer does not tell whether an account exists. Medians of interleaved attempts, with a
+/// margin wide enough for a noisy 2-core machine and far too narrow for a skipped argon2
+/// (which would answer ~50x faster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_email_and_wrong_password_take_the_same_time() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |c| {
+        c.throttle.lock_after = 1000;
+        c.throttle.hard_cap = 1000;
+    })
+    .await;
+    register(&svc, "timed@example.com").await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..15 {
+        let t = std::time::Instant::now();
+        assert_eq!(
+            sign_in(&svc, "timed@example.com", "not the password")
+                .await
+                .status(),
+            401
+        );
+        known.push(t.elapsed());
+        let t = std::time::Instant::now();
+        let nobody = format!("nobody{i}@example.com");
+        assert_eq!(
+            sign_in(&svc, &nobody, "not the password").await.status(),
+            401
+        );
+        unknown.push(t.elapsed());
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[7].as_secs_f64(), unknown[7].as_secs_f64());
+    let ratio = u / k;
+    eprintln!("median wrong password {k:.4}s, unknown email {u:.4}s, ratio {ratio:.2}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "ratio {ratio:.2}: timing tells accounts apart"
+    );
+}
+
+/// Someone signs up first with another person's address and a password of their choosing.
+/// When the owner then signs up, their own link confirms their own password; the earlier
+/// link no longer confirms anything, and the first password never opens the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_up_first_with_someone_elses_address_does_not_capture_the_account() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |_| {}).await;
+    let email = "owner@example.com";
+    let attacker_pw = "attacker chosen password";
+    let r = post(
+        svc.api("signup"),
+        json!({"email": email, "password": attacker_pw}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let first = link_token(&wait_for_mail(&svc.outbox(), email, "verify-email").await);
+    let r = post(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let second = poll(
+        || async {
+            outbox_messages(&svc.outbox())
+                .into_iter()
+                .filter(|m| m.contains("verify-email"))
+                .map(|m| link_token(&m))
+                .find(|t| *t != first)
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("the owner's own verification link");
+    let verify = |t: String| {
+        let url = svc.api(&format!("verify-email?token={t}"));
+        async move { client().get(url).send().await.expect("request").status() }
+    };
+    assert_eq!(
+        verify(first.clone()).await,
+        400,
+        "the earlier link must be dead"
+    );
+    assert_eq!(verify(second).await, 200);
+    assert_eq!(sign_in(&svc, email, attacker_pw).await.status(), 401);
+    assert_eq!(sign_in(&svc, email, PW).await.status(), 200);
+    assert_eq!(verify(first).await, 400);
+}

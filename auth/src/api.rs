@@ -7,6 +7,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::flows::Accounts;
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
+use crate::mail::MailGate;
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
@@ -37,6 +38,11 @@ struct ResetUpdate {
     new_password: String,
 }
 
+/// The per-address mail cooldown of `cfg`, kept with the sign-in counters.
+pub fn mail_gate(cfg: &AuthConfig, counters: Arc<dyn LoginThrottle>) -> MailGate {
+    MailGate::new(counters, cfg.throttle.mail_cooldown.0)
+}
+
 /// The service: the account flows behind their endpoints.
 pub struct Api {
     pub accounts: Accounts,
@@ -50,13 +56,10 @@ impl Api {
         throttle: Arc<dyn LoginThrottle>,
     ) -> Self {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies);
-        let throttle = SignInThrottle::new(
-            throttle,
-            cfg.throttle.policy(),
-            cfg.throttle.mail_cooldown.0,
-        );
+        let mail_gate = mail_gate(cfg, throttle.clone());
+        let throttle = SignInThrottle::new(throttle, cfg.throttle.policy());
         Api {
-            accounts: Accounts::new(users, sessions, throttle),
+            accounts: Accounts::new(users, sessions, throttle, mail_gate),
         }
     }
 

@@ -8,8 +8,9 @@ use crate::credentials::{
 };
 use crate::error::ApiError;
 use crate::http::ApiRequest;
+use crate::mail::{MailGate, MailKind};
 use crate::sessions::Sessions;
-use crate::throttle::{MailKind, SignInThrottle};
+use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
 use authflow_shared::session::SessionRecord;
 use authflow_shared::token::{log_id, SessionToken};
@@ -19,27 +20,29 @@ pub struct Accounts {
     pub users: Arc<dyn UserProvider>,
     pub sessions: Sessions,
     throttle: SignInThrottle,
+    mail_gate: MailGate,
 }
 
 impl Accounts {
-    pub fn new(users: Arc<dyn UserProvider>, sessions: Sessions, throttle: SignInThrottle) -> Self {
+    pub fn new(
+        users: Arc<dyn UserProvider>,
+        sessions: Sessions,
+        throttle: SignInThrottle,
+        mail_gate: MailGate,
+    ) -> Self {
         Accounts {
             users,
             sessions,
             throttle,
+            mail_gate,
         }
     }
 
     /// Creates an account (or quietly mails the owner of an existing address: the answer is
-    /// the same either way). At most one such mail per address per cooldown: a repeat within
-    /// it does nothing, and answers the same.
+    /// the same either way; the provider keeps those mails within their cooldown).
     pub async fn sign_up(&self, email: &str, password: &str) -> Result<(), ApiError> {
         let email = validate_email(email)?;
         validate_password(password)?;
-        if !self.throttle.mail_allowed(MailKind::SignUp, &email).await? {
-            tracing::info!("sign-up mail skipped: address in its cooldown");
-            return Ok(());
-        }
         Ok(self.users.sign_up(&email, password).await?)
     }
 
@@ -82,7 +85,7 @@ impl Accounts {
         if !looks_like_email(&email) {
             return Ok(());
         }
-        if !self.throttle.mail_allowed(MailKind::Reset, &email).await? {
+        if !self.mail_gate.allow(MailKind::Reset, &email, "").await? {
             tracing::info!("reset mail skipped: address in its cooldown");
             return Ok(());
         }

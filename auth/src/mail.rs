@@ -3,11 +3,15 @@
 
 use crate::config::MailConfig;
 use crate::endpoint::{Endpoint, Page};
+use authflow_shared::store::{LoginThrottle, StoreError};
+use authflow_shared::token::hash_hex;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -17,6 +21,55 @@ pub enum MailError {
     Address,
     #[error("sending failed: {0}")]
     Send(String),
+}
+
+/// The mails anyone can make us send to an address (by signing up with it, or asking for a
+/// reset): each kind goes at most once per cooldown to one address, so no address can be
+/// mail-bombed through us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    /// "Someone tried to register with your address."
+    AlreadyRegistered,
+    /// A verification link for a sign-up that is still pending.
+    Verification,
+    /// A password-reset link.
+    Reset,
+}
+
+impl MailKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MailKind::AlreadyRegistered => "registered",
+            MailKind::Verification => "verify",
+            MailKind::Reset => "reset",
+        }
+    }
+}
+
+/// The per-address cooldown on [`MailKind`]s, kept in the session store (so every auth
+/// instance shares it).
+#[derive(Clone)]
+pub struct MailGate {
+    counters: Arc<dyn LoginThrottle>,
+    cooldown: Duration,
+}
+
+impl MailGate {
+    pub fn new(counters: Arc<dyn LoginThrottle>, cooldown: Duration) -> Self {
+        MailGate { counters, cooldown }
+    }
+
+    /// Whether a mail of `kind` may go to `to` now. `variant` splits one kind further (a
+    /// verification link per chosen password, so an earlier sign-up by someone else cannot
+    /// hold back the owner's own link).
+    pub async fn allow(&self, kind: MailKind, to: &str, variant: &str) -> Result<bool, StoreError> {
+        let key = format!(
+            "{}:{}",
+            kind.as_str(),
+            hash_hex(format!("{to}\n{variant}").as_bytes())
+        );
+        self.counters.mail_allowed(&key, self.cooldown).await
+    }
 }
 
 enum Transport {
@@ -30,10 +83,11 @@ pub struct Mailer {
     from: Mailbox,
     base_url: String,
     transport: Transport,
+    gate: MailGate,
 }
 
 impl Mailer {
-    pub fn new(cfg: &MailConfig) -> Result<Self, MailError> {
+    pub fn new(cfg: &MailConfig, gate: MailGate) -> Result<Self, MailError> {
         let from: Mailbox = cfg
             .from
             .parse()
@@ -65,7 +119,28 @@ impl Mailer {
             from,
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
             transport,
+            gate,
         })
+    }
+
+    /// Whether a mail of `kind` may go to `to` now ([`MailGate::allow`]). When the store
+    /// cannot say, no mail goes: a lost mail can be asked for again, a flood cannot be undone.
+    pub async fn may_send(&self, kind: MailKind, to: &str, variant: &str) -> bool {
+        match self.gate.allow(kind, to, variant).await {
+            Ok(allowed) => {
+                if !allowed {
+                    tracing::info!(
+                        kind = kind.as_str(),
+                        "mail skipped: the address is in its cooldown"
+                    );
+                }
+                allowed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mail cooldown unknown: mail not sent");
+                false
+            }
+        }
     }
 
     /// `base_url` + `path` + `?token=<token>`.

@@ -4,7 +4,7 @@
 use crate::api::Api;
 use crate::config::{AuthConfig, Provider};
 use crate::http::{ApiRequest, HttpResponse};
-use crate::mail::{MailError, Mailer};
+use crate::mail::{MailError, MailGate, Mailer};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
 use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
@@ -36,8 +36,11 @@ pub enum StartError {
     Config(String),
 }
 
-/// The user provider the config asks for.
-pub async fn users_from_config(cfg: &AuthConfig) -> Result<Arc<dyn UserProvider>, StartError> {
+/// The user provider the config asks for; its mails go through `mail_gate`.
+pub async fn users_from_config(
+    cfg: &AuthConfig,
+    mail_gate: MailGate,
+) -> Result<Arc<dyn UserProvider>, StartError> {
     match cfg.provider {
         Provider::Builtin => {
             let db =
@@ -48,7 +51,7 @@ pub async fn users_from_config(cfg: &AuthConfig) -> Result<Arc<dyn UserProvider>
                 p.argon2_iterations,
                 p.argon2_parallelism,
             )?;
-            let mailer = Arc::new(Mailer::new(&cfg.mail)?);
+            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate)?);
             Ok(Arc::new(BuiltinUsers::new(
                 db,
                 hasher,
@@ -76,7 +79,8 @@ pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
     }
     let redis = Arc::new(redis);
     let store: Arc<dyn SessionStore> = redis.clone();
-    Ok(Api::new(cfg, users_from_config(cfg).await?, store, redis))
+    let users = users_from_config(cfg, crate::api::mail_gate(cfg, redis.clone())).await?;
+    Ok(Api::new(cfg, users, store, redis))
 }
 
 /// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish

@@ -1,4 +1,4 @@
-//! The per-account sign-in throttle (OWASP / ASVS 2.2.1) and the per-address mail cooldown.
+//! The per-account sign-in throttle (OWASP / ASVS 2.2.1).
 //!
 //! The check and the count are one atomic step on the store, taken *before* the password is
 //! verified: every attempt counts as unsuccessful until it succeeds, so parallel guesses at
@@ -19,41 +19,14 @@ use std::time::Duration;
 /// How long a capped account reports itself locked (it stays locked until a reset).
 const CAPPED_RETRY: Duration = Duration::from_secs(3600);
 
-/// The account mails an address can be sent on request of someone else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailKind {
-    /// Verification, or "someone tried to register with your address".
-    SignUp,
-    /// A password-reset link.
-    Reset,
-}
-
-impl MailKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            MailKind::SignUp => "signup",
-            MailKind::Reset => "reset",
-        }
-    }
-}
-
 pub struct SignInThrottle {
     counters: Arc<dyn LoginThrottle>,
     policy: ThrottlePolicy,
-    mail_cooldown: Duration,
 }
 
 impl SignInThrottle {
-    pub fn new(
-        counters: Arc<dyn LoginThrottle>,
-        policy: ThrottlePolicy,
-        mail_cooldown: Duration,
-    ) -> Self {
-        SignInThrottle {
-            counters,
-            policy,
-            mail_cooldown,
-        }
+    pub fn new(counters: Arc<dyn LoginThrottle>, policy: ThrottlePolicy) -> Self {
+        SignInThrottle { counters, policy }
     }
 
     /// Runs `check` (the password verification) for `email` unless the account is locked;
@@ -83,16 +56,6 @@ impl SignInThrottle {
         Ok(self
             .counters
             .clear_attempts(&hash_hex(email.as_bytes()))
-            .await?)
-    }
-
-    /// Whether a mail of `kind` may go to `email` now (one per cooldown per address and
-    /// kind, so a sign-up's verification mail does not hold back a reset link).
-    pub async fn mail_allowed(&self, kind: MailKind, email: &str) -> Result<bool, ApiError> {
-        let address = format!("{}:{}", kind.as_str(), hash_hex(email.as_bytes()));
-        Ok(self
-            .counters
-            .mail_allowed(&address, self.mail_cooldown)
             .await?)
     }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct Gateway {
     pub port: u16,
     pub config_path: PathBuf,
+    /// Its stderr, when started with [`Gateway::start_logging`].
+    pub log: Option<PathBuf>,
     _dir: tempfile::TempDir,
     child: Child,
 }
@@ -22,9 +24,20 @@ impl Gateway {
     /// Starts the gateway on `cfg` (its `listen` is set to a free port) and waits until
     /// `/health` says it is ready (Redis connected), as a load balancer would.
     pub async fn start(cfg: GatewayConfig) -> Gateway {
+        Self::start_with_log(cfg, None).await
+    }
+
+    /// As [`Gateway::start`], logging at `level` (a `RUST_LOG` filter) into [`Gateway::log`].
+    pub async fn start_logging(cfg: GatewayConfig, level: &str) -> Gateway {
+        Self::start_with_log(cfg, Some(level)).await
+    }
+
+    async fn start_with_log(cfg: GatewayConfig, level: Option<&str>) -> Gateway {
         let (port, dir, config_path) = Self::prepare(cfg);
+        let mut cmd = Self::command(&config_path);
+        let log = level.map(|l| capture_log(&mut cmd, l, dir.path()));
         let child = spawn_until_healthy(
-            &mut Self::command(&config_path),
+            &mut cmd,
             &format!("http://127.0.0.1:{port}/health"),
             Duration::from_secs(20),
         )
@@ -32,6 +45,7 @@ impl Gateway {
         Gateway {
             port,
             config_path,
+            log,
             _dir: dir,
             child,
         }
@@ -48,6 +62,7 @@ impl Gateway {
         Gateway {
             port,
             config_path,
+            log: None,
             _dir: dir,
             child,
         }
@@ -85,10 +100,20 @@ impl Drop for Gateway {
     }
 }
 
+/// Sends the process's stderr to `dir/stderr.log` at `level`; returns the path.
+fn capture_log(cmd: &mut Command, level: &str, dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("stderr.log");
+    let file = std::fs::File::create(&path).expect("log file");
+    cmd.env("RUST_LOG", level).stderr(Stdio::from(file));
+    path
+}
+
 /// A running `authflow auth` with its own temp dir (outbox, SQLite file).
 pub struct AuthService {
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// Its stderr, when started with [`AuthService::start_logging`].
+    pub log: Option<PathBuf>,
     child: Child,
 }
 
@@ -96,7 +121,21 @@ impl AuthService {
     /// Starts the service on `cfg` with extra environment `env` and waits for `/health` to
     /// answer 200. The harness sets `listen`, the outbox, and (when `database.url` is empty)
     /// a SQLite file in the temp dir.
-    pub async fn start(mut cfg: AuthConfig, env: &[(&str, &str)]) -> AuthService {
+    pub async fn start(cfg: AuthConfig, env: &[(&str, &str)]) -> AuthService {
+        Self::start_with_log(cfg, env, None).await
+    }
+
+    /// As [`AuthService::start`], logging at `level` (a `RUST_LOG` filter) into
+    /// [`AuthService::log`].
+    pub async fn start_logging(cfg: AuthConfig, level: &str) -> AuthService {
+        Self::start_with_log(cfg, &[], Some(level)).await
+    }
+
+    async fn start_with_log(
+        mut cfg: AuthConfig,
+        env: &[(&str, &str)],
+        level: Option<&str>,
+    ) -> AuthService {
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         cfg.listen = format!("127.0.0.1:{port}");
@@ -114,13 +153,19 @@ impl AuthService {
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        let log = level.map(|l| capture_log(&mut cmd, l, dir.path()));
         let child = spawn_until_healthy(
             &mut cmd,
             &format!("http://127.0.0.1:{port}/health"),
             Duration::from_secs(20),
         )
         .await;
-        AuthService { port, dir, child }
+        AuthService {
+            port,
+            dir,
+            log,
+            child,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

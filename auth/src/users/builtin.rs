@@ -2,7 +2,7 @@
 //! start) or PostgreSQL, through one set of migrations (sqlx `Any`).
 
 use super::{Account, ProviderError, SignedIn, UserProvider};
-use crate::mail::Mailer;
+use crate::mail::{MailKind, Mailer};
 use crate::password::PasswordHasherPool;
 use async_trait::async_trait;
 use authflow_shared::now_ms;
@@ -93,54 +93,59 @@ impl BuiltinUsers {
         .map_err(unavailable)
     }
 
-    /// Stores the hash of a fresh one-time token and returns the token.
+    /// Stores the hash of a fresh one-time token and returns the token. A verification token
+    /// carries the password hash of the sign-up that asked for it.
     async fn issue_token(
         &self,
         user_id: &str,
         purpose: &str,
         ttl: Duration,
+        password_hash: Option<&str>,
     ) -> Result<String, ProviderError> {
         let token = random_token(32);
-        sqlx::query("INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at, password_hash) VALUES ($1, $2, $3, $4, $5)")
             .bind(hash_hex(token.as_bytes()))
             .bind(user_id)
             .bind(purpose)
             .bind((now_ms() + ttl.as_millis() as u64) as i64)
+            .bind(password_hash)
             .execute(&self.db)
             .await
             .map_err(unavailable)?;
         Ok(token)
     }
 
-    /// Marks a valid, unused, unexpired token used, atomically; returns its user id.
-    async fn burn_token(&self, token: &str, purpose: &str) -> Result<String, ProviderError> {
-        let now = now_ms() as i64;
-        let row = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $1 \
-             WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $4 \
-             RETURNING user_id",
+    /// Uses up every open token of `purpose` for `user_id` (a newer one replaces them).
+    async fn retire_tokens(&self, user_id: &str, purpose: &str) -> Result<(), ProviderError> {
+        sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
         )
-        .bind(now)
-        .bind(hash_hex(token.as_bytes()))
+        .bind(now_ms() as i64)
+        .bind(user_id)
         .bind(purpose)
-        .bind(now)
-        .fetch_optional(&self.db)
+        .execute(&self.db)
         .await
         .map_err(unavailable)?;
-        row.map(|r| r.get::<String, _>(0))
-            .ok_or(ProviderError::InvalidToken)
+        Ok(())
     }
 
-    async fn create_user(
+    /// Sends a verification link for `user_id` that confirms `hash` only.
+    async fn send_verification(
         &self,
+        user_id: &str,
         email: &str,
-        password: &str,
-    ) -> Result<Option<String>, ProviderError> {
-        let hash = self
-            .hasher
-            .hash(password)
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        hash: &str,
+    ) -> Result<(), ProviderError> {
+        let token = self
+            .issue_token(user_id, VERIFY_EMAIL, self.verification_ttl, Some(hash))
+            .await?;
+        if let Err(e) = self.mailer.send_verification(email, &token).await {
+            tracing::error!(error = %e, "could not send verification email");
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, email: &str, hash: &str) -> Result<Option<String>, ProviderError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms() as i64;
         let inserted = sqlx::query(
@@ -165,24 +170,45 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
 
 #[async_trait]
 impl UserProvider for BuiltinUsers {
+    /// One password hash in every case (same work whatever the address), then: a new
+    /// account and its link; for a verified account, a note to its owner; for a sign-up
+    /// still pending, a fresh link that confirms *this* sign-up's password and replaces the
+    /// earlier links, so whoever signed up first with someone else's address cannot have
+    /// their password confirmed by the owner's click.
     async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError> {
-        if self.find(email).await?.is_some() {
-            // Same work as a new account (one hash), then tell the owner instead.
-            let _ = self.hasher.hash(password).await;
-            if let Err(e) = self.mailer.send_already_registered(email).await {
-                tracing::error!(error = %e, "could not send already-registered email");
+        let hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let Some(row) = self.find(email).await? else {
+            return match self.create_user(email, &hash).await? {
+                Some(user_id) => self.send_verification(&user_id, email, &hash).await,
+                // Lost a race with a concurrent sign-up of the same address.
+                None => Ok(()),
+            };
+        };
+        let verified: Option<i64> = row.try_get("email_verified_at").unwrap_or(None);
+        if verified.is_some() {
+            if self
+                .mailer
+                .may_send(MailKind::AlreadyRegistered, email, "")
+                .await
+            {
+                if let Err(e) = self.mailer.send_already_registered(email).await {
+                    tracing::error!(error = %e, "could not send already-registered email");
+                }
             }
             return Ok(());
         }
-        let Some(user_id) = self.create_user(email, password).await? else {
-            // Lost a race with a concurrent sign-up of the same address.
-            return Ok(());
-        };
-        let token = self
-            .issue_token(&user_id, VERIFY_EMAIL, self.verification_ttl)
-            .await?;
-        if let Err(e) = self.mailer.send_verification(email, &token).await {
-            tracing::error!(error = %e, "could not send verification email");
+        let user_id: String = row.get("id");
+        self.retire_tokens(&user_id, VERIFY_EMAIL).await?;
+        if self
+            .mailer
+            .may_send(MailKind::Verification, email, "")
+            .await
+        {
+            self.send_verification(&user_id, email, &hash).await?;
         }
         Ok(())
     }
@@ -227,16 +253,9 @@ impl UserProvider for BuiltinUsers {
         };
         let user_id: String = row.get("id");
         // A new link replaces any earlier unused one.
-        sqlx::query(
-            "DELETE FROM one_time_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
-        )
-        .bind(&user_id)
-        .bind(RESET_PASSWORD)
-        .execute(&self.db)
-        .await
-        .map_err(unavailable)?;
+        self.retire_tokens(&user_id, RESET_PASSWORD).await?;
         let token = self
-            .issue_token(&user_id, RESET_PASSWORD, self.reset_ttl)
+            .issue_token(&user_id, RESET_PASSWORD, self.reset_ttl, None)
             .await?;
         if let Err(e) = self
             .mailer
@@ -310,16 +329,37 @@ impl UserProvider for BuiltinUsers {
         Ok(Account { user_id, email })
     }
 
+    /// Confirms the address and, with it, the password chosen in the sign-up that sent this
+    /// link. A link for an address already confirmed changes nothing.
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError> {
-        let user_id = self.burn_token(token, VERIFY_EMAIL).await?;
-        sqlx::query(
-            "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        let now = now_ms() as i64;
+        let row = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $4 \
+             RETURNING user_id, password_hash",
         )
-        .bind(now_ms() as i64)
-        .bind(user_id)
-        .execute(&self.db)
+        .bind(now)
+        .bind(hash_hex(token.as_bytes()))
+        .bind(VERIFY_EMAIL)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or(ProviderError::InvalidToken)?;
+        let user_id: String = row.get(0);
+        let chosen: Option<String> = row.try_get(1).unwrap_or(None);
+        sqlx::query(
+            "UPDATE users SET email_verified_at = $1, password_hash = COALESCE($2, password_hash), updated_at = $1 \
+             WHERE id = $3 AND email_verified_at IS NULL",
+        )
+        .bind(now)
+        .bind(chosen)
+        .bind(&user_id)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -1,0 +1,125 @@
+//! What the services write to their logs, with everything turned up to `debug`: a whole
+//! account life (sign-up, verification, sign-in, a protected request, a reset, a wrong
+//! password, a malformed body, logout) through the gateway, then both logs searched for every
+//! secret that passed by. None may appear: no password, session token, verification or
+//! reset token, and no full email address.
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const EMAIL: &str = "log.secret.person@example.com";
+const PASSWORD: &str = "first secret passphrase";
+const NEW_PASSWORD: &str = "second secret passphrase";
+const WRONG_PASSWORD: &str = "third wrong passphrase";
+const NUMERIC_PASSWORD: i64 = 987_654_321_012;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_either_log_at_debug_level() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let auth = AuthService::start_logging(auth_config(&redis.url()), "debug").await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    with_auth_service(&mut cfg, auth.port);
+    let gw = Gateway::start_logging(cfg, "debug").await;
+    let api = |e: &str| gw.url(&format!("/api/v1/simple_auth/{e}"));
+    let post = |url: String, body: serde_json::Value, cookie: Option<String>| async move {
+        let mut r = client().post(url).header("user-agent", UA).json(&body);
+        if let Some(c) = cookie {
+            r = r.header("cookie", format!("sid={c}"));
+        }
+        r.send().await.expect("request")
+    };
+
+    let r = post(
+        api("signup"),
+        json!({"email": EMAIL, "password": PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let verify = link_token(&wait_for_mail(&auth.outbox(), EMAIL, "verify-email").await);
+    let r = client()
+        .get(api(&format!("verify-email?token={verify}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let r = post(
+        api("signin"),
+        json!({"email": EMAIL, "password": PASSWORD}),
+        None,
+    )
+    .await;
+    let session = session_cookie(&r).expect("session cookie");
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &session).await.status(),
+        200
+    );
+
+    let r = post(api("forgot-password"), json!({"email": EMAIL}), None).await;
+    assert_eq!(r.status(), 202);
+    let reset = link_token(&wait_for_mail(&auth.outbox(), EMAIL, "reset-password").await);
+    let r = post(
+        api("reset-password/update"),
+        json!({"token": reset, "new_password": NEW_PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = post(
+        api("signin"),
+        json!({"email": EMAIL, "password": WRONG_PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let r = post(
+        api("signin"),
+        json!({"email": EMAIL, "password": NUMERIC_PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(!r
+        .text()
+        .await
+        .expect("body")
+        .contains(&NUMERIC_PASSWORD.to_string()));
+    let r = post(
+        api("signin"),
+        json!({"email": EMAIL, "password": NEW_PASSWORD}),
+        None,
+    )
+    .await;
+    let second = session_cookie(&r).expect("session cookie");
+    let r = post(api("logout"), json!({}), Some(second.clone())).await;
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let secrets = [
+        ("password", PASSWORD.to_owned()),
+        ("new password", NEW_PASSWORD.to_owned()),
+        ("wrong password", WRONG_PASSWORD.to_owned()),
+        ("numeric password", NUMERIC_PASSWORD.to_string()),
+        ("session token", session),
+        ("second session token", second),
+        ("verification token", verify),
+        ("reset token", reset),
+        ("email address", EMAIL.to_owned()),
+    ];
+    for (service, log) in [("gateway", &gw.log), ("auth", &auth.log)] {
+        let text = std::fs::read_to_string(log.as_ref().expect("log")).expect("read log");
+        assert!(
+            text.lines().count() > 10,
+            "{service}: the log is too short to mean anything:\n{text}"
+        );
+        for (what, secret) in &secrets {
+            if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+                panic!("{service} logged the {what}: {line}");
+            }
+        }
+    }
+}
