@@ -179,7 +179,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
             tokio::net::TcpListener::from_std(demo_listener).map_err(UpError::Runtime)?,
             until_stop(stop_rx.clone()),
         ));
-        announce(args, &gw_cfg, &auth_cfg);
+        println!("{}", banner(args, &gw_cfg, &auth_cfg));
 
         authflow_auth::server::shutdown_signal().await;
         eprintln!("\nshutting down: letting in-flight requests finish...");
@@ -192,39 +192,86 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
     })
 }
 
-fn announce(args: &UpArgs, gw: &GatewayConfig, auth: &AuthConfig) {
+/// What `up` prints once everything listens. URLs are shown with their passwords redacted.
+fn banner(args: &UpArgs, gw: &GatewayConfig, auth: &AuthConfig) -> String {
+    use std::fmt::Write;
     let g = args.gateway_port;
-    println!("AuthFlow is up.\n");
-    println!("  Open   http://localhost:{g}/app/   (you will be sent to sign in first)\n");
-    println!("  gateway  http://{}:{g}", args.host);
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(out, "AuthFlow is up.\n");
+    let _ = writeln!(
+        out,
+        "  Open   http://localhost:{g}/app/   (you will be sent to sign in first)\n"
+    );
+    let _ = writeln!(out, "  gateway  http://{}:{g}", args.host);
+    let _ = writeln!(
+        out,
         "  auth     http://{}:{}   (behind the gateway)",
         args.host, args.auth_port
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  demo     http://{}:{}   (behind the gateway)\n",
         args.host, args.demo_port
     );
-    println!("  Routes:");
+    let _ = writeln!(out, "  Routes:");
     for r in &gw.routes {
-        println!(
+        let _ = writeln!(
+            out,
             "    {:<24} -> {:<5} auth = {:?}",
             r.prefix, r.upstream, r.auth
         );
     }
-    println!("    {:<24} -> the gateway itself", "/health");
-    println!();
-    println!(
-        "  Sessions: {}",
-        args.redis_url.as_deref().map_or(
-            "in-process (restart signs everyone out)".to_owned(),
-            |u| format!("Redis at {}", redact_url(u))
-        )
-    );
-    println!("  Users:    {}", redact_url(&auth.database.url));
-    println!(
+    let _ = writeln!(out, "    {:<24} -> the gateway itself\n", "/health");
+    let sessions = args
+        .redis_url
+        .as_deref()
+        .map_or("in-process (restart signs everyone out)".to_owned(), |u| {
+            format!("Redis at {}", redact_url(u))
+        });
+    let _ = writeln!(out, "  Sessions: {sessions}");
+    let _ = writeln!(out, "  Users:    {}", redact_url(&auth.database.url));
+    let _ = writeln!(
+        out,
         "  Emails:   {}/  (verification and reset links land here)",
         auth.mail.outbox_dir
     );
-    println!("\nCtrl-C stops everything.");
+    let _ = write!(out, "\nCtrl-C stops everything.");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn the_banner_never_shows_a_password() {
+        let cli = Cli::parse_from([
+            "up",
+            "--redis-url",
+            "redis://:redis-pw@127.0.0.1:6379",
+            "--database-url",
+            "postgres://app:db-pw@127.0.0.1:5432/auth",
+        ]);
+        let (gw, auth) = configs(&cli.up).expect("configs");
+        let text = banner(&cli.up, &gw, &auth);
+        assert!(
+            text.contains("Redis at redis://:***@127.0.0.1:6379"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgres://app:***@127.0.0.1:5432/auth"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("redis-pw") && !text.contains("db-pw"),
+            "{text}"
+        );
+    }
 }

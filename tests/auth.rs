@@ -911,3 +911,25 @@ async fn signing_up_first_with_someone_elses_address_does_not_capture_the_accoun
     assert_eq!(sign_in(&svc, email, PW).await.status(), 200);
     assert_eq!(verify(first).await, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let redis = Redis::start().await;
+    let svc = sqlite_service(&redis, |_| {}).await;
+    let answers = [
+        client()
+            .get(svc.url("/auth/signin"))
+            .send()
+            .await
+            .expect("page"),
+        client().get(svc.url("/nowhere")).send().await.expect("404"),
+        post(svc.api("signin"), json!({"email": "x@example.com"})).await,
+        client().post(svc.api("logout")).send().await.expect("204"),
+    ];
+    for r in answers {
+        let status = r.status();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{status}");
+        assert_eq!(r.headers()["referrer-policy"], "no-referrer", "{status}");
+        assert_eq!(r.headers()["cache-control"], "no-store", "{status}");
+    }
+}

@@ -303,3 +303,78 @@ async fn what_the_gateway_answers_itself_carries_security_headers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_requests() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let mut cfg = deployment(&redis, &up);
+    cfg.limits.max_in_flight_per_client = 2;
+    let gw = Gateway::start(cfg).await;
+    // Three slow requests at once from one address: the third is refused at once.
+    let slow = || {
+        let url = gw.url("/public/slow/x");
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let r = client_from(Some("127.0.0.7"))
+                .get(url)
+                .send()
+                .await
+                .expect("request");
+            (r.status().as_u16(), t.elapsed())
+        })
+    };
+    let (a, b) = (slow(), slow());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, took) = slow().await.expect("task");
+    assert_eq!(code, 429);
+    assert!(
+        took < Duration::from_millis(900),
+        "refused only after {took:?}"
+    );
+    let others = client_from(Some("127.0.0.8"))
+        .get(gw.url("/public/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(others.status(), 200, "other addresses are not held up");
+    for h in [a, b] {
+        let (code, _) = h.await.expect("task");
+        assert_ne!(code, 429);
+    }
+    let again = client_from(Some("127.0.0.7"))
+        .get(gw.url("/public/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(again.status(), 200, "slots are given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let mut cfg = deployment(&redis, &up);
+    cfg.limits.keepalive_timeout = authflow_shared::config::HumanDuration::secs(1);
+    let gw = Gateway::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Idle past the timeout: the gateway closes the connection.
+    let closed = tokio::time::timeout(Duration::from_secs(4), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "connection still open: {closed:?}"
+    );
+}

@@ -37,6 +37,16 @@ pub fn uncached(status: u16, content_type: Option<&'static str>, body: Bytes) ->
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
+    // No MIME sniffing of our JSON, no paths or tokens leaking through Referer. (HSTS is the
+    // gateway's, on its TLS listener, for everything it serves.)
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 

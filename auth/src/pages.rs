@@ -85,10 +85,6 @@ fn html(status: u16, title: &str, body: &str) -> HttpResponse {
         header::X_FRAME_OPTIONS,
         header::HeaderValue::from_static("DENY"),
     );
-    h.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
     resp
 }
 

@@ -130,6 +130,10 @@ pub struct LimitsConfig {
     /// Longest wait between two reads of a request body: a client trickling its body (slow
     /// POST) is cut off.
     pub body_read_timeout: HumanDuration,
+    /// How long an idle keep-alive connection is kept open for the client's next request.
+    pub keepalive_timeout: HumanDuration,
+    /// Requests one client address may have in flight at once; more get 429. `0` is no cap.
+    pub max_in_flight_per_client: u32,
 }
 
 impl Default for LimitsConfig {
@@ -139,6 +143,8 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_body_bytes: 10 * 1024 * 1024,
             body_read_timeout: HumanDuration::secs(10),
+            keepalive_timeout: HumanDuration::secs(60),
+            max_in_flight_per_client: 256,
         }
     }
 }
@@ -440,6 +446,9 @@ impl Validate for LimitsConfig {
         }
         if self.body_read_timeout.0.is_zero() {
             p.add("body_read_timeout", "must be greater than 0");
+        }
+        if self.keepalive_timeout.0 < std::time::Duration::from_secs(1) {
+            p.add("keepalive_timeout", "must be at least 1s");
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod decision;
 pub mod headers;
 pub mod health;
+pub mod in_flight;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;

@@ -8,6 +8,7 @@ use crate::config::{AuthMode, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::headers;
 use crate::health::Health;
+use crate::in_flight::InFlight;
 use crate::metrics;
 use crate::rate_limit::{RateDecision, RateLimiter};
 use crate::response::LocalResponse;
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     pub route: Option<Route>,
     /// Request body bytes seen so far, against the route's limit.
     pub body_bytes: u64,
+    /// The in-flight slot this request holds, given back in `logging`.
+    pub in_flight: Option<usize>,
     pub identity: Option<Identity>,
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
@@ -69,6 +72,7 @@ pub struct Gateway {
     sessions: SessionChecker,
     health: Health,
     limits: LimitsConfig,
+    in_flight: InFlight,
     cookie: CookieSpec,
     fingerprint: FingerprintSpec,
     login_url: String,
@@ -93,6 +97,7 @@ impl Gateway {
             sessions: SessionChecker::new(store, &cfg.session, &cfg.session_check),
             health,
             limits: cfg.limits.clone(),
+            in_flight: InFlight::new(cfg.limits.max_in_flight_per_client),
             cookie: cfg.session.cookie(),
             fingerprint: cfg.session.fingerprint.clone(),
             login_url: cfg.session_check.login_url.clone(),
@@ -112,6 +117,10 @@ impl Gateway {
 
     /// The request policy, in order. Only `Step::Respond` stops it.
     async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step {
+        // HTTP/1.1 keeps idle connections forever by default: bound it.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs()));
+        }
         let req = session.req_header();
         if let Some(resp) = self.header_limits(req) {
             return Step::Respond(Decision::TooLarge, resp);
@@ -128,6 +137,14 @@ impl Gateway {
                 Decision::RateLimited,
                 LocalResponse::too_many_requests(&over),
             );
+        }
+        match self.in_flight.enter(ctx.client_ip) {
+            Ok(slot) => ctx.in_flight = slot,
+            Err(()) => {
+                let resp = LocalResponse::error(429, "too_many_requests_in_flight")
+                    .header("retry-after", "1");
+                return Step::Respond(Decision::RateLimited, resp);
+            }
         }
         if ctx.path == "/health" {
             return Step::Respond(Decision::Health, self.public_health(req).await);
@@ -335,6 +352,7 @@ impl ProxyHttp for Gateway {
             host: None,
             route: None,
             body_bytes: 0,
+            in_flight: None,
             identity: None,
             fingerprint: None,
             decision: Decision::Forwarded,
@@ -485,6 +503,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(slot) = ctx.in_flight.take() {
+            self.in_flight.leave(slot);
+        }
         metrics::count(ctx.decision);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         tracing::info!(
