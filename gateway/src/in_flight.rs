@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Slots in the table (4 bytes each).
 const SLOTS: usize = 65_536;
 
+/// The address already has its limit of requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit;
+
 pub struct InFlight {
     slots: Box<[AtomicU32]>,
     limit: u32,
@@ -30,9 +34,10 @@ impl InFlight {
         }
     }
 
-    /// Counts a request of `client` in; `None` when it already has `limit` in flight (then
-    /// nothing was counted). The returned slot must be handed to [`InFlight::leave`].
-    pub fn enter(&self, client: IpAddr) -> Result<Option<usize>, ()> {
+    /// Counts a request of `client` in and returns its slot (`None` when there is no cap),
+    /// to be handed to [`InFlight::leave`]; [`OverLimit`] when it already has `limit` in
+    /// flight (then nothing was counted).
+    pub fn enter(&self, client: IpAddr) -> Result<Option<usize>, OverLimit> {
         if self.limit == 0 {
             return Ok(None);
         }
@@ -41,7 +46,7 @@ impl InFlight {
         let before = counter.fetch_add(1, Ordering::AcqRel);
         if before >= self.limit {
             counter.fetch_sub(1, Ordering::AcqRel);
-            return Err(());
+            return Err(OverLimit);
         }
         Ok(Some(slot))
     }

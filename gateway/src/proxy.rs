@@ -140,7 +140,7 @@ impl Gateway {
         }
         match self.in_flight.enter(ctx.client_ip) {
             Ok(slot) => ctx.in_flight = slot,
-            Err(()) => {
+            Err(_over) => {
                 let resp = LocalResponse::error(429, "too_many_requests_in_flight")
                     .header("retry-after", "1");
                 return Step::Respond(Decision::RateLimited, resp);
