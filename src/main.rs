@@ -52,7 +52,7 @@ enum Command {
     },
     /// Exit 0 if `GET <url>` answers 200 within 3 s (for container health checks).
     Health {
-        #[arg(long, default_value = "http://127.0.0.1:8000/health")]
+        #[arg(long, default_value = "http://127.0.0.1:8000/livez")]
         url: String,
     },
 }

@@ -479,6 +479,20 @@ async fn health_names_each_dependency_and_fails_when_redis_is_down() {
         .expect("request");
     assert_eq!(r.status(), 503);
     assert_eq!(json(r).await["redis"], "down");
+    let status = |path: &str| {
+        let url = svc.url(path);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/readyz").await, 503, "/readyz is /health");
+    assert_eq!(status("/livez").await, 200, "the process still serves");
     let r = sign_in(&svc, "x@example.com", PW).await;
     assert!(r.status() == 401 || r.status() == 503, "{}", r.status());
 }

@@ -96,6 +96,16 @@ fn compose_runs_every_service_with_health_checks_in_dependency_order() {
         healthy("gateway", "redis") && healthy("gateway", "auth") && healthy("gateway", "demo")
     );
     assert!(healthy("auth", "redis") && healthy("auth", "postgres"));
+    // Container health is liveness: a Redis blip must not mark every gateway unhealthy.
+    for svc in ["gateway", "auth"] {
+        let test = strings(&services[svc]["healthcheck"]["test"]).join(" ");
+        assert!(test.ends_with("/livez"), "{svc}: {test}");
+    }
+    let dockerfile = std::fs::read_to_string("docker/Dockerfile").expect("Dockerfile");
+    assert!(
+        dockerfile.contains("8000/livez"),
+        "the image's own HEALTHCHECK"
+    );
 
     let redis = strings(&services["redis"]["command"]).join(" ");
     assert!(

@@ -489,7 +489,7 @@ async fn upstream_down_gives_502_and_too_slow_gives_504() {
     dead_upstream.health_check_interval = HumanDuration::secs(5);
     cfg.upstreams.push(dead_upstream);
     cfg.routes.push(route("/dead/", "dead", AuthMode::Public));
-    let gw = Gateway::start(cfg).await;
+    let gw = Gateway::start_unready(cfg).await;
     let r = client()
         .get(gw.url("/dead/x"))
         .send()

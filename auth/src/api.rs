@@ -106,7 +106,8 @@ impl Api {
     async fn run(&self, endpoint: Endpoint, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
         let accounts = &self.accounts;
         match endpoint {
-            Endpoint::Health => Ok(self.health().await),
+            Endpoint::Livez => Ok(json_response(200, &json!({"status": "ok"}))),
+            Endpoint::Readyz | Endpoint::Health => Ok(self.health().await),
             Endpoint::SignUp => {
                 let c: Credentials = req.input()?;
                 accounts.sign_up(&c.email, &c.password).await?;

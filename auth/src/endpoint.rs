@@ -12,6 +12,10 @@ pub const PAGE_PREFIX: &str = "/auth";
 /// An API endpoint: one path, one method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// The process serves (for restarts): answers without asking any dependency.
+    Livez,
+    /// It can do its job: Redis and the user store answer (`/health` is the older name).
+    Readyz,
     Health,
     SignUp,
     SignIn,
@@ -22,7 +26,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 9] = [
+        Endpoint::Livez,
+        Endpoint::Readyz,
         Endpoint::Health,
         Endpoint::SignUp,
         Endpoint::SignIn,
@@ -32,9 +38,16 @@ impl Endpoint {
         Endpoint::VerifyEmail,
     ];
 
-    /// The path below [`API_PREFIX`] (`/health` is at the root, for probes).
+    /// Probes live at the root, for orchestrators.
+    fn is_probe(self) -> bool {
+        matches!(self, Endpoint::Livez | Endpoint::Readyz | Endpoint::Health)
+    }
+
+    /// The path below [`API_PREFIX`] (probes are at the root).
     fn suffix(self) -> &'static str {
         match self {
+            Endpoint::Livez => "/livez",
+            Endpoint::Readyz => "/readyz",
             Endpoint::Health => "/health",
             Endpoint::SignUp => "/signup",
             Endpoint::SignIn => "/signin",
@@ -47,16 +60,19 @@ impl Endpoint {
 
     /// The full request path.
     pub fn path(self) -> String {
-        match self {
-            Endpoint::Health => self.suffix().to_owned(),
-            _ => format!("{API_PREFIX}{}", self.suffix()),
+        if self.is_probe() {
+            self.suffix().to_owned()
+        } else {
+            format!("{API_PREFIX}{}", self.suffix())
         }
     }
 
     /// The one method the endpoint accepts.
     pub fn method(self) -> Method {
         match self {
-            Endpoint::Health | Endpoint::VerifyEmail => Method::GET,
+            Endpoint::Livez | Endpoint::Readyz | Endpoint::Health | Endpoint::VerifyEmail => {
+                Method::GET
+            }
             _ => Method::POST,
         }
     }
@@ -72,13 +88,16 @@ impl Endpoint {
 
     /// The endpoint at `path`, whatever the method.
     pub fn from_path(path: &str) -> Option<Endpoint> {
-        if path == Endpoint::Health.suffix() {
-            return Some(Endpoint::Health);
+        if let Some(probe) = Endpoint::ALL
+            .into_iter()
+            .find(|e| e.is_probe() && e.suffix() == path)
+        {
+            return Some(probe);
         }
         let rest = path.strip_prefix(API_PREFIX)?;
         Endpoint::ALL
             .into_iter()
-            .find(|e| *e != Endpoint::Health && e.suffix() == rest)
+            .find(|e| !e.is_probe() && e.suffix() == rest)
     }
 }
 

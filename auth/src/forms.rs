@@ -43,7 +43,7 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         Endpoint::ResetPassword => format!("{}?notice=password_updated", Page::SignIn.path()),
         Endpoint::Logout => Page::SignedOut.path(),
         Endpoint::VerifyEmail => Page::Verified.path(),
-        Endpoint::Health => return None,
+        Endpoint::Livez | Endpoint::Readyz | Endpoint::Health => return None,
     })
 }
 
@@ -71,7 +71,7 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
             Page::ResetPassword
         }
         Endpoint::VerifyEmail => Page::SignIn,
-        Endpoint::Logout | Endpoint::Health => return None,
+        Endpoint::Logout | Endpoint::Livez | Endpoint::Readyz | Endpoint::Health => return None,
     };
     Some(format!("{}?{query}", page.path()))
 }

@@ -211,6 +211,35 @@ pub struct UpstreamConfig {
     pub read_timeout: HumanDuration,
     #[serde(default = "default_health_interval")]
     pub health_check_interval: HumanDuration,
+    /// Check servers with `GET <path>` instead of a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    /// The status an HTTP health check expects.
+    #[serde(default = "default_health_status")]
+    pub health_check_status: u16,
+    /// Failures on live traffic (refused, reset, timed out, 502-504) within `fail_timeout`
+    /// that take a server out for `fail_timeout`; 0 turns passive checks off.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: HumanDuration,
+    /// Further servers a request may be tried on when connecting fails (any method) or an
+    /// idempotent request fails before its answer started.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_health_status() -> u16 {
+    200
+}
+fn default_max_fails() -> u32 {
+    3
+}
+fn default_fail_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_retries() -> u32 {
+    1
 }
 
 fn default_connect_timeout() -> HumanDuration {
@@ -474,6 +503,17 @@ impl Validate for UpstreamConfig {
         }
         if self.tls && self.sni.is_empty() {
             p.add("sni", "a TLS upstream needs sni");
+        }
+        if let Some(path) = &self.health_check_path {
+            if !path.starts_with('/') {
+                p.add("health_check_path", "must start with /");
+            }
+        }
+        if !(100..=599).contains(&self.health_check_status) {
+            p.add("health_check_status", "must be an HTTP status (100-599)");
+        }
+        if self.retries > 10 {
+            p.add("retries", "must be at most 10");
         }
     }
 }

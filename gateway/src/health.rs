@@ -1,6 +1,13 @@
-//! What `/health` reports. The public listener says only whether the gateway can do its job
-//! (`{"status": "ok"}`); the names and states of its dependencies (Redis, each upstream's
-//! healthy servers) are for the private metrics listener, not for anyone on the internet.
+//! Liveness and readiness, as orchestrators mean them.
+//!
+//! - `/livez`: the process serves requests. Nothing else: a Redis outage must not make a
+//!   load balancer or Kubernetes restart or drop every gateway, since public routes keep
+//!   working without Redis.
+//! - `/readyz` (and `/health`, its older name): the gateway can do its whole job: Redis
+//!   answers (when a route is protected) and every upstream has a healthy server.
+//!
+//! The public listener says only `{"status": ...}`; the names and states of the dependencies
+//! are for the private metrics listener, not for anyone on the internet.
 
 use crate::response::LocalResponse;
 use crate::upstream::Upstream;
@@ -13,19 +20,47 @@ use std::sync::Arc;
 pub struct Health {
     store: Arc<dyn SessionStore>,
     upstreams: Vec<Upstream>,
+    /// Whether any route needs a session (else Redis does not decide readiness).
+    needs_store: bool,
+}
+
+/// Which question a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Live,
+    Ready,
+}
+
+impl Probe {
+    /// The probe answered at `path`, if any.
+    pub fn at(path: &str) -> Option<Probe> {
+        match path {
+            "/livez" => Some(Probe::Live),
+            "/readyz" | "/health" => Some(Probe::Ready),
+            _ => None,
+        }
+    }
 }
 
 impl Health {
-    pub fn new(store: Arc<dyn SessionStore>, upstreams: Vec<Upstream>) -> Self {
-        Health { store, upstreams }
+    pub fn new(store: Arc<dyn SessionStore>, upstreams: Vec<Upstream>, needs_store: bool) -> Self {
+        Health {
+            store,
+            upstreams,
+            needs_store,
+        }
     }
 
-    /// 200 when the session store answers, 503 otherwise; with `details`, each dependency's
-    /// state too.
-    pub async fn report(&self, details: bool) -> LocalResponse {
+    /// The answer to `probe`: 200 or 503; with `details`, each dependency's state too.
+    pub async fn report(&self, probe: Probe, details: bool) -> LocalResponse {
+        if probe == Probe::Live {
+            return LocalResponse::json(200, json!({ "status": "ok" }));
+        }
         let store_up = self.store.ping().await.is_ok();
-        let status = if store_up { "ok" } else { "unavailable" };
-        let code = if store_up { 200 } else { 503 };
+        let upstreams_up = self.upstreams.iter().all(|u| u.health().0 > 0);
+        let ready = (store_up || !self.needs_store) && upstreams_up;
+        let status = if ready { "ok" } else { "unavailable" };
+        let code = if ready { 200 } else { 503 };
         if !details {
             return LocalResponse::json(code, json!({ "status": status }));
         }

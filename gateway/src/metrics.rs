@@ -2,7 +2,7 @@
 //! `metrics_listen` listener when configured.
 
 use crate::decision::Decision;
-use crate::health::Health;
+use crate::health::{Health, Probe};
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounter};
 use std::sync::LazyLock;
 
@@ -54,8 +54,8 @@ pub fn render() -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The private listener: `GET /metrics` (Prometheus text) and `GET /health` with every
-/// dependency's state.
+/// The private listener: `GET /metrics` (Prometheus text), and `/livez`, `/readyz` and
+/// `/health` with every dependency's state.
 pub struct MetricsApp {
     health: Health,
 }
@@ -74,11 +74,13 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
     ) -> http::Response<Vec<u8>> {
         let (status, content_type, body) = match session.req_header().uri.path() {
             "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
-            "/health" => {
-                let report = self.health.report(true).await;
-                (report.status, "application/json", report.body.to_vec())
-            }
-            _ => (404, "text/plain", b"not found\n".to_vec()),
+            path => match Probe::at(path) {
+                Some(probe) => {
+                    let report = self.health.report(probe, true).await;
+                    (report.status, "application/json", report.body.to_vec())
+                }
+                None => (404, "text/plain", b"not found\n".to_vec()),
+            },
         };
         http::Response::builder()
             .status(status)

@@ -7,7 +7,7 @@ use crate::canonical::{self, Rejection};
 use crate::config::{AuthMode, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::headers;
-use crate::health::Health;
+use crate::health::{Health, Probe};
 use crate::in_flight::InFlight;
 use crate::metrics;
 use crate::rate_limit::{RateDecision, RateLimiter};
@@ -25,8 +25,9 @@ use authflow_shared::token::log_id;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// The in-flight slot this request holds, given back in `logging`.
     pub in_flight: Option<usize>,
+    /// Servers this request was sent to, in order (retries go elsewhere).
+    pub tried: Vec<SocketAddr>,
     pub identity: Option<Identity>,
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
@@ -88,7 +91,8 @@ impl Gateway {
         let router = Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
             upstreams.iter().position(|u| u.name == name)
         });
-        let health = Health::new(store.clone(), upstreams.clone());
+        let needs_store = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
+        let health = Health::new(store.clone(), upstreams.clone(), needs_store);
         Gateway {
             trusted_proxies: cfg.trusted_proxies.clone(),
             limiter: RateLimiter::new(&cfg.rate_limit),
@@ -108,6 +112,13 @@ impl Gateway {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
         }
+    }
+
+    /// The upstream of the request's route.
+    fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
+        ctx.route
+            .as_ref()
+            .and_then(|r| self.upstreams.get(r.upstream))
     }
 
     /// The health reporter, for the private listener.
@@ -146,8 +157,8 @@ impl Gateway {
                 return Step::Respond(Decision::RateLimited, resp);
             }
         }
-        if ctx.path == "/health" {
-            return Step::Respond(Decision::Health, self.public_health(req).await);
+        if let Some(probe) = Probe::at(&ctx.path) {
+            return Step::Respond(Decision::Health, self.public_probe(req, probe).await);
         }
         let route = match self.router.find(ctx.host.as_deref(), &ctx.path) {
             RouteMatch::Found(r) => r.clone(),
@@ -184,12 +195,13 @@ impl Gateway {
             .then(|| LocalResponse::error(431, "request_header_fields_too_large"))
     }
 
-    /// The public `/health`: GET or HEAD, status only (details are on the private listener).
-    async fn public_health(&self, req: &RequestHeader) -> LocalResponse {
+    /// A public probe (`/livez`, `/readyz`, `/health`): GET or HEAD, status only (details
+    /// are on the private listener).
+    async fn public_probe(&self, req: &RequestHeader, probe: Probe) -> LocalResponse {
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return LocalResponse::error(405, "method_not_allowed").header("allow", "GET, HEAD");
         }
-        self.health.report(false).await
+        self.health.report(probe, false).await
     }
 
     /// The session step of a protected route: valid, rejected, or the store is down (503).
@@ -353,6 +365,7 @@ impl ProxyHttp for Gateway {
             route: None,
             body_bytes: 0,
             in_flight: None,
+            tried: Vec::new(),
             identity: None,
             fingerprint: None,
             decision: Decision::Forwarded,
@@ -414,12 +427,75 @@ impl ProxyHttp for Gateway {
             .upstreams
             .get(route.upstream)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "unknown upstream"))?;
-        upstream.peer().ok_or_else(|| {
+        let peer = upstream.pick(&ctx.tried).ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(502),
-                format!("no healthy server in upstream {}", upstream.name),
+                format!("every server of upstream {} failed", upstream.name),
             )
-        })
+        })?;
+        ctx.tried.push(peer.address().clone());
+        Ok(peer)
+    }
+
+    /// A server that refused or did not answer the connection: counted against it, and the
+    /// request (which never reached it, whatever its method) goes to another server.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(upstream) = self.upstream_of(ctx) {
+            upstream.report_failure(peer.address());
+            if ctx.tried.len() <= upstream.retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// A failure after connecting (reset, timeout, malformed answer): counted against the
+    /// server; an idempotent request whose answer has not started is tried elsewhere.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        if let Some(upstream) = self.upstream_of(ctx) {
+            upstream.report_failure(peer.address());
+            if ctx.tried.len() <= upstream.retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// 502-504 from a server count against it, like a failed connection.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if (502..=504).contains(&resp.status.as_u16()) {
+            if let (Some(upstream), Some(addr)) = (self.upstream_of(ctx), ctx.tried.last()) {
+                upstream.report_failure(addr);
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

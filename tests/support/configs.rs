@@ -45,6 +45,11 @@ pub fn upstream(name: &str, servers: &[String]) -> UpstreamConfig {
         connect_timeout: HumanDuration::millis(500),
         read_timeout: HumanDuration::secs(1),
         health_check_interval: HumanDuration::secs(1),
+        health_check_path: None,
+        health_check_status: 200,
+        max_fails: 3,
+        fail_timeout: HumanDuration::secs(10),
+        retries: 1,
     }
 }
 

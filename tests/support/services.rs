@@ -22,7 +22,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway on `cfg` (its `listen` is set to a free port) and waits until
-    /// `/health` says it is ready (Redis connected), as a load balancer would.
+    /// `/readyz` says it is ready (Redis connected, every upstream up), as a load balancer
+    /// would. A config meant to start unready wants [`Gateway::start_unready`].
     pub async fn start(cfg: GatewayConfig) -> Gateway {
         Self::start_with_log(cfg, None).await
     }
@@ -38,7 +39,7 @@ impl Gateway {
         let log = level.map(|l| capture_log(&mut cmd, l, dir.path()));
         let child = spawn_until_healthy(
             &mut cmd,
-            &format!("http://127.0.0.1:{port}/health"),
+            &format!("http://127.0.0.1:{port}/readyz"),
             Duration::from_secs(20),
         )
         .await;

@@ -5,6 +5,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// An upstream that answers every request with JSON describing what it received:
 /// `{"server": name, "method", "path", "headers": {name: [values]}}`. A path containing
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub struct Upstream {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
+    /// Set to `true` to drop every open connection at once, as a crashed server would.
+    stop: watch::Sender<bool>,
 }
 
 impl Upstream {
@@ -19,47 +22,44 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve(name, listener)
+    }
+
+    /// Starts it on `port` (e.g. one a gateway was configured with before it existed).
+    pub async fn start_on(name: &'static str, port: u16) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        Self::serve(name, listener)
+    }
+
+    fn serve(name: &'static str, listener: tokio::net::TcpListener) -> Upstream {
         let port = listener.local_addr().expect("addr").port();
+        let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| async move {
-                            if req.uri().path().contains("/slow/") {
-                                tokio::time::sleep(Duration::from_secs(3)).await;
-                            }
-                            let mut headers = serde_json::Map::new();
-                            for (k, v) in req.headers() {
-                                let entry = headers
-                                    .entry(k.as_str())
-                                    .or_insert_with(|| serde_json::json!([]));
-                                if let Some(a) = entry.as_array_mut() {
-                                    a.push(String::from_utf8_lossy(v.as_bytes()).into());
-                                }
-                            }
-                            let body = serde_json::json!({
-                                "server": name,
-                                "method": req.method().as_str(),
-                                "path": req.uri().path(),
-                                "headers": headers,
-                            });
-                            let resp = hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body.to_string())))
-                                .expect("response");
-                            Ok::<_, std::convert::Infallible>(resp)
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let svc = service_fn(move |req| echo(name, req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
                 });
             }
         });
-        Upstream { port, task }
+        Upstream { port, task, stop }
+    }
+
+    /// Stops accepting and drops every open connection, as a crash would.
+    pub fn kill(&self) {
+        self.task.abort();
+        let _ = self.stop.send(true);
     }
 
     pub fn addr(&self) -> String {
@@ -67,8 +67,37 @@ impl Upstream {
     }
 }
 
+async fn echo(
+    name: &'static str,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    if req.uri().path().contains("/slow/") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let entry = headers
+            .entry(k.as_str())
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(String::from_utf8_lossy(v.as_bytes()).into());
+        }
+    }
+    let body = serde_json::json!({
+        "server": name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "headers": headers,
+    });
+    let resp = hyper::Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response");
+    Ok(resp)
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
