@@ -188,3 +188,166 @@ fn dockerfile_is_multi_stage_non_root_with_a_health_check_and_our_build_command(
     let runtime = df.split("FROM debian").nth(1).expect("runtime stage");
     assert!(!runtime.contains("cargo "));
 }
+
+/// Every document of a multi-document YAML file.
+fn yaml_docs(path: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+/// The port of a `host:port` listen address in a config file.
+fn listen_port(config: &str, key_line: &str) -> i64 {
+    config
+        .lines()
+        .filter(|l| l.trim_start().starts_with(key_line))
+        .find_map(|l| l.split(':').next_back()?.trim_end_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no {key_line}"))
+}
+
+#[test]
+fn kubernetes_manifests_agree_with_the_configs_and_the_binary() {
+    let gateway_conf = std::fs::read_to_string("conf/gateway.toml").expect("conf");
+    let auth_conf = std::fs::read_to_string("conf/auth.toml").expect("conf");
+    let cm = yaml_docs("deploy/k8s/configmap.yaml").remove(0);
+    assert_eq!(
+        cm["data"]["gateway.toml"].as_str(),
+        Some(gateway_conf.as_str()),
+        "ConfigMap gateway.toml drifted from conf/: run scripts/k8s-configmap.sh"
+    );
+    assert_eq!(
+        cm["data"]["auth.toml"].as_str(),
+        Some(auth_conf.as_str()),
+        "ConfigMap auth.toml drifted from conf/: run scripts/k8s-configmap.sh"
+    );
+    let secret = yaml_docs("deploy/k8s/secret.example.yaml").remove(0);
+    let secret_name = secret["metadata"]["name"].as_str().expect("name");
+    let kustomization = yaml_docs("deploy/k8s/kustomization.yaml").remove(0);
+    let resources = strings(&kustomization["resources"]);
+
+    for (file, service, conf_file, conf, listens) in [
+        (
+            "gateway.yaml",
+            "gateway",
+            "gateway.toml",
+            &gateway_conf,
+            vec![("listen =", "http"), ("listen = \"0.0.0.0:8443", "https")],
+        ),
+        (
+            "auth.yaml",
+            "auth",
+            "auth.toml",
+            &auth_conf,
+            vec![("listen =", "http")],
+        ),
+    ] {
+        assert!(
+            resources.contains(&file.to_owned()),
+            "kustomization misses {file}"
+        );
+        let docs = yaml_docs(&format!("deploy/k8s/{file}"));
+        let deployment = of_kind(&docs, "Deployment");
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        // Runs the right subcommand on the mounted config file.
+        let args = strings(&container["args"]);
+        assert_eq!(
+            args,
+            vec![
+                service.to_owned(),
+                "--config".into(),
+                format!("/etc/authflow/conf/{conf_file}")
+            ]
+        );
+        let mounts = container["volumeMounts"].as_vec().expect("mounts");
+        assert!(mounts
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some("/etc/authflow/conf")));
+        // Container ports are the ports the config listens on.
+        let ports = container["ports"].as_vec().expect("ports");
+        for (key, name) in listens {
+            let port = listen_port(conf, key);
+            assert!(
+                ports.iter().any(|p| p["name"].as_str() == Some(name)
+                    && p["containerPort"].as_i64() == Some(port)),
+                "{file}: no port {name} = {port}"
+            );
+        }
+        // Liveness never depends on Redis; readiness does.
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/livez"),
+            "{file}"
+        );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz"),
+            "{file}"
+        );
+        // Secrets come from the one Secret, under keys it has, into variables the binary reads.
+        for env in container["env"].as_vec().expect("env") {
+            let name = env["name"].as_str().expect("env name");
+            let known = [
+                "AUTHFLOW_REDIS_PASSWORD",
+                "AUTHFLOW_DATABASE_PASSWORD",
+                "AUTHFLOW_SMTP_PASSWORD",
+                "RUST_LOG",
+            ];
+            assert!(
+                known.contains(&name),
+                "{file}: {name} is not read by authflow"
+            );
+            let r = &env["valueFrom"]["secretKeyRef"];
+            if !r.is_badvalue() {
+                assert_eq!(r["name"].as_str(), Some(secret_name), "{file}: {name}");
+                let key = r["key"].as_str().expect("key");
+                assert!(
+                    !secret["stringData"][key].is_badvalue(),
+                    "{file}: secret key {key} missing"
+                );
+            }
+        }
+        // The Service and the disruption budget select these pods.
+        let svc = of_kind(&docs, "Service");
+        assert_eq!(svc["metadata"]["name"].as_str(), Some(service));
+        for selector in [
+            &svc["spec"]["selector"],
+            &of_kind(&docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        ] {
+            for (k, v) in selector.as_hash().expect("selector") {
+                assert_eq!(
+                    &labels[k.as_str().expect("key")],
+                    v,
+                    "{file}: selector {k:?}"
+                );
+            }
+        }
+    }
+    // The gateway reaches the auth service at the Service the manifests define.
+    let auth_svc_port = of_kind(&yaml_docs("deploy/k8s/auth.yaml"), "Service")["spec"]["ports"][0]
+        ["port"]
+        .as_i64()
+        .expect("port");
+    assert!(gateway_conf.contains(&format!("servers = [\"auth:{auth_svc_port}\"]")));
+    // The TLS secret lands where the config looks for the PEM files.
+    let gw = yaml_docs("deploy/k8s/gateway.yaml");
+    let tls = of_kind(&gw, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some("tls"))
+        .expect("tls volume")
+        .clone();
+    for item in tls["secret"]["items"].as_vec().expect("items") {
+        let path = format!("/etc/authflow/tls/{}", item["path"].as_str().expect("path"));
+        assert!(
+            gateway_conf.contains(&path),
+            "conf/gateway.toml does not use {path}"
+        );
+    }
+}

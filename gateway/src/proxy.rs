@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub in_flight: Option<usize>,
     /// Servers this request was sent to, in order (retries go elsewhere).
     pub tried: Vec<SocketAddr>,
+    /// A retry because a pooled connection had gone stale: the same server may serve it.
+    pub retry_same: bool,
     pub identity: Option<Identity>,
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
@@ -366,6 +368,7 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             in_flight: None,
             tried: Vec::new(),
+            retry_same: false,
             identity: None,
             fingerprint: None,
             decision: Decision::Forwarded,
@@ -427,7 +430,12 @@ impl ProxyHttp for Gateway {
             .upstreams
             .get(route.upstream)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "unknown upstream"))?;
-        let peer = upstream.pick(&ctx.tried).ok_or_else(|| {
+        let avoid: &[SocketAddr] = if std::mem::take(&mut ctx.retry_same) {
+            &[]
+        } else {
+            &ctx.tried
+        };
+        let peer = upstream.pick(avoid).ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(502),
                 format!("every server of upstream {} failed", upstream.name),
@@ -448,7 +456,7 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         if let Some(upstream) = self.upstream_of(ctx) {
             upstream.report_failure(peer.address());
-            if ctx.tried.len() <= upstream.retries {
+            if upstream.can_retry(&ctx.tried) {
                 e.set_retry(true);
             }
         }
@@ -473,11 +481,18 @@ impl ProxyHttp for Gateway {
             e.set_retry(false);
             return e;
         }
+        // Pingora's own rule: a stale pooled connection is retried on a fresh one. Beyond it,
+        // the request moves on to another server if one is left; only a fresh connection's
+        // failure counts against its server.
         e.retry.decide_reuse(client_reused);
         if let Some(upstream) = self.upstream_of(ctx) {
-            upstream.report_failure(peer.address());
-            if ctx.tried.len() <= upstream.retries {
+            if !client_reused {
+                upstream.report_failure(peer.address());
+            }
+            if upstream.can_retry(&ctx.tried) {
                 e.set_retry(true);
+            } else if client_reused {
+                ctx.retry_same = true;
             }
         }
         e

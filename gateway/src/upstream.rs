@@ -52,6 +52,12 @@ impl Upstream {
         Some(Box::new(peer))
     }
 
+    /// Whether a request that has been sent to `tried` may go to one more server: within the
+    /// configured retries, and only if a server it has not tried exists.
+    pub fn can_retry(&self, tried: &[SocketAddr]) -> bool {
+        tried.len() <= self.retries && self.passive.servers.len() > tried.len()
+    }
+
     /// Counts a failure of live traffic on `addr` (refused, reset, timed out, 502-504).
     pub fn report_failure(&self, addr: &SocketAddr) {
         self.passive.fail(addr, authflow_shared::now_ms());
