@@ -71,6 +71,9 @@ pub struct DatabaseConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
     pub max_connections: u32,
+    /// Longest wait for a database connection; past it the request answers 503 (keep it
+    /// below the gateway's `read_timeout`).
+    pub acquire_timeout: HumanDuration,
 }
 
 impl Default for DatabaseConfig {
@@ -79,6 +82,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://data/authflow.db?mode=rwc".into(),
             password: None,
             max_connections: 8,
+            acquire_timeout: HumanDuration::secs(3),
         }
     }
 }
@@ -381,6 +385,9 @@ impl Validate for DatabaseConfig {
     fn validate(&self, p: &mut Problems) {
         if self.max_connections == 0 {
             p.add("max_connections", "must be at least 1");
+        }
+        if self.acquire_timeout.0.is_zero() {
+            p.add("acquire_timeout", "must be greater than 0");
         }
     }
 }

@@ -43,8 +43,12 @@ pub async fn users_from_config(
 ) -> Result<Arc<dyn UserProvider>, StartError> {
     match cfg.provider {
         Provider::Builtin => {
-            let db =
-                builtin::connect(&cfg.database.connect_url(), cfg.database.max_connections).await?;
+            let db = builtin::connect(
+                &cfg.database.connect_url(),
+                cfg.database.max_connections,
+                cfg.database.acquire_timeout.0,
+            )
+            .await?;
             let p = &cfg.password;
             let hasher = PasswordHasherPool::new(
                 p.argon2_memory_kib,

@@ -87,6 +87,11 @@ pub struct SessionCheckConfig {
     /// What a fingerprint mismatch does: `"revoke"` deletes the session (a stolen cookie is
     /// burned), `"reject"` only refuses the request.
     pub on_fingerprint_mismatch: MismatchPolicy,
+    /// Store failures in a row after which protected requests fail closed at once, without
+    /// asking Redis, until a probe succeeds (0: never).
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before it lets one probe through.
+    pub breaker_cool_down: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +107,8 @@ impl Default for SessionCheckConfig {
             touch_interval: HumanDuration::secs(60),
             login_url: "/auth/signin".into(),
             on_fingerprint_mismatch: MismatchPolicy::Revoke,
+            breaker_threshold: 5,
+            breaker_cool_down: HumanDuration::secs(1),
         }
     }
 }

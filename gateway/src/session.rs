@@ -1,6 +1,7 @@
 //! The session step: cookie → Redis record → timeouts → device fingerprint.
 //! It returns a verdict; the proxy turns a rejection into a redirect or a 401.
 
+use crate::breaker::Breaker;
 use crate::config::{MismatchPolicy, SessionCheckConfig};
 use authflow_shared::contract::SessionContract;
 use authflow_shared::cookie::CookieLookup;
@@ -50,6 +51,7 @@ pub enum Verdict {
 /// Checks sessions against the store.
 pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
+    breaker: Breaker,
     idle: Duration,
     absolute: Duration,
     touch_interval: Duration,
@@ -64,6 +66,7 @@ impl SessionChecker {
     ) -> Self {
         SessionChecker {
             store,
+            breaker: Breaker::new(check.breaker_threshold, check.breaker_cool_down.0),
             idle: contract.idle_timeout.0,
             absolute: contract.absolute_timeout.0,
             touch_interval: check.touch_interval.0,
@@ -87,7 +90,7 @@ impl SessionChecker {
             },
         };
         let id = token.id();
-        let Some(mut record) = self.store.lookup(&id).await? else {
+        let Some(mut record) = self.lookup(&id).await? else {
             return Ok(Verdict::Rejected(RejectReason::Unknown));
         };
         let now = authflow_shared::now_ms();
@@ -106,6 +109,23 @@ impl SessionChecker {
             self.touch_later(id.clone(), record.clone(), now);
         }
         Ok(Verdict::Valid { id, record })
+    }
+
+    /// The store's record, through the circuit breaker: while it is open, `Err` at once.
+    async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        if !self.breaker.allow(authflow_shared::now_ms()) {
+            return Err(StoreError::Unavailable("circuit open".into()));
+        }
+        match self.store.lookup(id).await {
+            Err(StoreError::Unavailable(e)) => {
+                self.breaker.failure(authflow_shared::now_ms());
+                Err(StoreError::Unavailable(e))
+            }
+            other => {
+                self.breaker.success();
+                other
+            }
+        }
     }
 
     /// Deletes a dead session; a failure only leaves it to its Redis TTL.

@@ -69,22 +69,7 @@ impl Postgres {
             .status()
             .expect("initdb");
         assert!(ok.success(), "initdb failed");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.port,
-            pg.dir.path().display()
-        );
-        let ok = pg
-            .command("pg_ctl")
-            .args(["-w", "-l"])
-            .arg(pg.dir.path().join("log"))
-            .args(["-o", &opts, "-D"])
-            .arg(&data)
-            .arg("start")
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl");
-        assert!(ok.success(), "pg_ctl start failed");
+        pg.resume();
         let ok = pg
             .command("createdb")
             .args([
@@ -105,10 +90,9 @@ impl Postgres {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/authflow", self.port)
     }
-}
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+    /// Stops the server at once (as a crash or an outage would); data stay.
+    pub fn stop(&self) {
         let _ = self
             .command("pg_ctl")
             .args(["-m", "immediate", "-D"])
@@ -117,5 +101,31 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Starts the server (again) on its port and data directory, and waits for it.
+    pub fn resume(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let ok = self
+            .command("pg_ctl")
+            .args(["-w", "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &opts, "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl");
+        assert!(ok.success(), "pg_ctl start failed");
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

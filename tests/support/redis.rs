@@ -6,25 +6,43 @@ use authflow_shared::store::RedisSessionStore;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A real `redis-server`, no persistence, in its own temp dir.
+/// A real `redis-server` in its own temp dir; without persistence unless started with
+/// [`Redis::start_persistent`].
 pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// An append-only file synced on every write, so a kill loses nothing.
+    persistent: bool,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        Self::start_with(false).await
+    }
+
+    /// With an append-only file fsynced on every write, as production runs it.
+    pub async fn start_persistent() -> Redis {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            persistent,
         };
         r.spawn().await;
         r
     }
 
     async fn spawn(&mut self) {
+        let (appendonly, fsync) = if self.persistent {
+            ("yes", "always")
+        } else {
+            ("no", "everysec")
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -34,7 +52,9 @@ impl Redis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                appendonly,
+                "--appendfsync",
+                fsync,
                 // Lets tests make Redis hang (DEBUG SLEEP) to check timeouts.
                 "--enable-debug-command",
                 "yes",
@@ -85,7 +105,7 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or with what it had if persistent.
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
@@ -102,6 +122,23 @@ impl Redis {
         .expect("store");
         assert!(store.warm_up().await);
         store
+    }
+
+    /// How many times `command` (lower case, e.g. `"get"`) has run, from `INFO commandstats`.
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        use fred::interfaces::ClientLike;
+        let info: String = self
+            .client()
+            .await
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .expect("info");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// A raw fred client for looking at keys.

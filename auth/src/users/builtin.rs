@@ -28,7 +28,13 @@ pub enum DbError {
 
 /// Opens the database at `url`, creating an SQLite file's directory if needed, and runs the
 /// migrations.
-pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
+/// `acquire_timeout` bounds how long a request waits for a connection: with the database
+/// down, requests answer 503 after it instead of hanging past the gateway's read timeout.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<AnyPool, DbError> {
     sqlx::any::install_default_drivers();
     if let Some(path) = url
         .strip_prefix("sqlite://")
@@ -44,7 +50,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError
     }
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect(url)
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
