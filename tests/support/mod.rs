@@ -2,7 +2,8 @@
 //! concern:
 //!
 //! - [`process`]: free ports, waiting for a port or a health check, the `authflow` binary.
-//! - [`redis`], [`postgres`], [`smtp`], [`upstream`]: the real dependencies a test starts.
+//! - [`redis`], [`sentinel`], [`postgres`], [`smtp`], [`upstream`]: the real dependencies a
+//!   test starts.
 //! - [`configs`]: gateway and auth configs as typed values (tests change fields, the harness
 //!   serializes them), so a renamed key is a compile error, not a silent no-op.
 //! - [`services`]: `authflow gateway`, `authflow auth` and `authflow up` as running processes.
@@ -19,6 +20,7 @@ pub mod mail;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
 pub mod services;
 pub mod sessions;
 pub mod smtp;
@@ -30,6 +32,7 @@ pub use mail::*;
 pub use postgres::Postgres;
 pub use process::*;
 pub use redis::Redis;
+pub use sentinel::Sentinels;
 pub use services::{AuthService, Gateway, Up};
 pub use sessions::*;
 pub use smtp::SmtpSink;
