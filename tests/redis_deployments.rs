@@ -71,7 +71,7 @@ async fn a_primary_failover_loses_no_session_and_refuses_no_one() {
                     .await
                     .status();
                 seen.push((Instant::now(), "protected", status.as_u16()));
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     let status = sign_in(&base, "user0@example.com").await.status();
                     seen.push((Instant::now(), "sign-in", status.as_u16()));
                 }
