@@ -31,7 +31,7 @@ fn headers() -> http::HeaderMap {
 }
 
 fn session_steps(c: &mut Criterion) {
-    let token = SessionToken::generate();
+    let token = SessionToken::for_user("bench-user");
     let cookie_header = format!(
         "theme=dark; authflow_session={}; _ga=GA1.2.3",
         token.expose()

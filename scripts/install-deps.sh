@@ -8,6 +8,8 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# redis-cli creates the test Redis Cluster (redis-cli --cluster create).
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # The test harness runs Debian's server binaries (and the `postgres` user they come with).
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
   need+=(postgresql)

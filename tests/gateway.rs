@@ -143,7 +143,7 @@ async fn missing_session_redirects_browsers_and_gives_api_clients_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_malformed_and_duplicate_cookies_are_refused_and_cleared() {
     let (_redis, _up, gw) = stack(|_| {}).await;
-    let unknown = authflow_shared::token::SessionToken::generate();
+    let unknown = authflow_shared::token::SessionToken::for_user("nobody");
     for cookie in [
         format!("sid={}", unknown.expose()),
         "sid=abc".to_string(),
@@ -189,7 +189,7 @@ async fn malformed_cookies_never_reach_redis() {
         "a malformed cookie caused a Redis lookup"
     );
     // The counter is real: a well-formed unknown token is looked up.
-    let unknown = authflow_shared::token::SessionToken::generate();
+    let unknown = authflow_shared::token::SessionToken::for_user("nobody");
     assert_eq!(
         send(format!("sid={}", unknown.expose()))
             .await
@@ -598,7 +598,7 @@ async fn redis_never_up_at_start_still_serves_public_routes() {
             "cookie",
             format!(
                 "sid={}",
-                authflow_shared::token::SessionToken::generate().expose()
+                authflow_shared::token::SessionToken::for_user("nobody").expose()
             ),
         )
         .send()

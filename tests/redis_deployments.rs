@@ -93,6 +93,18 @@ async fn a_primary_failover_loses_no_session_and_refuses_no_one() {
     )
     .await;
     assert_eq!(r.status(), 200, "no recovery after the failover");
+    // Each process (and each gateway worker) reconnects on its own: wait for sign-in too.
+    let r = poll(
+        || sign_in(&base, "user2@example.com"),
+        |r| r.status() == 200,
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "sign-in did not recover after the failover"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let recovered = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
@@ -189,4 +201,233 @@ async fn an_acl_user_with_a_password_from_the_environment() {
         get_with_session(gw.url("/app/x"), &token).await.status(),
         503
     );
+}
+
+/// Both services on a real three-primary Redis Cluster: every endpoint works (sign-up,
+/// sign-in, protected requests, logout, a reset that revokes every session of the account),
+/// and sessions spread over all primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_works_on_redis_cluster_and_sessions_spread_over_all_primaries() {
+    let cluster = Cluster::start().await;
+    let app = Upstream::start("app").await;
+    let mut auth_cfg = auth_config(&cluster.url());
+    auth_cfg.signup.require_email_verification = false;
+    let auth = AuthService::start(auth_cfg, &[]).await;
+    let mut cfg = gateway_config(&cluster.url(), &[app.addr()]);
+    cfg.rate_limit.requests = 100_000;
+    with_auth_service(&mut cfg, auth.port);
+    let gw = Gateway::start(cfg).await;
+    let base = gw.url("");
+    let api = |e: &str| gw.url(&format!("/api/v1/simple_auth/{e}"));
+
+    let mut tokens = Vec::new();
+    for i in 0..24 {
+        let email = format!("c{i}@example.com");
+        let r = client()
+            .post(api("signup"))
+            .json(&json!({"email": email, "password": PW}))
+            .send()
+            .await
+            .expect("signup");
+        assert_eq!(r.status(), 202);
+        let r = sign_in(&base, &email).await;
+        assert_eq!(r.status(), 200, "{email}");
+        tokens.push(session_cookie(&r).expect("cookie"));
+    }
+    for t in &tokens {
+        assert_eq!(get_with_session(gw.url("/app/x"), t).await.status(), 200);
+    }
+    let per_node = cluster.keys_per_node("session:*");
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "sessions on every primary: {per_node:?}"
+    );
+
+    // Logout ends the session.
+    let r = client()
+        .post(api("logout"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", tokens[0]))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &tokens[0])
+            .await
+            .status(),
+        401
+    );
+
+    // A reset revokes every session of the account, in one script on its slot.
+    let second = session_cookie(&sign_in(&base, "c1@example.com").await).expect("cookie");
+    let r = client()
+        .post(api("forgot-password"))
+        .json(&json!({"email": "c1@example.com"}))
+        .send()
+        .await
+        .expect("forgot");
+    assert_eq!(r.status(), 202);
+    let link = link_token(&wait_for_mail(&auth.outbox(), "c1@example.com", "reset-password").await);
+    let r = client()
+        .post(api("reset-password/update"))
+        .json(&json!({"token": link, "new_password": "a new password on the cluster"}))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(r.status(), 200);
+    for t in [&tokens[1], &second] {
+        assert_eq!(get_with_session(gw.url("/app/x"), t).await.status(), 401);
+    }
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &tokens[2])
+            .await
+            .status(),
+        200
+    );
+    // The throttle's script runs on the cluster too.
+    for _ in 0..6 {
+        let r = client()
+            .post(api("signin"))
+            .json(&json!({"email": "c3@example.com", "password": "wrong password!"}))
+            .send()
+            .await
+            .expect("signin");
+        assert!([401, 429].contains(&r.status().as_u16()));
+    }
+    assert_eq!(sign_in(&base, "c3@example.com").await.status(), 429);
+}
+
+/// `rediss://` with the CA of a private PKI: both services talk TLS to a real TLS-only
+/// `redis-server`; without the CA file the server's certificate is refused (fail closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_redis_with_a_ca_file_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    ]);
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "redis.pem",
+    ]);
+    let port = free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--tls-cert-file",
+            "redis.pem",
+            "--tls-key-file",
+            "redis.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(d)
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    assert!(wait_for_port(port, Duration::from_secs(10)).await);
+    let url = format!("rediss://localhost:{port}");
+    let ca = d.join("ca.pem").display().to_string();
+
+    let app = Upstream::start("app").await;
+    let mut auth_cfg = auth_config(&url);
+    auth_cfg.redis.ca_file = Some(ca.clone());
+    auth_cfg.signup.require_email_verification = false;
+    let auth = AuthService::start(auth_cfg, &[]).await;
+    let mut cfg = gateway_config(&url, &[app.addr()]);
+    cfg.redis.ca_file = Some(ca);
+    with_auth_service(&mut cfg, auth.port);
+    let gw = Gateway::start(cfg).await;
+    let r = client()
+        .post(gw.url("/api/v1/simple_auth/signup"))
+        .json(&json!({"email": "tls@example.com", "password": PW}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 202);
+    let token = session_cookie(&sign_in(&gw.url(""), "tls@example.com").await).expect("cookie");
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &token).await.status(),
+        200
+    );
+
+    // The system's roots do not know this CA: the certificate is refused, and that fails closed.
+    let untrusting = Gateway::start_unready(gateway_config(&url, &[app.addr()])).await;
+    assert_eq!(
+        get_with_session(untrusting.url("/app/x"), &token)
+            .await
+            .status(),
+        503
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

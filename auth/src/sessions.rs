@@ -54,7 +54,7 @@ impl Sessions {
         who: SignedIn,
         began_us: u64,
     ) -> Result<(SessionToken, SessionRecord), ApiError> {
-        let token = SessionToken::generate();
+        let token = SessionToken::for_user(&who.user_id);
         let (idle, absolute) = (
             self.contract.idle_timeout.0,
             self.contract.absolute_timeout.0,

@@ -1,60 +1,80 @@
 //! The Redis key schema. Every key either service reads or writes is built here, so the two
 //! can never disagree on a format.
 //!
-//! `{id}` is the session id: the hex SHA-256 of the session token (see [`crate::token`]), so a
-//! Redis dump holds no usable cookie.
+//! Schema version 2 ([`SCHEMA_VERSION`]): keys carry Redis Cluster hash tags, so that what
+//! one script changes together lives in one slot. A user's keys and the keys of each of
+//! their sessions share the tag `{t}` = [`slot_tag`] of the user id; a session id is
+//! `{t}:<hex SHA-256 of the token>` (see [`crate::token`]), so a Redis dump holds no usable
+//! cookie. The throttle's keys of one account share `{account}`. Version 1 had no tags;
+//! its sessions are not found under version 2 (their holders sign in again).
 
 use std::time::Duration;
 
-/// `session:{id}`: the [`crate::session::SessionRecord`] as JSON.
+/// The key schema's version (see the module documentation).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The hash tag of `user_id`'s keys: the first four hex digits of its SHA-256.
+pub fn slot_tag(user_id: &str) -> String {
+    let mut tag = crate::token::hash_hex(user_id.as_bytes());
+    tag.truncate(4);
+    tag
+}
+
+/// `session:{t}:<hash>`: the [`crate::session::SessionRecord`] as JSON (`id` carries the tag).
 pub fn session(id: &str) -> String {
     format!("session:{id}")
 }
 
-/// `user_sessions:{user_id}`: a set of the user's session ids (for revoke-all and listing).
+/// A key of the user's, in the user's slot: `<kind>:{t}:<user_id>`.
+fn user_key(kind: &str, user_id: &str) -> String {
+    format!("{kind}:{{{}}}:{user_id}", slot_tag(user_id))
+}
+
+/// `user_sessions:{t}:<user_id>`: a set of the user's session ids (for revoke-all and listing).
 pub fn user_sessions(user_id: &str) -> String {
-    format!("user_sessions:{user_id}")
+    user_key("user_sessions", user_id)
 }
 
-/// `device:{user_id}`: a set of device fingerprints the user has signed in from.
+/// `device:{t}:<user_id>`: a set of device fingerprints the user has signed in from.
 pub fn device(user_id: &str) -> String {
-    format!("device:{user_id}")
+    user_key("device", user_id)
 }
 
-/// `user_id:{id}`: the user id of session `{id}`, for a quick lookup without decoding the record.
+/// `user_id:{t}:<hash>`: the user id of a session, for a quick lookup without decoding the
+/// record.
 pub fn user_id(session_id: &str) -> String {
     format!("user_id:{session_id}")
 }
 
-/// `user_profile:{user_id}`: a cached copy of the user's public profile (JSON).
+/// `user_profile:{t}:<user_id>`: a cached copy of the user's public profile (JSON).
 pub fn user_profile(user_id: &str) -> String {
-    format!("user_profile:{user_id}")
+    user_key("user_profile", user_id)
 }
 
 /// `revoked_before:{user_id}`: Unix ms of the user's last revoke-all (password reset). A
 /// sign-in that began checking credentials before it may not create a session, so a sign-in
 /// racing a reset cannot outlive it.
 pub fn revoked_before(user_id: &str) -> String {
-    format!("revoked_before:{user_id}")
+    user_key("revoked_before", user_id)
 }
 
 /// `login_attempts:{account}`: a sorted set of the account's recent unsuccessful sign-in
 /// attempts, scored by Unix ms (a sliding window). `account` is the SHA-256 of the
 /// normalized email, so the key exists alike for unknown addresses.
 pub fn login_attempts(account: &str) -> String {
-    format!("login_attempts:{account}")
+    format!("login_attempts:{{{account}}}")
 }
 
 /// `login_lock:{account}`: present while sign-in to the account is locked; its TTL is the
 /// time left.
 pub fn login_lock(account: &str) -> String {
-    format!("login_lock:{account}")
+    format!("login_lock:{{{account}}}")
 }
 
 /// `login_total:{account}`: unsuccessful attempts since the last success or reset; past the
 /// hard cap only a password reset unlocks the account.
 pub fn login_total(account: &str) -> String {
-    format!("login_total:{account}")
+    format!("login_total:{{{account}}}")
 }
 
 /// `mail_cooldown:{address}`: present while no further account mail (reset link, "someone
@@ -84,10 +104,38 @@ mod tests {
 
     #[test]
     fn key_layout_matches_the_design() {
-        assert_eq!(session("ab"), "session:ab");
-        assert_eq!(user_sessions("u1"), "user_sessions:u1");
-        assert_eq!(device("u1"), "device:u1");
-        assert_eq!(user_id("ab"), "user_id:ab");
-        assert_eq!(user_profile("u1"), "user_profile:u1");
+        let t = slot_tag("u1");
+        assert_eq!(t.len(), 4);
+        let id = format!("{{{t}}}:ab");
+        assert_eq!(session(&id), format!("session:{{{t}}}:ab"));
+        assert_eq!(user_sessions("u1"), format!("user_sessions:{{{t}}}:u1"));
+        assert_eq!(device("u1"), format!("device:{{{t}}}:u1"));
+        assert_eq!(user_id(&id), format!("user_id:{{{t}}}:ab"));
+        assert_eq!(user_profile("u1"), format!("user_profile:{{{t}}}:u1"));
+        assert_eq!(revoked_before("u1"), format!("revoked_before:{{{t}}}:u1"));
+        assert_eq!(login_attempts("acc"), "login_attempts:{acc}");
+    }
+
+    /// What one script touches shares one hash tag, so Redis Cluster keeps it in one slot.
+    #[test]
+    fn a_sessions_keys_and_its_users_keys_share_a_hash_tag() {
+        let token = crate::token::SessionToken::for_user("someone");
+        let id = token.id();
+        let tag = |key: String| {
+            let open = key.find('{').expect("tag");
+            let close = key.find('}').expect("tag");
+            key[open + 1..close].to_owned()
+        };
+        let expected = slot_tag("someone");
+        for key in [
+            session(&id),
+            user_id(&id),
+            user_sessions("someone"),
+            device("someone"),
+            user_profile("someone"),
+            revoked_before("someone"),
+        ] {
+            assert_eq!(tag(key.clone()), expected, "{key}");
+        }
     }
 }

@@ -1,6 +1,11 @@
-//! Session tokens: 32 random bytes from the OS generator, base64url without padding (43
-//! characters). The cookie carries the token; Redis only ever sees [`SessionToken::id`], the hex
-//! SHA-256 of the token.
+//! Session tokens: a slot tag, a dot, and 32 random bytes from the OS generator in base64url
+//! without padding (4 + 1 + 43 characters). The cookie carries the token; Redis only ever sees
+//! [`SessionToken::id`], `{tag}:` and the hex SHA-256 of the token.
+//!
+//! The tag is [`crate::keys::slot_tag`] of the user: four hex digits of a hash of the user id,
+//! which reveal nothing about the user. With it the session's keys and the user's keys share
+//! a Redis Cluster hash slot, so sign-in and revocation stay single atomic scripts on Cluster,
+//! and a lookup still needs nothing but the cookie.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -8,8 +13,12 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// Length of an encoded token: 32 bytes in unpadded base64url.
-pub const TOKEN_LEN: usize = 43;
+/// Length of the random part: 32 bytes in unpadded base64url.
+const RANDOM_LEN: usize = 43;
+/// Length of the slot tag in front of it.
+const TAG_LEN: usize = 4;
+/// Length of a whole token: tag, dot, random part.
+pub const TOKEN_LEN: usize = TAG_LEN + 1 + RANDOM_LEN;
 
 /// A well-formed session token. Constructing one from client input goes through
 /// [`SessionToken::parse`], which rejects anything that could not have been minted here, so
@@ -18,23 +27,33 @@ pub const TOKEN_LEN: usize = 43;
 pub struct SessionToken(String);
 
 impl SessionToken {
-    /// Mints a fresh token from the OS CSPRNG.
-    pub fn generate() -> Self {
+    /// Mints a fresh token for a session of `user_id`, from the OS CSPRNG.
+    pub fn for_user(user_id: &str) -> Self {
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
-        SessionToken(URL_SAFE_NO_PAD.encode(bytes))
+        SessionToken(format!(
+            "{}.{}",
+            crate::keys::slot_tag(user_id),
+            URL_SAFE_NO_PAD.encode(bytes)
+        ))
     }
 
-    /// Accepts exactly 43 base64url characters that decode to 32 bytes; `None` otherwise.
+    /// Accepts exactly a 4-hex-digit tag, a dot and 43 base64url characters that decode to
+    /// 32 bytes; `None` otherwise (tokens of schema version 1 had no tag, and are refused).
     pub fn parse(value: &str) -> Option<Self> {
-        if value.len() != TOKEN_LEN
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if value.len() != TOKEN_LEN || !value.is_ascii() {
             return None;
         }
-        match URL_SAFE_NO_PAD.decode(value) {
+        let (tag, rest) = value.split_at(TAG_LEN);
+        let random = rest.strip_prefix('.')?;
+        let tag_ok = tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let random_ok = random
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !(tag_ok && random_ok) {
+            return None;
+        }
+        match URL_SAFE_NO_PAD.decode(random) {
             Ok(bytes) if bytes.len() == 32 => Some(SessionToken(value.to_owned())),
             _ => None,
         }
@@ -45,9 +64,11 @@ impl SessionToken {
         &self.0
     }
 
-    /// The store id: hex SHA-256 of the token. Safe to log and to use in Redis keys.
+    /// The store id: `{tag}:` and the hex SHA-256 of the token. Safe to log (shortened, see
+    /// [`log_id`]) and to use in Redis keys; the braces make the tag Redis Cluster's hash tag.
     pub fn id(&self) -> String {
-        hash_hex(self.0.as_bytes())
+        let tag = &self.0[..TAG_LEN];
+        format!("{{{tag}}}:{}", hash_hex(self.0.as_bytes()))
     }
 }
 
@@ -69,10 +90,10 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The first 12 characters of a session id: enough to follow one session through the logs,
-/// too few to look it up in Redis. Every log line that names a session uses this.
+/// The tag and the first 12 hex digits of a session id: enough to follow one session through
+/// the logs, too few to look it up in Redis. Every log line that names a session uses this.
 pub fn log_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+    id.get(..7 + 12).unwrap_or(id)
 }
 
 #[cfg(test)]
@@ -81,11 +102,13 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn generated_tokens_are_43_base64url_chars_and_distinct() {
+    fn generated_tokens_carry_the_users_tag_and_are_distinct() {
         let mut seen = HashSet::new();
+        let tag = crate::keys::slot_tag("u1");
         for _ in 0..10_000 {
-            let t = SessionToken::generate();
+            let t = SessionToken::for_user("u1");
             assert_eq!(t.expose().len(), TOKEN_LEN);
+            assert!(t.expose().starts_with(&format!("{tag}.")));
             assert!(SessionToken::parse(t.expose()).is_some());
             assert!(seen.insert(t.expose().to_owned()));
         }
@@ -93,18 +116,31 @@ mod tests {
 
     #[test]
     fn malformed_values_are_rejected() {
+        let good = SessionToken::for_user("u").expose().to_owned();
+        assert!(SessionToken::parse(&good).is_some());
         assert!(SessionToken::parse("abc").is_none());
         assert!(SessionToken::parse(&"a".repeat(5000)).is_none());
-        assert!(SessionToken::parse(&format!("{}=", "a".repeat(42))).is_none());
-        assert!(SessionToken::parse(&format!("{}+", "a".repeat(42))).is_none());
-        assert!(SessionToken::parse(&"é".repeat(21)).is_none());
+        assert!(
+            SessionToken::parse(&good[5..]).is_none(),
+            "schema 1 token, no tag"
+        );
+        assert!(SessionToken::parse(&format!("ABCD{}", &good[4..])).is_none());
+        assert!(SessionToken::parse(&format!("{}x{}", &good[..4], &good[5..])).is_none());
+        assert!(SessionToken::parse(&format!("{}=", &good[..47])).is_none());
+        assert!(SessionToken::parse(&format!("{}+", &good[..47])).is_none());
+        assert!(SessionToken::parse(&"é".repeat(24)).is_none());
     }
 
     #[test]
-    fn id_is_sha256_hex_of_token_and_debug_hides_token() {
-        let t = SessionToken::generate();
-        assert_eq!(t.id(), hash_hex(t.expose().as_bytes()));
-        assert_eq!(t.id().len(), 64);
+    fn id_is_tag_and_sha256_hex_of_token_and_debug_hides_token() {
+        let t = SessionToken::for_user("u9");
+        let tag = crate::keys::slot_tag("u9");
+        assert_eq!(
+            t.id(),
+            format!("{{{tag}}}:{}", hash_hex(t.expose().as_bytes()))
+        );
+        assert_eq!(t.id().len(), 6 + 1 + 64);
         assert!(!format!("{t:?}").contains(t.expose()));
+        assert_eq!(log_id(&t.id()).len(), 19);
     }
 }

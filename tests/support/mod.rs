@@ -2,7 +2,7 @@
 //! concern:
 //!
 //! - [`process`]: free ports, waiting for a port or a health check, the `authflow` binary.
-//! - [`redis`], [`sentinel`], [`postgres`], [`smtp`], [`upstream`]: the real dependencies a
+//! - [`redis`], [`sentinel`], [`cluster`], [`postgres`], [`smtp`], [`upstream`]: the real dependencies a
 //!   test starts.
 //! - [`configs`]: gateway and auth configs as typed values (tests change fields, the harness
 //!   serializes them), so a renamed key is a compile error, not a silent no-op.
@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod cluster;
 pub mod configs;
 pub mod gotrue;
 pub mod mail;
@@ -27,6 +28,7 @@ pub mod smtp;
 pub mod upstream;
 
 pub use client::*;
+pub use cluster::Cluster;
 pub use configs::*;
 pub use mail::*;
 pub use postgres::Postgres;

@@ -27,7 +27,7 @@ pub async fn create_session_with(
     user_agent: &str,
     adjust: impl FnOnce(&mut SessionRecord),
 ) -> SessionToken {
-    let token = SessionToken::generate();
+    let token = SessionToken::for_user(user_id);
     let fp = fingerprint(client_ip, user_agent);
     let mut record = SessionRecord::new(
         user_id,

@@ -19,6 +19,10 @@ pub struct RedisConfig {
     pub timeout: HumanDuration,
     /// Connections per worker thread (each thread has its own pool; see the store).
     pub pool_size: usize,
+    /// With a `rediss://` URL (also `rediss-cluster://`, `rediss-sentinel://`): the PEM file
+    /// of the CA that signed the server's certificate. Unset, the system's roots are used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -28,15 +32,18 @@ impl Default for RedisConfig {
             password: None,
             timeout: HumanDuration::millis(50),
             pool_size: 2,
+            ca_file: None,
         }
     }
 }
 
-const SCHEMES: [&str; 6] = [
+const SCHEMES: [&str; 8] = [
     "redis://",
     "rediss://",
     "redis-cluster://",
+    "rediss-cluster://",
     "redis-sentinel://",
+    "rediss-sentinel://",
     "redis+unix://",
     "valkey://",
 ];
@@ -57,10 +64,18 @@ impl Validate for RedisConfig {
         if self.pool_size == 0 || self.pool_size > 256 {
             p.add("pool_size", "must be between 1 and 256");
         }
+        if self.ca_file.is_some() && !self.uses_tls() {
+            p.add("ca_file", "only meaningful with a rediss:// URL");
+        }
     }
 }
 
 impl RedisConfig {
+    /// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("rediss")
+    }
+
     /// The environment variables of a `[redis]` section, for any config file that has one;
     /// `section` finds it in the file's root.
     pub fn env_vars<T: 'static>(section: fn(&mut T) -> &mut RedisConfig) -> Vec<EnvVar<T>> {

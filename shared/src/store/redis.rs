@@ -50,6 +50,9 @@ impl RedisSessionStore {
         if let Some(pw) = cfg.password.as_ref().filter(|p| !p.is_empty()) {
             config.password = Some(pw.expose().to_owned());
         }
+        if cfg.uses_tls() {
+            config.tls = Some(tls(cfg.ca_file.as_deref())?.into());
+        }
         // Keep reconnecting in the background from the first attempt on: the gateway must
         // start, fail closed and recover by itself while Redis is away.
         config.fail_fast = false;
@@ -139,6 +142,32 @@ impl RedisSessionStore {
             ..Default::default()
         }))
     }
+}
+
+/// The TLS connector for `rediss://`: the roots of `ca_file` (PEM), or the system's.
+fn tls(ca_file: Option<&str>) -> Result<fred::types::config::TlsConnector, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let Some(path) = ca_file else {
+        return fred::types::config::TlsConnector::default_rustls()
+            .map_err(|e| StoreError::Config(format!("TLS roots: {}", e.details())));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| StoreError::Config(format!("ca_file {path}: {e}")))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| StoreError::Config(format!("ca_file {path}: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Config(format!("ca_file {path}: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }
 
 fn ms(d: Duration) -> i64 {
