@@ -20,7 +20,7 @@ async fn stack(redis: &Redis, database: Option<String>) -> (Upstream, AuthServic
     if let Some(url) = database {
         auth_cfg.database.url = url;
     }
-    // Below the gateway's 1 s read timeout in the test config.
+    // Below the gateway's 2 s read timeout in the test config.
     auth_cfg.database.acquire_timeout = HumanDuration::millis(500);
     let auth = AuthService::start(auth_cfg, &[]).await;
     let mut cfg = gateway_config(&redis.url(), &[app.addr()]);

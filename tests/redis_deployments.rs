@@ -34,7 +34,7 @@ async fn a_primary_failover_loses_no_session_and_refuses_no_one() {
     auth_cfg.throttle.lock_after = 1000;
     auth_cfg.throttle.hard_cap = 1000;
     // A sign-in makes a few Redis calls in a row: each must give up well within the
-    // gateway's read timeout (1 s here), so that a failover answers 503, not 504.
+    // gateway's read timeout (2 s here), so that a failover answers 503, not 504.
     auth_cfg.redis.timeout = authflow_shared::config::HumanDuration::millis(150);
     let auth = AuthService::start(auth_cfg, &[]).await;
     let mut cfg = gateway_config(&sentinels.url(), &[app.addr()]);

@@ -234,6 +234,14 @@ pub struct UpstreamConfig {
     /// idempotent request fails before its answer started.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How often host names in `servers` are resolved again (a container restarted with a
+    /// new address is found within this).
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: HumanDuration,
+}
+
+fn default_resolve_interval() -> HumanDuration {
+    HumanDuration::secs(30)
 }
 
 fn default_health_status() -> u16 {
@@ -521,6 +529,9 @@ impl Validate for UpstreamConfig {
         }
         if self.retries > 10 {
             p.add("retries", "must be at most 10");
+        }
+        if self.resolve_interval.0 < std::time::Duration::from_secs(1) {
+            p.add("resolve_interval", "must be at least 1s");
         }
     }
 }

@@ -1,20 +1,25 @@
 //! Upstream pools: round-robin over each upstream's servers, with active health checks (TCP,
-//! or HTTP with `health_check_path`) running as Pingora background services, and passive
-//! health from live traffic (nginx's `max_fails`/`fail_timeout`). No server is ever the
+//! or HTTP with `health_check_path`) running as Pingora background services, passive health
+//! from live traffic (nginx's `max_fails`/`fail_timeout`), and host names resolved again every
+//! `resolve_interval`, so a server restarted under a new address is found. No server is ever the
 //! reason for an instant 502 by itself: when every server of an upstream is marked down,
 //! requests still go to them (Envoy's panic mode), so a lone server is never blacked out by a
 //! failed check, and a server that just started is used at once.
 
 use crate::config::UpstreamConfig;
+use async_trait::async_trait;
 use pingora::http::ResponseHeader;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::upstreams::peer::HttpPeer;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// One named upstream.
@@ -55,7 +60,7 @@ impl Upstream {
     /// Whether a request that has been sent to `tried` may go to one more server: within the
     /// configured retries, and only if a server it has not tried exists.
     pub fn can_retry(&self, tried: &[SocketAddr]) -> bool {
-        tried.len() <= self.retries && self.passive.servers.len() > tried.len()
+        tried.len() <= self.retries && self.lb.backends().get_backend().len() > tried.len()
     }
 
     /// Counts a failure of live traffic on `addr` (refused, reset, timed out, 502-504).
@@ -76,9 +81,10 @@ impl Upstream {
 }
 
 /// Passive health: `max_fails` failures within `fail_timeout` take a server out of rotation
-/// for `fail_timeout` (0 turns it off). Lock-free: a few atomics per server.
+/// for `fail_timeout` (0 turns it off). A server's state is made at its first failure (the
+/// set of servers changes when host names resolve anew); the request path only reads.
 struct Passive {
-    servers: Vec<(SocketAddr, ServerState)>,
+    servers: RwLock<HashMap<SocketAddr, Arc<ServerState>>>,
     max_fails: u32,
     fail_timeout_ms: u64,
 }
@@ -91,8 +97,8 @@ struct ServerState {
 }
 
 impl Passive {
-    fn state(&self, addr: &SocketAddr) -> Option<&ServerState> {
-        self.servers.iter().find(|(a, _)| a == addr).map(|(_, s)| s)
+    fn state(&self, addr: &SocketAddr) -> Option<Arc<ServerState>> {
+        self.servers.read().ok()?.get(addr).cloned()
     }
 
     fn is_down(&self, addr: &SocketAddr, now: u64) -> bool {
@@ -104,7 +110,13 @@ impl Passive {
         if self.max_fails == 0 {
             return;
         }
-        let Some(s) = self.state(addr) else { return };
+        let s = match self.state(addr) {
+            Some(s) => s,
+            None => match self.servers.write() {
+                Ok(mut map) => map.entry(addr.clone()).or_default().clone(),
+                Err(_) => return,
+            },
+        };
         if now.saturating_sub(s.window_start.load(Ordering::Relaxed)) > self.fail_timeout_ms {
             s.window_start.store(now, Ordering::Relaxed);
             s.fails.store(0, Ordering::Relaxed);
@@ -115,6 +127,62 @@ impl Passive {
             s.fails.store(0, Ordering::Relaxed);
             tracing::warn!(server = %addr, "upstream server marked down after failures on live traffic");
         }
+    }
+}
+
+/// Turns `host:port` into addresses. The DNS in production; a stand-in in tests.
+#[async_trait]
+pub trait Resolve: Send + Sync {
+    async fn resolve(&self, host_port: &str) -> std::io::Result<Vec<std::net::SocketAddr>>;
+}
+
+/// The system resolver.
+pub struct Dns;
+
+#[async_trait]
+impl Resolve for Dns {
+    async fn resolve(&self, host_port: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        Ok(tokio::net::lookup_host(host_port).await?.collect())
+    }
+}
+
+/// Discovery that resolves every configured `host:port` again on each round. An entry that
+/// does not resolve this time is left out (and logged); when none resolves, discovery fails
+/// and Pingora keeps the servers it had.
+pub struct Resolving {
+    servers: Vec<String>,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl Resolving {
+    pub fn new(servers: Vec<String>, resolver: Arc<dyn Resolve>) -> Self {
+        Resolving { servers, resolver }
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Resolving {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut found = BTreeSet::new();
+        for server in &self.servers {
+            match self.resolver.resolve(server).await {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        if let Ok(b) = Backend::new(&addr.to_string()) {
+                            found.insert(b);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(server, error = %e, "upstream host does not resolve"),
+            }
+        }
+        if found.is_empty() {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::ConnectNoRoute,
+                "no upstream server resolves",
+            );
+        }
+        Ok((found, HashMap::new()))
     }
 }
 
@@ -135,20 +203,13 @@ pub fn build(
     let mut upstreams = Vec::with_capacity(cfgs.len());
     let mut services = Vec::with_capacity(cfgs.len());
     for cfg in cfgs {
-        let mut lb =
-            LoadBalancer::<RoundRobin>::try_from_iter(cfg.servers.iter().map(String::as_str))
-                .map_err(|source| UpstreamError {
-                    name: cfg.name.clone(),
-                    source,
-                })?;
+        let mut lb = resolving_balancer(cfg, Arc::new(Dns)).map_err(|source| UpstreamError {
+            name: cfg.name.clone(),
+            source,
+        })?;
         set_health_check(&mut lb, cfg);
         let passive = Passive {
-            servers: lb
-                .backends()
-                .get_backend()
-                .iter()
-                .map(|b| (b.addr.clone(), ServerState::default()))
-                .collect(),
+            servers: RwLock::new(HashMap::new()),
             max_fails: cfg.max_fails,
             fail_timeout_ms: cfg.fail_timeout.0.as_millis() as u64,
         };
@@ -166,6 +227,37 @@ pub fn build(
         services.push(service);
     }
     Ok((upstreams, services))
+}
+
+/// A balancer over `cfg.servers` resolved through `resolver` now (so the first request finds
+/// servers) and again every `resolve_interval` by the background service. A name that does
+/// not resolve yet (a container not started) is not fatal: the gateway starts, the upstream
+/// is not ready (`/readyz`), and the next round finds it.
+pub fn resolving_balancer(
+    cfg: &UpstreamConfig,
+    resolver: Arc<dyn Resolve>,
+) -> std::io::Result<LoadBalancer<RoundRobin>> {
+    let discovery = Resolving::new(cfg.servers.clone(), resolver);
+    let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+    lb.update_frequency = Some(cfg.resolve_interval.0);
+    // The first resolution, before anything listens: on a thread and runtime of its own, since
+    // `build` may itself run inside a runtime (`authflow up`).
+    let first = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(lb.update())
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("resolver thread panicked"))?
+    });
+    if let Err(e) = first {
+        tracing::warn!(upstream = %cfg.name, error = %e, "upstream servers do not resolve yet");
+    }
+    Ok(lb)
 }
 
 /// TCP checks by default; with `health_check_path`, a GET of that path that must answer
@@ -204,4 +296,67 @@ fn set_health_check(lb: &mut LoadBalancer<RoundRobin>, cfg: &UpstreamConfig) {
         }
     }
     lb.health_check_frequency = Some(cfg.health_check_interval.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+    use std::sync::Mutex;
+
+    /// A resolver whose answers the test changes, as DNS does when a container moves.
+    struct Moving(Mutex<Vec<std::net::SocketAddr>>);
+
+    #[async_trait]
+    impl Resolve for Moving {
+        async fn resolve(&self, _: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+            Ok(self.0.lock().map(|a| a.clone()).unwrap_or_default())
+        }
+    }
+
+    fn addrs(lb: &LoadBalancer<RoundRobin>) -> Vec<String> {
+        lb.backends()
+            .get_backend()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_moves_is_found_at_its_new_address() {
+        let cfg: UpstreamConfig =
+            toml::from_str("name = \"app\"\nservers = [\"app.internal:9000\"]").expect("cfg");
+        let resolver = Arc::new(Moving(Mutex::new(vec!["10.0.0.1:9000"
+            .parse()
+            .expect("addr")])));
+        let lb = std::thread::scope(|s| {
+            s.spawn(|| resolving_balancer(&cfg, resolver.clone()))
+                .join()
+                .expect("thread")
+        })
+        .expect("balancer");
+        assert_eq!(
+            addrs(&lb),
+            vec!["10.0.0.1:9000"],
+            "resolved before the first request"
+        );
+        *resolver.0.lock().expect("lock") = vec!["10.0.0.2:9000".parse().expect("addr")];
+        lb.update().await.expect("update");
+        assert_eq!(addrs(&lb), vec!["10.0.0.2:9000"]);
+        // A round where nothing resolves keeps what was there.
+        resolver.0.lock().expect("lock").clear();
+        assert!(lb.update().await.is_err());
+        assert_eq!(addrs(&lb), vec!["10.0.0.2:9000"]);
+        // Nothing resolving at start is not fatal: the next round fills it in.
+        let lb = std::thread::scope(|s| {
+            s.spawn(|| resolving_balancer(&cfg, resolver.clone()))
+                .join()
+                .expect("thread")
+        })
+        .expect("a balancer even so");
+        assert!(addrs(&lb).is_empty());
+        *resolver.0.lock().expect("lock") = vec!["10.0.0.3:9000".parse().expect("addr")];
+        lb.update().await.expect("update");
+        assert_eq!(addrs(&lb), vec!["10.0.0.3:9000"]);
+    }
 }

@@ -43,13 +43,15 @@ pub fn upstream(name: &str, servers: &[String]) -> UpstreamConfig {
         tls: false,
         sni: String::new(),
         connect_timeout: HumanDuration::millis(500),
-        read_timeout: HumanDuration::secs(1),
+        // Below the echo upstream's 3 s `/slow/`, above a sign-in on a busy 2-core machine.
+        read_timeout: HumanDuration::secs(2),
         health_check_interval: HumanDuration::secs(1),
         health_check_path: None,
         health_check_status: 200,
         max_fails: 3,
         fail_timeout: HumanDuration::secs(10),
         retries: 1,
+        resolve_interval: HumanDuration::secs(30),
     }
 }
 
