@@ -4,6 +4,7 @@
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
+use authflow_shared::config::ConfigFile;
 use authflow_shared::config::{ConfigError, ConfigSource, ProcessEnv};
 use authflow_shared::contract::SessionContract;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ mod up;
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
+use authflow_shared::config::ConfigFile;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,14 +62,14 @@ fn main() -> ExitCode {
     init_tracing();
     match Cli::parse().command {
         Command::Check { config, files } => check(config.into_iter().chain(files).collect()),
-        Command::Gateway { config } => match GatewayConfig::load(&config) {
+        Command::Gateway { config } => match GatewayConfig::from_path(&config) {
             Ok(cfg) => report(authflow_gateway::server::run(&cfg)),
             Err(e) => fail(&e),
         },
         Command::Up(args) => report(up::run(&args)),
         Command::Demo { listen } => report(run_demo(&listen)),
         Command::Health { url } => health(&url),
-        Command::Auth { config } => match AuthConfig::load(&config) {
+        Command::Auth { config } => match AuthConfig::from_path(&config) {
             Ok(cfg) => match tokio::runtime::Runtime::new() {
                 Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
                 Err(e) => fail(&e),

@@ -4,6 +4,7 @@
 
 use authflow_auth::config::AuthConfig;
 use authflow_gateway::config::GatewayConfig;
+use authflow_shared::config::ConfigFile;
 use authflow_shared::config::{redact_url, ConfigError, ConfigSource, Overrides, ProcessEnv};
 use authflow_shared::store::{
     LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, StoreError,

@@ -43,13 +43,7 @@ async fn sign_up_and_in(gw: &Gateway, email: &str) -> reqwest::Response {
 }
 
 async fn sign_in(gw: &Gateway, email: &str) -> reqwest::Response {
-    client()
-        .post(gw.url("/api/v1/simple_auth/signin"))
-        .header("user-agent", UA)
-        .json(&json!({"email": email, "password": PW}))
-        .send()
-        .await
-        .expect("signin")
+    sign_in_through(&gw.url(""), email, PW).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,13 +13,7 @@ use support::*;
 const PW: &str = "correct horse battery";
 
 async fn sign_in(gw_url: &str, email: &str) -> reqwest::Response {
-    client()
-        .post(format!("{gw_url}/api/v1/simple_auth/signin"))
-        .header("user-agent", UA)
-        .json(&json!({"email": email, "password": PW}))
-        .send()
-        .await
-        .expect("signin")
+    sign_in_through(gw_url, email, PW).await
 }
 
 /// The primary is killed under a steady stream of protected requests and sign-ins. During the

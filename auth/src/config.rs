@@ -3,13 +3,12 @@
 //! shared loader ([`authflow_shared::config::layers`]).
 
 use authflow_shared::config::{
-    is_http_url, is_socket_addr, load, load_file, ConfigError, ConfigFile, ConfigSource, EnvVar,
-    Environment, HumanDuration, Overrides, Problems, ProcessEnv, RedisConfig, Secret, Validate,
+    is_http_url, is_socket_addr, ConfigFile, EnvVar, HumanDuration, Problems, RedisConfig, Secret,
+    Validate,
 };
 use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Environment variables that hold secrets (each also as `<NAME>_FILE`).
 pub const ENV_SUPABASE_ANON_KEY: &str = "AUTHFLOW_SUPABASE_ANON_KEY";
@@ -263,22 +262,6 @@ fn default_supabase_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
 
-impl AuthConfig {
-    /// Loads `path` through the one loader: file, then the environment, validated once.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        load_file(path, &ProcessEnv, |_, _| {})
-    }
-
-    /// Loads a config from text (embedded configs, tests), with `env` and `cli` layered on.
-    pub fn from_source(
-        src: &ConfigSource,
-        env: &dyn Environment,
-        cli: impl FnOnce(&mut Self, &mut Overrides),
-    ) -> Result<Self, ConfigError> {
-        load(src, env, cli)
-    }
-}
-
 impl ConfigFile for AuthConfig {
     fn env_vars() -> Vec<EnvVar<Self>> {
         let mut vars = RedisConfig::env_vars(|c: &mut Self| &mut c.redis);
@@ -457,6 +440,7 @@ pub fn looks_like_auth_config(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authflow_shared::config::{ConfigError, ConfigSource};
 
     fn check(text: &str) -> Result<AuthConfig, ConfigError> {
         let no_env: &[(&str, &str)] = &[];

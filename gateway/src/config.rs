@@ -2,8 +2,7 @@
 //! anything starts. Every problem names the file, the line and the key.
 
 use authflow_shared::config::{
-    is_http_url, is_socket_addr, load, load_file, ConfigError, ConfigFile, ConfigSource, EnvVar,
-    Environment, HumanDuration, Overrides, Problems, ProcessEnv, RedisConfig, Validate,
+    is_http_url, is_socket_addr, ConfigFile, EnvVar, HumanDuration, Problems, RedisConfig, Validate,
 };
 use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
@@ -301,20 +300,6 @@ pub enum AuthMode {
 }
 
 impl GatewayConfig {
-    /// Loads `path` through the one loader: file, then the environment, validated once.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        load_file(path, &ProcessEnv, |_, _| {})
-    }
-
-    /// Loads a config from text (embedded configs, tests), with `env` and `cli` layered on.
-    pub fn from_source(
-        src: &ConfigSource,
-        env: &dyn Environment,
-        cli: impl FnOnce(&mut Self, &mut Overrides),
-    ) -> Result<Self, ConfigError> {
-        load(src, env, cli)
-    }
-
     /// Things that are fine in the file but not on this machine (yet): the gateway will not
     /// start until they are fixed, but the file itself may be deployed elsewhere.
     pub fn warnings(&self) -> Vec<String> {
@@ -574,6 +559,7 @@ fn valid_server(s: &str) -> bool {
 mod tests {
     use super::*;
     use authflow_shared::config::ConfigProblem;
+    use authflow_shared::config::{ConfigError, ConfigSource};
 
     const GOOD: &str = r#"
 listen = "127.0.0.1:8000"

@@ -61,3 +61,14 @@ pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
             (!v.is_empty()).then(|| v.to_owned())
         })
 }
+
+/// A sign-in through the gateway at `base` (e.g. `gw.url("")`), as the test browser (`UA`).
+pub async fn sign_in_through(base: &str, email: &str, password: &str) -> reqwest::Response {
+    client()
+        .post(format!("{base}/api/v1/simple_auth/signin"))
+        .header("user-agent", UA)
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("signin")
+}

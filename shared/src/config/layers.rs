@@ -18,6 +18,21 @@ use std::path::Path;
 pub trait ConfigFile: DeserializeOwned + Validate + Sized {
     /// The environment variables this kind of file accepts, applied after the file.
     fn env_vars() -> Vec<EnvVar<Self>>;
+
+    /// Loads `path` through the one loader: file, then the process environment, validated
+    /// once.
+    fn from_path(path: &Path) -> Result<Self, ConfigError> {
+        load_file(path, &ProcessEnv, |_, _| {})
+    }
+
+    /// Loads a config from text (embedded configs, tests), with `env` and `cli` layered on.
+    fn from_source(
+        src: &ConfigSource,
+        env: &dyn Environment,
+        cli: impl FnOnce(&mut Self, &mut Overrides),
+    ) -> Result<Self, ConfigError> {
+        load(src, env, cli)
+    }
 }
 
 /// How an environment variable's value is put into a config of type `T`.
