@@ -3,8 +3,8 @@
 
 use crate::config::MailConfig;
 use crate::endpoint::{Endpoint, Page};
+use authflow_shared::digest::hash_hex;
 use authflow_shared::store::{LoginThrottle, StoreError};
-use authflow_shared::token::hash_hex;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;

@@ -10,8 +10,8 @@
 
 use crate::error::ApiError;
 use crate::users::{ProviderError, SignedIn};
+use authflow_shared::digest::hash_hex;
 use authflow_shared::store::{Attempt, LoginThrottle, ThrottlePolicy};
-use authflow_shared::token::hash_hex;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// The hash tag of `user_id`'s keys: the first four hex digits of its SHA-256.
 pub fn slot_tag(user_id: &str) -> String {
-    let mut tag = crate::token::hash_hex(user_id.as_bytes());
+    let mut tag = crate::digest::hash_hex(user_id.as_bytes());
     tag.truncate(4);
     tag
 }

@@ -1,6 +1,7 @@
 //! What the gateway and the auth service must agree on, defined once.
 //!
-//! - [`keys`]: the Redis key schema and default TTLs.
+//! - [`keys`]: the Redis key schema (with Cluster hash tags) and default TTLs.
+//! - [`digest`]: SHA-256 in hex, for ids and stored one-time tokens.
 //! - [`token`]: how session tokens are made and checked, and how a token maps to its store id.
 //! - [`session`]: the session record kept under `session:{id}`.
 //! - [`fingerprint`]: the device fingerprint function.
@@ -15,6 +16,7 @@ pub mod client_ip;
 pub mod config;
 pub mod contract;
 pub mod cookie;
+pub mod digest;
 pub mod fingerprint;
 pub mod keys;
 pub mod request;

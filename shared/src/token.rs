@@ -7,11 +7,11 @@
 //! a Redis Cluster hash slot, so sign-in and revocation stay single atomic scripts on Cluster,
 //! and a lookup still needs nothing but the cookie.
 
+use crate::digest::hash_hex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::rngs::OsRng;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 /// Length of the random part: 32 bytes in unpadded base64url.
 const RANDOM_LEN: usize = 43;
@@ -76,11 +76,6 @@ impl std::fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SessionToken(id={})", log_id(&self.id()))
     }
-}
-
-/// Hex SHA-256 of `data`. Used for session ids and for one-time tokens stored only as hashes.
-pub fn hash_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// A random opaque token of `bytes` bytes (base64url), for one-time links such as password reset.
