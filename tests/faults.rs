@@ -81,6 +81,8 @@ async fn a_hanging_redis_opens_the_breaker_which_probes_it_back() {
     let mut cfg: GatewayConfig = gateway_config(&redis.url(), &[up.addr()]);
     cfg.session_check.breaker_threshold = 3;
     cfg.session_check.breaker_cool_down = HumanDuration::secs(2);
+    // The breaker guards reads from Redis; a cached session would need none.
+    cfg.session_check.cache_entries = 0;
     let gw = Gateway::start(cfg).await;
     let token = create_session(&redis.store().await, "u1", None, "127.0.0.1", UA).await;
     let request = || get_with_session(gw.url("/app/x"), token.expose());

@@ -168,7 +168,7 @@ async fn unknown_malformed_and_duplicate_cookies_are_refused_and_cleared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cookies_never_reach_redis() {
     let (redis, _up, gw) = stack(|_| {}).await;
-    let gets = || redis.command_calls("get");
+    let gets = || redis.command_calls("mget");
     let send = |cookie: String| {
         client()
             .get(gw.url("/app/x"))

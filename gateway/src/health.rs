@@ -10,6 +10,7 @@
 //! are for the private metrics listener, not for anyone on the internet.
 
 use crate::response::LocalResponse;
+use crate::session_cache::SessionCache;
 use crate::upstream::Upstream;
 use authflow_shared::store::SessionStore;
 use serde_json::json;
@@ -22,6 +23,8 @@ pub struct Health {
     upstreams: Vec<Upstream>,
     /// Whether any route needs a session (else Redis does not decide readiness).
     needs_store: bool,
+    /// The session cache, reported in the details (it never decides readiness).
+    cache: Option<Arc<SessionCache>>,
 }
 
 /// Which question a probe asks.
@@ -48,7 +51,14 @@ impl Health {
             store,
             upstreams,
             needs_store,
+            cache: None,
         }
+    }
+
+    /// Reports `cache` in the details too.
+    pub fn with_cache(mut self, cache: Option<Arc<SessionCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// The answer to `probe`: 200 or 503; with `details`, each dependency's state too.
@@ -75,12 +85,17 @@ impl Health {
                 )
             })
             .collect();
+        let cache = self.cache.as_ref().map_or(
+            json!("off"),
+            |c| json!({ "live": c.is_live(), "entries": c.len() }),
+        );
         LocalResponse::json(
             code,
             json!({
                 "status": status,
                 self.store.kind(): if store_up { "up" } else { "down" },
                 "upstreams": upstreams,
+                "session_cache": cache,
             }),
         )
     }

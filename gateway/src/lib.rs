@@ -17,6 +17,7 @@ pub mod response;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod session_cache;
 pub mod upstream;
 
 pub use config::GatewayConfig;

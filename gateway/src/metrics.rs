@@ -34,6 +34,67 @@ pub static SESSION_LOOKUP: LazyLock<Option<Histogram>> = LazyLock::new(|| {
     .ok()
 });
 
+/// Session cache lookups by outcome: `hit`, `miss` (read from Redis and kept), `bypass`
+/// (cache off or its feed down: read from Redis, not kept).
+static CACHE_LOOKUPS: LazyLock<Option<[IntCounter; 3]>> = LazyLock::new(|| {
+    let vec = register_int_counter_vec!(
+        "authflow_gateway_session_cache_lookups_total",
+        "Session cache lookups by outcome",
+        &["outcome"]
+    )
+    .ok()?;
+    Some(["hit", "miss", "bypass"].map(|o| vec.with_label_values(&[o])))
+});
+
+/// Invalidations received from Redis, and full flushes (connection lost or regained).
+static CACHE_EVENTS: LazyLock<Option<[IntCounter; 2]>> = LazyLock::new(|| {
+    let vec = register_int_counter_vec!(
+        "authflow_gateway_session_cache_events_total",
+        "Session cache invalidations and flushes",
+        &["event"]
+    )
+    .ok()?;
+    Some(["invalidation", "flush"].map(|o| vec.with_label_values(&[o])))
+});
+
+/// 1 while the session cache is served (its tracking connection is up).
+static CACHE_LIVE: LazyLock<Option<prometheus::IntGauge>> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "authflow_gateway_session_cache_live",
+        "1 while the session cache is kept coherent by Redis client tracking"
+    )
+    .ok()
+});
+
+/// How a session was found.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheOutcome {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
+}
+
+pub fn cache_lookup(outcome: CacheOutcome) {
+    if let Some(c) = CACHE_LOOKUPS.as_ref() {
+        c[outcome as usize].inc();
+    }
+}
+
+pub fn cache_invalidated() {
+    if let Some(c) = CACHE_EVENTS.as_ref() {
+        c[0].inc();
+    }
+}
+
+pub fn cache_reset(live: bool) {
+    if let Some(c) = CACHE_EVENTS.as_ref() {
+        c[1].inc();
+    }
+    if let Some(g) = CACHE_LIVE.as_ref() {
+        g.set(i64::from(live));
+    }
+}
+
 pub fn count(decision: Decision) {
     if let Some(c) = DECISIONS.as_ref().and_then(|all| all.get(decision.index())) {
         c.inc();

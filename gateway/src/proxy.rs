@@ -14,13 +14,14 @@ use crate::rate_limit::{RateDecision, RateLimiter};
 use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch, Router};
 use crate::session::{RejectReason, SessionChecker, Verdict};
+use crate::session_cache::{Entry, SessionCache};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use authflow_shared::client_ip;
 use authflow_shared::cookie::{self, CookieSpec};
 use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
 use authflow_shared::request::{encode_query_value, wants_html};
-use authflow_shared::store::SessionStore;
+use authflow_shared::store::{SessionFeed, SessionStore};
 use authflow_shared::token::log_id;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -58,8 +59,8 @@ pub struct RequestCtx {
 
 /// Who the upstream is told the client is.
 pub struct Identity {
-    pub user_id: String,
-    pub email: Option<String>,
+    /// The session (shared with the cache: no copy of the record per request).
+    pub session: Arc<Entry>,
     pub session_id: String,
 }
 
@@ -89,18 +90,24 @@ impl Gateway {
         cfg: &GatewayConfig,
         upstreams: Vec<Upstream>,
         store: Arc<dyn SessionStore>,
+        cache: Option<(Arc<SessionCache>, Arc<dyn SessionFeed>)>,
     ) -> Self {
+        let mut sessions = SessionChecker::new(store.clone(), &cfg.session, &cfg.session_check);
+        let cached = cache.as_ref().map(|(c, _)| c.clone());
+        if let Some((cache, feed)) = cache {
+            sessions = sessions.with_cache(cache, feed);
+        }
         let router = Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
             upstreams.iter().position(|u| u.name == name)
         });
         let needs_store = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
-        let health = Health::new(store.clone(), upstreams.clone(), needs_store);
+        let health = Health::new(store.clone(), upstreams.clone(), needs_store).with_cache(cached);
         Gateway {
             trusted_proxies: cfg.trusted_proxies.clone(),
             limiter: RateLimiter::new(&cfg.rate_limit),
             router,
             upstreams,
-            sessions: SessionChecker::new(store, &cfg.session, &cfg.session_check),
+            sessions,
             health,
             limits: cfg.limits.clone(),
             in_flight: InFlight::new(cfg.limits.max_in_flight_per_client),
@@ -214,15 +221,15 @@ impl Gateway {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let found = cookie::find(cookies, &self.cookie.name);
-        let fp = self.fingerprint.compute(ctx.client_ip, &req.headers);
+        let client_ip = ctx.client_ip;
+        let fp = || self.fingerprint.compute(client_ip, &req.headers);
         let started = Instant::now();
-        let verdict = self.sessions.check(found, &fp).await;
+        let verdict = self.sessions.check(found, fp).await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());
         match verdict {
-            Ok(Verdict::Valid { id, record }) => {
+            Ok(Verdict::Valid { id, session }) => {
                 ctx.identity = Some(Identity {
-                    user_id: record.user_id,
-                    email: record.email,
+                    session,
                     session_id: id,
                 });
                 Step::Continue
@@ -538,8 +545,8 @@ impl ProxyHttp for Gateway {
             req.insert_header(FINGERPRINT_HEADER, fp)?;
         }
         if let Some(id) = &ctx.identity {
-            req.insert_header("x-user-id", id.user_id.as_str())?;
-            if let Some(email) = &id.email {
+            req.insert_header("x-user-id", id.session.record.user_id.as_str())?;
+            if let Some(email) = &id.session.record.email {
                 req.insert_header("x-user-email", email.as_str())?;
             }
         }
@@ -607,7 +614,7 @@ impl ProxyHttp for Gateway {
             path = session.req_header().uri.path(),
             status,
             decision = ctx.decision.as_str(),
-            user = ctx.identity.as_ref().map_or("-", |i| i.user_id.as_str()),
+            user = ctx.identity.as_ref().map_or("-", |i| i.session.record.user_id.as_str()),
             session = ctx.identity.as_ref().map_or("-", |i| log_id(&i.session_id)),
             elapsed_ms = ctx.started.elapsed().as_millis() as u64,
             error = e.map(|e| e.to_string()).unwrap_or_default(),

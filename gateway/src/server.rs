@@ -1,12 +1,18 @@
 //! Wires a validated config into a running Pingora server: the proxy service, the upstream
 //! health checks, the Redis connection and the optional metrics listener.
 
+use crate::config::AuthMode;
 use crate::config::GatewayConfig;
 use crate::proxy::Gateway;
+use crate::session_cache::SessionCache;
 use crate::upstream;
-use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
+use authflow_shared::store::{
+    ChangeSink, RedisSessionStore, SessionFeed, SessionStore, StoreError,
+};
 use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::{background_service, BackgroundService};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +47,8 @@ pub fn build_with_store(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
-    let gateway = Gateway::new(cfg, upstreams, store);
+    let cache = session_cache(cfg, store.as_ref());
+    let gateway = Gateway::new(cfg, upstreams, store, cache.clone());
     let health = gateway.health();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -66,7 +73,47 @@ pub fn build_with_store(
     for hc in health_checks {
         server.add_service(hc);
     }
+    if let Some((cache, feed)) = cache {
+        server.add_service(background_service(
+            "session cache feed",
+            FeedService { cache, feed },
+        ));
+    }
     Ok(server)
+}
+
+/// The session cache and the store's change feed, when protected routes exist, the cache is
+/// configured and the store has a feed.
+fn session_cache(
+    cfg: &GatewayConfig,
+    store: &dyn SessionStore,
+) -> Option<(Arc<SessionCache>, Arc<dyn SessionFeed>)> {
+    let protects = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
+    if !protects || cfg.session_check.cache_entries == 0 {
+        return None;
+    }
+    let feed = store.feed()?;
+    Some((
+        Arc::new(SessionCache::new(cfg.session_check.cache_entries)),
+        feed,
+    ))
+}
+
+/// Drives the change feed into the cache until shutdown.
+struct FeedService {
+    cache: Arc<SessionCache>,
+    feed: Arc<dyn SessionFeed>,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for FeedService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let sink: Arc<dyn ChangeSink> = self.cache.clone();
+        tokio::select! {
+            _ = self.feed.run(sink) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Runs until SIGINT/SIGTERM; in-flight requests get the configured grace period.

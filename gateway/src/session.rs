@@ -1,13 +1,15 @@
-//! The session step: cookie → Redis record → timeouts → device fingerprint.
-//! It returns a verdict; the proxy turns a rejection into a redirect or a 401.
+//! The session step: cookie → record (session cache, else Redis) → timeouts → device
+//! fingerprint. It returns a verdict; the proxy turns a rejection into a redirect or a 401.
 
 use crate::breaker::Breaker;
 use crate::config::{MismatchPolicy, SessionCheckConfig};
+use crate::metrics::{self, CacheOutcome};
+use crate::session_cache::{Entry, SessionCache};
 use authflow_shared::contract::SessionContract;
 use authflow_shared::cookie::CookieLookup;
 use authflow_shared::fingerprint;
 use authflow_shared::session::{Expiry, SessionRecord};
-use authflow_shared::store::{SessionStore, StoreError};
+use authflow_shared::store::{SessionFeed, SessionStore, StoreError};
 use authflow_shared::token::{log_id, SessionToken};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,20 +44,28 @@ impl RejectReason {
     }
 }
 
+/// What the session step found.
 #[derive(Debug)]
 pub enum Verdict {
-    Valid { id: String, record: SessionRecord },
+    Valid { id: String, session: Arc<Entry> },
     Rejected(RejectReason),
 }
 
-/// Checks sessions against the store.
+/// Checks sessions against the store, through the session cache when there is one.
 pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
+    cache: Option<CacheFeed>,
     breaker: Breaker,
     idle: Duration,
     absolute: Duration,
     touch_interval: Duration,
     mismatch: MismatchPolicy,
+}
+
+/// The cache and the feed whose reads it may keep.
+struct CacheFeed {
+    cache: Arc<SessionCache>,
+    feed: Arc<dyn SessionFeed>,
 }
 
 impl SessionChecker {
@@ -66,6 +76,7 @@ impl SessionChecker {
     ) -> Self {
         SessionChecker {
             store,
+            cache: None,
             breaker: Breaker::new(check.breaker_threshold, check.breaker_cool_down.0),
             idle: contract.idle_timeout.0,
             absolute: contract.absolute_timeout.0,
@@ -74,12 +85,20 @@ impl SessionChecker {
         }
     }
 
-    /// The verdict for this cookie and this client's fingerprint. `Err` means the store could
-    /// not answer: the caller must fail closed. Malformed cookies never reach the store.
+    /// Serves sessions from `cache`, filled through `feed` (whose `run` must be driven by
+    /// the caller, e.g. a background service).
+    pub fn with_cache(mut self, cache: Arc<SessionCache>, feed: Arc<dyn SessionFeed>) -> Self {
+        self.cache = Some(CacheFeed { cache, feed });
+        self
+    }
+
+    /// The verdict for this cookie and the client's fingerprint (computed only once a
+    /// session is found). `Err` means the store could not answer: the caller must fail
+    /// closed. Malformed cookies never reach the store.
     pub async fn check(
         &self,
         cookie: CookieLookup<'_>,
-        fingerprint: &str,
+        fingerprint: impl FnOnce() -> String,
     ) -> Result<Verdict, StoreError> {
         let token = match cookie {
             CookieLookup::Missing => return Ok(Verdict::Rejected(RejectReason::Missing)),
@@ -90,33 +109,78 @@ impl SessionChecker {
             },
         };
         let id = token.id();
-        let Some(mut record) = self.lookup(&id).await? else {
+        let now = authflow_shared::now_ms();
+        let Some(session) = self.find(&id, now).await? else {
             return Ok(Verdict::Rejected(RejectReason::Unknown));
         };
-        let now = authflow_shared::now_ms();
-        if let Some(expiry) = record.expiry(now, self.idle, self.absolute) {
+        let record = &session.record;
+        if let Some(expiry) = self.expiry(record, session.last_seen(), now) {
             self.forget(&id, &record.user_id).await;
             return Ok(Verdict::Rejected(RejectReason::Expired(expiry)));
         }
-        if !fingerprint::matches(&record.fingerprint, fingerprint) {
+        if !fingerprint::matches(&record.fingerprint, &fingerprint()) {
             if self.mismatch == MismatchPolicy::Revoke {
                 self.forget(&id, &record.user_id).await;
             }
             return Ok(Verdict::Rejected(RejectReason::FingerprintMismatch));
         }
-        if now.saturating_sub(record.last_seen_at) >= self.touch_interval.as_millis() as u64 {
-            record.last_seen_at = now;
-            self.touch_later(id.clone(), record.clone(), now);
+        session.saw(now);
+        if session.claim_touch(now, self.touch_interval.as_millis() as u64) {
+            let ttl = record.ttl(now, self.idle, self.absolute);
+            self.touch_later(id.clone(), now, ttl);
         }
-        Ok(Verdict::Valid { id, record })
+        Ok(Verdict::Valid { id, session })
     }
 
-    /// The store's record, through the circuit breaker: while it is open, `Err` at once.
+    /// The session, from the cache when it holds it and it does not look idle (another
+    /// instance may have seen activity since), else from the store.
+    async fn find(&self, id: &str, now: u64) -> Result<Option<Arc<Entry>>, StoreError> {
+        let Some(c) = &self.cache else {
+            metrics::cache_lookup(CacheOutcome::Bypass);
+            return Ok(self.lookup(id).await?.map(Entry::detached));
+        };
+        if let Some(hit) = c.cache.get(id) {
+            if self.expiry(&hit.record, hit.last_seen(), now) != Some(Expiry::Idle) {
+                metrics::cache_lookup(CacheOutcome::Hit);
+                return Ok(Some(hit));
+            }
+        }
+        let Some(ticket) = c.cache.ticket(id) else {
+            metrics::cache_lookup(CacheOutcome::Bypass);
+            return Ok(self.lookup(id).await?.map(Entry::detached));
+        };
+        metrics::cache_lookup(CacheOutcome::Miss);
+        let read = self.guarded(c.feed.lookup_tracked(id)).await;
+        let record = match read {
+            Ok(r) => r,
+            // The feed dropped during the read: ask Redis directly, keep nothing.
+            Err(StoreError::Unavailable(_)) if !c.cache.is_live() => {
+                return Ok(self.lookup(id).await?.map(Entry::detached));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(record.map(|r| c.cache.insert(id, r, ticket)))
+    }
+
+    /// Why the session is over at `now`, given the latest activity known.
+    fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
+        record.expiry_seen(now, last_seen, self.idle, self.absolute)
+    }
+
+    /// The store's record, through the circuit breaker.
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.guarded(self.store.lookup(id)).await
+    }
+
+    /// Runs a store read through the circuit breaker: while it is open, `Err` at once.
+    async fn guarded(
+        &self,
+        read: impl std::future::Future<Output = Result<Option<SessionRecord>, StoreError>>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         if !self.breaker.allow(authflow_shared::now_ms()) {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
-        match self.store.lookup(id).await {
+        match read.await {
             Err(StoreError::Unavailable(e)) => {
                 self.breaker.failure(authflow_shared::now_ms());
                 Err(StoreError::Unavailable(e))
@@ -130,17 +194,19 @@ impl SessionChecker {
 
     /// Deletes a dead session; a failure only leaves it to its Redis TTL.
     async fn forget(&self, id: &str, user_id: &str) {
+        if let Some(c) = &self.cache {
+            c.cache.remove(id);
+        }
         if let Err(e) = self.store.delete(id, user_id).await {
             tracing::warn!(session = log_id(id), error = %e, "could not delete dead session");
         }
     }
 
-    /// Refreshes last-seen and the idle TTL off the request path.
-    fn touch_later(&self, id: String, record: SessionRecord, now: u64) {
+    /// Records activity and extends the idle timeout, off the request path.
+    fn touch_later(&self, id: String, now: u64, ttl: Duration) {
         let store = self.store.clone();
-        let ttl = record.ttl(now, self.idle, self.absolute);
         tokio::spawn(async move {
-            if let Err(e) = store.touch(&id, &record, ttl).await {
+            if let Err(e) = store.touch(&id, now, ttl).await {
                 tracing::debug!(session = log_id(&id), error = %e, "session touch failed");
             }
         });

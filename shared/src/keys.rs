@@ -25,6 +25,14 @@ pub fn session(id: &str) -> String {
     format!("session:{id}")
 }
 
+/// `seen:{t}:<hash>`: Unix ms of the session's last activity, with the idle timeout as TTL.
+/// Apart from the record so that activity never rewrites `session:{id}`: gateways cache
+/// records and Redis tells them when one changes (client tracking); a touch of the record
+/// itself would empty every gateway's cache entry on every touch.
+pub fn seen(id: &str) -> String {
+    format!("seen:{id}")
+}
+
 /// A key of the user's, in the user's slot: `<kind>:{t}:<user_id>`.
 fn user_key(kind: &str, user_id: &str) -> String {
     format!("{kind}:{{{}}}:{user_id}", slot_tag(user_id))
@@ -83,7 +91,7 @@ pub fn mail_cooldown(address: &str) -> String {
     format!("mail_cooldown:{address}")
 }
 
-/// Default idle timeout of a session (`session:{id}` TTL, refreshed by activity).
+/// Default idle timeout of a session (`seen:{id}` TTL, refreshed by activity).
 pub const SESSION_IDLE_TTL: Duration = Duration::from_secs(3600);
 /// Default absolute lifetime of a session; activity never extends it.
 pub const SESSION_ABSOLUTE_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -108,6 +116,7 @@ mod tests {
         assert_eq!(t.len(), 4);
         let id = format!("{{{t}}}:ab");
         assert_eq!(session(&id), format!("session:{{{t}}}:ab"));
+        assert_eq!(seen(&id), format!("seen:{{{t}}}:ab"));
         assert_eq!(user_sessions("u1"), format!("user_sessions:{{{t}}}:u1"));
         assert_eq!(device("u1"), format!("device:{{{t}}}:u1"));
         assert_eq!(user_id(&id), format!("user_id:{{{t}}}:ab"));
@@ -129,6 +138,7 @@ mod tests {
         let expected = slot_tag("someone");
         for key in [
             session(&id),
+            seen(&id),
             user_id(&id),
             user_sessions("someone"),
             device("someone"),

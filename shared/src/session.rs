@@ -58,9 +58,22 @@ impl SessionRecord {
     /// `Some(reason)` when the session is over at `now_ms` under `idle` inactivity and the
     /// `absolute` lifetime.
     pub fn expiry(&self, now_ms: u64, idle: Duration, absolute: Duration) -> Option<Expiry> {
+        self.expiry_seen(now_ms, self.last_seen_at, idle, absolute)
+    }
+
+    /// Like [`SessionRecord::expiry`], with activity at `seen_ms` known besides the record's
+    /// own (an instance's cache knows of requests the record has not heard of yet).
+    pub fn expiry_seen(
+        &self,
+        now_ms: u64,
+        seen_ms: u64,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Option<Expiry> {
+        let last_seen = self.last_seen_at.max(seen_ms);
         if now_ms >= self.ends_at(absolute) {
             Some(Expiry::Absolute)
-        } else if now_ms.saturating_sub(self.last_seen_at) >= idle.as_millis() as u64 {
+        } else if now_ms.saturating_sub(last_seen) >= idle.as_millis() as u64 {
             Some(Expiry::Idle)
         } else {
             None

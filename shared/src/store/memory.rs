@@ -102,17 +102,13 @@ impl SessionStore for MemorySessionStore {
         }
     }
 
-    async fn touch(
-        &self,
-        id: &str,
-        record: &SessionRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn touch(&self, id: &str, seen_ms: u64, ttl: Duration) -> Result<(), StoreError> {
         let mut g = self.lock()?;
         let now = Instant::now();
-        if let Some(entry) = g.sessions.get_mut(id) {
-            if entry.1 > now {
-                *entry = (record.clone(), now + ttl);
+        if let Some((record, expires)) = g.sessions.get_mut(id) {
+            if *expires > now {
+                record.last_seen_at = record.last_seen_at.max(seen_ms);
+                *expires = now + ttl;
             }
         }
         Ok(())
@@ -244,7 +240,7 @@ mod tests {
         s.delete("a", "u").await.expect("delete");
         assert!(s.lookup("a").await.expect("lookup").is_none());
         assert!(s.sessions_of("u").is_empty());
-        s.touch("a", &record("u"), Duration::from_secs(60))
+        s.touch("a", 1, Duration::from_secs(60))
             .await
             .expect("touch");
         assert!(
@@ -272,7 +268,7 @@ mod tests {
         )
         .await
         .expect("create");
-        s.touch("b", &record("u"), Duration::from_secs(60))
+        s.touch("b", 1, Duration::from_secs(60))
             .await
             .expect("touch");
         tokio::time::sleep(Duration::from_millis(80)).await;

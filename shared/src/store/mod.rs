@@ -2,14 +2,17 @@
 //! [`RedisSessionStore`] is the production implementation (key layout in [`crate::keys`]);
 //! [`MemorySessionStore`] keeps the same semantics in-process for `authflow up`.
 
+mod feed;
 mod memory;
 mod redis;
 
+pub use feed::RedisFeed;
 pub use memory::MemorySessionStore;
 pub use redis::RedisSessionStore;
 
 use crate::session::SessionRecord;
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the store could not answer. Either way the caller must fail closed.
@@ -34,16 +37,13 @@ pub enum StoreError {
 /// [`crate::token::SessionToken::id`], never the token itself.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// The record of session `id`, or `None` when there is none.
+    /// The record of session `id`, or `None` when there is none. Its `last_seen_at` is the
+    /// latest activity any instance recorded.
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
-    /// Rewrites the record with a new `last_seen_at` and TTL, only if the session still
-    /// exists (a concurrent logout wins).
-    async fn touch(
-        &self,
-        id: &str,
-        record: &SessionRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    /// Records activity at `seen_ms` and extends the idle timeout to `ttl`, only if the
+    /// session still exists (a concurrent logout wins). Never rewrites the record itself, so
+    /// caches of it stay valid.
+    async fn touch(&self, id: &str, seen_ms: u64, ttl: Duration) -> Result<(), StoreError>;
     /// Stores a new session and its index entries in one atomic step, unless the user's
     /// sessions were revoked after `checked_at_us` (when the sign-in began checking the
     /// password, in µs on the store's clock: [`Attempt::Allowed`]); then [`StoreError::Revoked`].
@@ -64,6 +64,32 @@ pub trait SessionStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
     /// What the store is (`"redis"`, `"memory"`), for health reports.
     fn kind(&self) -> &'static str;
+    /// The store's change feed, when it has one (Redis: client tracking), for a cache of
+    /// records that must learn of every change at once.
+    fn feed(&self) -> Option<Arc<dyn SessionFeed>> {
+        None
+    }
+}
+
+/// Told by a [`SessionFeed`] what changed in the store. The gateway's session cache.
+pub trait ChangeSink: Send + Sync {
+    /// Session `id`'s record changed or went away.
+    fn changed(&self, id: &str);
+    /// Anything may have changed (the feed's connection dropped, or the server flushed):
+    /// forget everything. `live` says whether the feed now reports changes; while it does
+    /// not, records must not be kept.
+    fn reset(&self, live: bool);
+}
+
+/// Reads whose later changes the store reports, and the loop that reports them.
+#[async_trait]
+pub trait SessionFeed: Send + Sync {
+    /// Like [`SessionStore::lookup`], read so that a later change of the record reaches the
+    /// sink given to [`SessionFeed::run`]. `Err` also when the feed is down.
+    async fn lookup_tracked(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Keeps the feed connected and reports to `sink` until the process ends: reconnects by
+    /// itself, and calls [`ChangeSink::reset`] on every drop and every new connection.
+    async fn run(&self, sink: Arc<dyn ChangeSink>);
 }
 
 /// The sign-in throttle's policy (`[throttle]` in `auth.toml`).

@@ -1,7 +1,8 @@
 //! [`RedisSessionStore`]: sessions in Redis through a fred pool, with the key layout of
 //! [`crate::keys`]. Every operation is bounded by the configured timeout.
 
-use super::{Attempt, LoginThrottle, SessionStore, StoreError, ThrottlePolicy};
+use super::feed::RedisFeed;
+use super::{Attempt, LoginThrottle, SessionFeed, SessionStore, StoreError, ThrottlePolicy};
 use crate::config::RedisConfig;
 use crate::keys;
 use crate::session::SessionRecord;
@@ -29,6 +30,8 @@ struct Inner {
     pool_size: usize,
     timeout: Duration,
     pools: ThreadLocal<LocalPool>,
+    /// The client-tracking connection, made when a cache first asks for it.
+    feed: std::sync::OnceLock<Arc<RedisFeed>>,
 }
 
 /// A thread's pool and whether its first connection attempt is over.
@@ -62,6 +65,7 @@ impl RedisSessionStore {
                 pool_size: cfg.pool_size,
                 timeout: cfg.timeout.0,
                 pools: ThreadLocal::new(),
+                feed: std::sync::OnceLock::new(),
             }),
         };
         store.build_pool()?;
@@ -170,6 +174,25 @@ fn tls(ca_file: Option<&str>) -> Result<fred::types::config::TlsConnector, Store
     Ok(config.into())
 }
 
+/// The keys a session check reads: the record and its last activity (one slot).
+pub(super) fn session_keys(id: &str) -> Vec<String> {
+    vec![keys::session(id), keys::seen(id)]
+}
+
+/// The record from `MGET session seen`, with the later of the two activity times.
+pub(super) fn decode(raw: Vec<Option<String>>) -> Result<Option<SessionRecord>, StoreError> {
+    let mut raw = raw.into_iter();
+    let Some(json) = raw.next().flatten() else {
+        return Ok(None);
+    };
+    let mut record: SessionRecord =
+        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(seen) = raw.next().flatten().and_then(|s| s.parse::<u64>().ok()) {
+        record.last_seen_at = record.last_seen_at.max(seen);
+    }
+    Ok(Some(record))
+}
+
 fn ms(d: Duration) -> i64 {
     d.as_millis().clamp(1, i64::MAX as u128) as i64
 }
@@ -177,34 +200,19 @@ fn ms(d: Duration) -> i64 {
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let raw: Option<String> = self
-            .bounded(self.once().await?.get(keys::session(id)))
+        let raw: Vec<Option<String>> = self
+            .bounded(self.once().await?.mget(session_keys(id)))
             .await?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        decode(raw)
     }
 
-    async fn touch(
-        &self,
-        id: &str,
-        record: &SessionRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let fast = self.once().await?;
-        let op = async {
-            let _: Option<String> = fast
-                .set(
-                    keys::session(id),
-                    json,
-                    Some(Expiration::PX(ms(ttl))),
-                    Some(SetOptions::XX),
-                    false,
-                )
-                .await?;
-            Ok(())
-        };
-        self.bounded(op).await
+    async fn touch(&self, id: &str, seen_ms: u64, ttl: Duration) -> Result<(), StoreError> {
+        let client = self.once().await?;
+        let args: Vec<Value> = vec![(seen_ms as i64).into(), ms(ttl).into()];
+        let _: i64 = self
+            .bounded(client.eval(scripts::TOUCH, session_keys(id), args))
+            .await?;
+        Ok(())
     }
 
     async fn create(
@@ -226,10 +234,12 @@ impl SessionStore for RedisSessionStore {
             keys::user_id(id),
             keys::user_profile(uid),
             keys::revoked_before(uid),
+            keys::seen(id),
         ];
         let args: Vec<Value> = vec![
             json.into(),
-            ms(ttl).into(),
+            // The record lives until the absolute expiry; `seen` carries the idle timeout.
+            ms(lifetime).into(),
             id.into(),
             // The index lives as long as the longest session it can hold.
             ms(lifetime).into(),
@@ -240,6 +250,8 @@ impl SessionStore for RedisSessionStore {
             profile.into(),
             (keys::USER_PROFILE_TTL.as_secs() as i64).into(),
             (checked_at_us as i64).into(),
+            (record.last_seen_at as i64).into(),
+            ms(ttl).into(),
         ];
         let client = self.once().await?;
         let created: i64 = self
@@ -256,6 +268,7 @@ impl SessionStore for RedisSessionStore {
         let trx = self.local().await?.next().multi();
         let op = async {
             let _: () = trx.del(keys::session(id)).await?;
+            let _: () = trx.del(keys::seen(id)).await?;
             let _: () = trx.del(keys::user_id(id)).await?;
             let _: () = trx.srem(keys::user_sessions(user_id), id).await?;
             let _: Value = trx.exec(true).await?;
@@ -270,6 +283,7 @@ impl SessionStore for RedisSessionStore {
             ms(keys::REVOKED_MARK_TTL).into(),
             keys::session("").into(),
             keys::user_id("").into(),
+            keys::seen("").into(),
         ];
         let client = self.once().await?;
         let n: i64 = self
@@ -286,6 +300,16 @@ impl SessionStore for RedisSessionStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn feed(&self) -> Option<Arc<dyn SessionFeed>> {
+        let feed = self.inner.feed.get_or_init(|| {
+            Arc::new(RedisFeed::new(
+                self.inner.config.clone(),
+                self.inner.timeout,
+            ))
+        });
+        Some(feed.clone())
     }
 }
 
@@ -353,7 +377,7 @@ impl LoginThrottle for RedisSessionStore {
 /// fall between its reads and writes.
 mod scripts {
     /// Creates a session unless the user's sessions were revoked after the sign-in began
-    /// (KEYS: session, user_sessions, device, user_id, user_profile, revoked_before).
+    /// (KEYS: session, user_sessions, device, user_id, user_profile, revoked_before, seen).
     pub const CREATE_SESSION: &str = r#"
 local mark = redis.call('GET', KEYS[6])
 if mark and tonumber(mark) >= tonumber(ARGV[11]) then return 0 end
@@ -364,17 +388,27 @@ redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
 redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[10])
+redis.call('SET', KEYS[7], ARGV[12], 'PX', ARGV[13])
+return 1
+"#;
+
+    /// Records activity of a session that still exists (KEYS: session, seen; ARGV: Unix ms,
+    /// idle TTL ms). Reads the record's key without writing it, so caches of it stay valid.
+    pub const TOUCH: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
 
     /// Marks the revoke time and deletes every session in the user's index
-    /// (KEYS: user_sessions, revoked_before; ARGV: mark TTL, session and user_id key prefixes).
+    /// (KEYS: user_sessions, revoked_before; ARGV: mark TTL, session, user_id and seen key
+    /// prefixes).
     pub const REVOKE_USER: &str = r#"
 local t = redis.call('TIME')
 redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
 local ids = redis.call('SMEMBERS', KEYS[1])
 for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id)
+  redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id, ARGV[4] .. id)
 end
 redis.call('DEL', KEYS[1])
 return #ids
