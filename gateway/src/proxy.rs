@@ -41,7 +41,7 @@ pub struct RequestCtx {
     pub path: String,
     /// The canonical host, when the request named one.
     pub host: Option<String>,
-    pub route: Option<Route>,
+    pub route: Option<Arc<Route>>,
     /// Request body bytes seen so far, against the route's limit.
     pub body_bytes: u64,
     /// The in-flight slot this request holds, given back in `logging`.
@@ -118,7 +118,7 @@ impl Gateway {
                 .identity
                 .strip_headers
                 .iter()
-                .map(|h| h.to_ascii_lowercase())
+                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
                 .collect(),
         }
     }
@@ -551,8 +551,9 @@ impl ProxyHttp for Gateway {
             }
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
-        req.insert_header("x-forwarded-for", ctx.client_ip.to_string())?;
-        req.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        let client_ip = ctx.client_ip.to_string();
+        req.insert_header("x-forwarded-for", client_ip.as_str())?;
+        req.insert_header("x-real-ip", client_ip)?;
         if let Some(host) = &ctx.host {
             req.insert_header("x-forwarded-host", host.as_str())?;
         }

@@ -3,6 +3,7 @@
 //! unless the route is `case_sensitive`.
 
 use crate::config::{AuthMode, RouteConfig};
+use std::sync::Arc;
 
 /// A route, resolved against the upstream list.
 #[derive(Debug, Clone)]
@@ -31,7 +32,8 @@ impl Route {
 /// What routing found for a request.
 #[derive(Debug)]
 pub enum RouteMatch<'a> {
-    Found(&'a Route),
+    /// Shared, so a request holds its route without copying it.
+    Found(&'a Arc<Route>),
     /// Only another spelling of a case-sensitive protected route matched: refused, so that
     /// `/APP/` cannot fall through to a public route while `/app/` is protected.
     CaseConflict,
@@ -40,7 +42,7 @@ pub enum RouteMatch<'a> {
 
 pub struct Router {
     /// Longest prefix first; host-bound before host-less at equal length.
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 impl Router {
@@ -51,10 +53,10 @@ impl Router {
         max_body_bytes: u64,
         upstream_index: impl Fn(&str) -> Option<usize>,
     ) -> Self {
-        let mut routes: Vec<Route> = cfgs
+        let mut routes: Vec<Arc<Route>> = cfgs
             .iter()
             .filter_map(|r| {
-                Some(Route {
+                Some(Arc::new(Route {
                     prefix: r.prefix.clone(),
                     host: r.host.as_deref().map(|h| {
                         crate::canonical::host(h).unwrap_or_else(|_| h.to_ascii_lowercase())
@@ -64,7 +66,7 @@ impl Router {
                     auth_service: r.auth_service,
                     case_sensitive: r.case_sensitive,
                     max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
-                })
+                }))
             })
             .collect();
         routes.sort_by(|a, b| {
