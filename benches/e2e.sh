@@ -25,12 +25,17 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 OPEN_LOOP=${OPEN_LOOP:-1}
+# ONLY="pingora gw_public" runs just those rows; PERF_VARIANT="pingora gw_public" records a
+# profile of each named row's system under test (perf record -g) into $PERF_OUT (default target/bench).
+PERF_OUT=${PERF_OUT:-$PWD/target/bench}
+mkdir -p "$PERF_OUT"
 PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
+[ -n "${PERF_VARIANT:-}" ] && ! command -v perf >/dev/null && need+=(linux-perf)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -209,11 +214,28 @@ declare -A RPS CPUUS P50 P99 CMDS
 HDRS=(-H "cookie: $COOKIE" -H "user-agent: $UA")
 run() { # name url "pids of the system under test" [wrk header args...]
   local name=$1 url=$2 sut=$3; shift 3
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+    RPS[$name]=0; CPUUS[$name]="-"; CMDS[$name]="-"; P50[$name]="-"; P99[$name]="-"; return
+  fi
   "${SIDE[@]}" wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null 2>&1 || true   # warm-up
   local before calls; before=$(cpu $sut); calls=$(redis_calls)
+  local perf_pid="" stat_pid=""
+  if [[ " ${PERF_VARIANT:-} " == *" $name "* ]]; then
+    perf record -F 1999 -g -o "$PERF_OUT/perf-$name.data" -p "${sut%% *}" >/dev/null 2>&1 & perf_pid=$!
+    perf stat -e raw_syscalls:sys_enter -x, -o "$PERF_OUT/syscalls-$name.csv" -p "${sut%% *}" & stat_pid=$!
+  fi
   local out; out=$("${SIDE[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
   local after; after=$(cpu $sut)
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" "$stat_pid"; wait "$perf_pid" "$stat_pid" || true
+    awk -F, -v n="$reqs" '$3 == "raw_syscalls:sys_enter" {printf "syscalls per request: %.2f\n", $1 / n}' \
+      "$PERF_OUT/syscalls-$name.csv" > "$PERF_OUT/syscalls-$name.txt"
+    cat "$PERF_OUT/syscalls-$name.txt" >&2
+    perf report -i "$PERF_OUT/perf-$name.data" --no-children --stdio -g none --percent-limit 0.3 2>/dev/null \
+      | grep -v '^$' > "$PERF_OUT/perf-$name.txt" || true
+    echo "profile of $name: $PERF_OUT/perf-$name.txt" >&2
+  fi
   CMDS[$name]=$(awk -v c=$(( $(redis_calls) - calls )) -v n="$reqs" 'BEGIN {printf "%.3f", c / n}')
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
   P50[$name]=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -260,10 +282,11 @@ if [ "$OPEN_LOOP" = 1 ]; then
   echo "| rate (req/s) | share of max | p50 | p99 | p99.9 |"
   echo "| ---: | ---: | ---: | ---: | ---: |"
   for pct in 25 50 75; do
-    rate=$(( ${RPS[gw_protected]} * pct / 100 ))
+    rate=$(( ${RPS[gw_protected]:-0} * pct / 100 ))
+    [ "$rate" -gt 0 ] || continue
     out=$("${SIDE[@]}" oha -z "$DURATION" -c "$CONNS" -q "$rate" --latency-correction --no-tui \
       --disable-compression "${HDRS[@]}" "http://127.0.0.1:$GW/app/x" 2>&1)
-    pick() { echo "$out" | awk -v k="$1" '$1 == k && $2 == "in" {printf "%.2f ms", $3 * 1000; exit}'; }
+    pick() { echo "$out" | awk -v k="$1" '$1 == k && $2 == "in" {print $3 " " $4; exit}'; }
     echo "| $rate | $pct% | $(pick '50.00%') | $(pick '99.00%') | $(pick '99.90%') |"
   done
 fi

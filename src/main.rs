@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// See the `mimalloc` entry in Cargo.toml: measured in benches/e2e.sh.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "authflow",
@@ -163,7 +167,11 @@ const HEADER_DUMPING_TARGETS: [&str; 5] = [
 fn init_tracing() {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for target in HEADER_DUMPING_TARGETS {
+    // A cap, never a floor: with `RUST_LOG=error` (or `off`) these targets stay quiet too.
+    let verbose = filter
+        .max_level_hint()
+        .is_some_and(|l| l > tracing::level_filters::LevelFilter::INFO);
+    for target in HEADER_DUMPING_TARGETS.iter().filter(|_| verbose) {
         if let Ok(directive) = format!("{target}=info").parse() {
             filter = filter.add_directive(directive);
         }

@@ -175,10 +175,14 @@ impl Gateway {
                 return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"))
             }
         };
-        if declared_body_len(req).is_some_and(|n| n > route.max_body_bytes) {
+        let declared = declared_body_len(req);
+        if declared.is_some_and(|n| n > route.max_body_bytes) {
             return Step::Respond(Decision::TooLarge, body_too_large());
         }
-        session.set_read_timeout(Some(self.limits.body_read_timeout.0));
+        // A timer per request costs; only a request with a body has a body to wait for.
+        if declared.is_some_and(|n| n > 0) || req.headers.contains_key("transfer-encoding") {
+            session.set_read_timeout(Some(self.limits.body_read_timeout.0));
+        }
         let req = session.req_header();
         if route.auth_service {
             ctx.fingerprint = Some(self.fingerprint.compute(ctx.client_ip, &req.headers));
