@@ -17,6 +17,8 @@ fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# `node --check` parses the k6 load-test scripts (k6 itself is not packaged for Debian).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 
