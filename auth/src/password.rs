@@ -1,12 +1,14 @@
 //! Password policy (NIST 800-63B: length, no composition rules, a blocklist) and argon2id
-//! hashing, run on the blocking pool with bounded concurrency so hashing cannot starve the
-//! async workers or exhaust memory.
+//! hashing, run on threads of its own at the lowest CPU priority, one per core, so that a
+//! sign-in flood can neither starve the async workers (or a gateway on the same machine) nor
+//! exhaust memory.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 pub const MIN_LEN: usize = 8;
@@ -66,6 +68,7 @@ pub enum HashError {
 pub struct PasswordHasherPool {
     params: Params,
     permits: Arc<Semaphore>,
+    workers: Arc<Workers>,
     /// A real hash of a random password, verified against when the user does not exist, so
     /// that unknown emails take as long as wrong passwords.
     dummy: Arc<String>,
@@ -81,6 +84,7 @@ impl PasswordHasherPool {
         Ok(PasswordHasherPool {
             params,
             permits: Arc::new(Semaphore::new(workers)),
+            workers: Arc::new(Workers::start(workers)?),
             dummy: Arc::new(dummy),
         })
     }
@@ -126,9 +130,73 @@ impl PasswordHasherPool {
             .acquire()
             .await
             .map_err(|e| HashError::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| HashError::Hash(e.to_string()))
+        self.workers.run(f).await
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads. Their work waits for whatever else wants the CPU (nice 19): under a
+/// sign-in flood the request path keeps its latency and sign-ins take the rest.
+struct Workers {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Result<Workers, HashError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Hash(format!("hashing thread: {e}")))?;
+        }
+        Ok(Workers {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| HashError::Hash("hashing pool poisoned".into()))?
+            .send(job)
+            .map_err(|_| HashError::Hash("hashing threads gone".into()))?;
+        rx.await
+            .map_err(|_| HashError::Hash("hashing job dropped".into()))
+    }
+}
+
+/// Nice 19 for the calling thread (on Linux, priorities are per thread). Unprivileged, and
+/// never fatal: a failure only leaves the thread at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::debug!(error = %e, "could not lower the hashing thread's priority");
+        }
     }
 }
 
@@ -143,6 +211,21 @@ fn hash_with(params: &Params, password: &str) -> Result<String, HashError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hashing runs at nice 19, so a sign-in flood yields the CPU to the request path.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_lowest_priority() {
+        let pool = PasswordHasherPool::new(8, 1, 1).expect("pool");
+        let nice = pool
+            .blocking(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .expect("job")
+            .expect("getpriority");
+        assert_eq!(nice, 19);
+        let hash = pool.hash("correct horse").await.expect("hash");
+        assert!(pool.verify("correct horse", Some(&hash)).await);
+    }
 
     #[test]
     fn policy_is_length_and_blocklist_only() {
