@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages AuthFlow's build and tests need, when they are missing:
 # cmake (Pingora's build), redis-server and PostgreSQL (the test harness starts its own
-# instances on free ports), Chromium and chromedriver (the browser test). Debian/Ubuntu;
+# instances on free ports), Chromium and chromedriver (the browser test), nginx (in front
+# of the gateway in the forward-auth tests). Debian/Ubuntu;
 # needs root or sudo.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# nginx in front of the gateway, for the forward-auth (auth_request) tests.
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
 # `node --check` parses the k6 load-test scripts (k6 itself is not packaged for Debian).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)

@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub forward_auth: ForwardAuthConfig,
+    #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -112,6 +114,30 @@ impl Default for SessionCheckConfig {
             breaker_threshold: 5,
             breaker_cool_down: HumanDuration::secs(1),
             cache_entries: 100_000,
+        }
+    }
+}
+
+/// `[forward_auth]`: the session check offered to a proxy in front (nginx `auth_request`,
+/// Traefik `forwardAuth`, Envoy `ext_authz`), for deployments that keep their edge proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardAuthConfig {
+    /// Off: the path is routed like any other.
+    pub enabled: bool,
+    /// The check's path. `<path>/<original path>` also asks about that path (Envoy's
+    /// `path_prefix`). Never routed to an upstream.
+    pub path: String,
+    /// Answer the check only on this extra listener (keep it private), not on `listen`.
+    pub listen: Option<String>,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        ForwardAuthConfig {
+            enabled: true,
+            path: "/verify".into(),
+            listen: None,
         }
     }
 }
@@ -344,6 +370,7 @@ impl Validate for GatewayConfig {
         p.section("identity", &self.identity);
         p.section("rate_limit", &self.rate_limit);
         p.section("limits", &self.limits);
+        p.section("forward_auth", &self.forward_auth);
         p.each("upstreams", &self.upstreams);
         p.each("routes", &self.routes);
         self.cross_section_problems(p);
@@ -356,6 +383,9 @@ impl GatewayConfig {
     fn cross_section_problems(&self, p: &mut Problems) {
         let mut listeners = vec![self.listen.as_str()];
         listeners.extend(self.tls.as_ref().map(|t| t.listen.as_str()));
+        if self.forward_auth.enabled {
+            listeners.extend(self.forward_auth.listen.as_deref());
+        }
         self.session
             .check_secure_cookie(&listeners, self.insecure_dev, p);
         if self.session_check.touch_interval > self.session.idle_timeout {
@@ -382,6 +412,22 @@ impl GatewayConfig {
                 p.add(
                     format!("routes[{i}].upstream"),
                     format!("no [[upstreams]] entry is named {:?}", r.upstream),
+                );
+            }
+            let shadowed = self.forward_auth.enabled
+                && self.forward_auth.listen.is_none()
+                && crate::forward_auth::suffix(
+                    &self.forward_auth.path,
+                    r.prefix.trim_end_matches('/'),
+                )
+                .is_some();
+            if shadowed {
+                p.add(
+                    format!("routes[{i}].prefix"),
+                    format!(
+                        "{:?} lies under forward_auth.path {:?}, which is never routed",
+                        r.prefix, self.forward_auth.path
+                    ),
                 );
             }
             let host = r.host.as_deref().map(str::to_ascii_lowercase);
@@ -423,6 +469,21 @@ impl Validate for SessionCheckConfig {
                 "login_url",
                 "must be a path starting with / or an http(s) URL",
             );
+        }
+    }
+}
+
+impl Validate for ForwardAuthConfig {
+    fn validate(&self, p: &mut Problems) {
+        let canonical = crate::canonical::path(&self.path).is_ok_and(|c| c == self.path);
+        if !canonical || self.path == "/" || self.path.ends_with('/') || self.path.contains('?') {
+            p.add(
+                "path",
+                "must be a canonical path like \"/verify\" (not \"/\", no trailing slash)",
+            );
+        }
+        if let Some(l) = &self.listen {
+            address("listen", l, p);
         }
     }
 }
@@ -688,6 +749,24 @@ auth = "required"
                 "upstreams[0].servers[0]"
             ]
         );
+    }
+
+    #[test]
+    fn forward_auth_path_must_be_canonical_and_never_shadow_a_route() {
+        let p = first_problem(&format!("{GOOD}\n[forward_auth]\npath = \"/verify/\"\n"));
+        assert_eq!(p.key, "forward_auth.path");
+        let p = first_problem(&format!("{GOOD}\n[forward_auth]\npath = \"/a//b\"\n"));
+        assert_eq!(p.key, "forward_auth.path");
+        let shadowed = GOOD.replace("prefix = \"/app/\"", "prefix = \"/verify/app/\"");
+        let p = first_problem(&shadowed);
+        assert_eq!(p.key, "routes[0].prefix");
+        assert!(p.reason.contains("forward_auth.path"), "{}", p.reason);
+        // On its own listener the check shadows nothing; off, nothing either.
+        check(&format!(
+            "{shadowed}\n[forward_auth]\nlisten = \"127.0.0.1:8010\"\n"
+        ))
+        .expect("own listener");
+        check(&format!("{shadowed}\n[forward_auth]\nenabled = false\n")).expect("off");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 pub enum Decision {
     /// Passed every step and went upstream.
     Forwarded,
+    /// A forward-auth check found a valid session: 200 to the proxy that asked.
+    Verified,
     /// The path or host could not be made canonical (dot segments, encoded separators, `;`
     /// parameters, no `Host`): 400.
     BadRequest,
@@ -26,8 +28,9 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 9] = [
+    pub const ALL: [Decision; 10] = [
         Decision::Forwarded,
+        Decision::Verified,
         Decision::BadRequest,
         Decision::TooLarge,
         Decision::Health,
@@ -41,6 +44,7 @@ impl Decision {
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Forwarded => "forwarded",
+            Decision::Verified => "verified",
             Decision::BadRequest => "bad_request",
             Decision::TooLarge => "too_large",
             Decision::Health => "health",

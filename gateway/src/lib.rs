@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod canonical;
 pub mod config;
 pub mod decision;
+pub mod forward_auth;
 pub mod headers;
 pub mod health;
 pub mod in_flight;

@@ -4,8 +4,9 @@
 //! and one place sends local responses.
 
 use crate::canonical::{self, Rejection};
-use crate::config::{AuthMode, GatewayConfig, LimitsConfig};
+use crate::config::{AuthMode, ForwardAuthConfig, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
+use crate::forward_auth;
 use crate::headers;
 use crate::health::{Health, Probe};
 use crate::in_flight::InFlight;
@@ -20,8 +21,8 @@ use async_trait::async_trait;
 use authflow_shared::client_ip;
 use authflow_shared::cookie::{self, CookieSpec};
 use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
-use authflow_shared::request::{encode_query_value, wants_html};
-use authflow_shared::store::{SessionFeed, SessionStore};
+use authflow_shared::request::wants_html;
+use authflow_shared::store::{SessionFeed, SessionStore, StoreError};
 use authflow_shared::token::log_id;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -29,7 +30,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr as StdSocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +38,8 @@ use std::time::Instant;
 pub struct RequestCtx {
     pub request_id: String,
     pub client_ip: IpAddr,
+    /// The connection's own peer (the proxy in front, if any), before `X-Forwarded-For`.
+    pub peer_ip: Option<IpAddr>,
     /// The canonical path ([`crate::canonical::path`]): routed, judged and forwarded.
     pub path: String,
     /// The canonical host, when the request named one.
@@ -83,6 +86,32 @@ pub struct Gateway {
     fingerprint: FingerprintSpec,
     login_url: String,
     strip_headers: Vec<String>,
+    forward_auth: Option<ForwardAuth>,
+}
+
+/// The forward-auth endpoint, when on: its path, and its own listener if it has one.
+struct ForwardAuth {
+    path: String,
+    listener: Option<StdSocketAddr>,
+}
+
+impl ForwardAuth {
+    fn new(cfg: &ForwardAuthConfig) -> Option<Self> {
+        cfg.enabled.then(|| ForwardAuth {
+            path: cfg.path.clone(),
+            listener: cfg.listen.as_deref().and_then(|l| l.parse().ok()),
+        })
+    }
+
+    /// Whether `local` (the address the request came in on) is the check's own listener.
+    fn is_own_listener(&self, local: Option<StdSocketAddr>) -> bool {
+        match (self.listener, local) {
+            (Some(own), Some(local)) => {
+                own.port() == local.port() && (own.ip().is_unspecified() || own.ip() == local.ip())
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Gateway {
@@ -120,6 +149,7 @@ impl Gateway {
                 .iter()
                 .map(|h| h.to_ascii_lowercase().replace('_', "-"))
                 .collect(),
+            forward_auth: ForwardAuth::new(&cfg.forward_auth),
         }
     }
 
@@ -152,20 +182,19 @@ impl Gateway {
                 return Step::Respond(Decision::BadRequest, resp);
             }
         }
-        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &ctx.path) {
-            return Step::Respond(
-                Decision::RateLimited,
-                LocalResponse::too_many_requests(&over),
-            );
-        }
-        match self.in_flight.enter(ctx.client_ip) {
-            Ok(slot) => ctx.in_flight = slot,
-            Err(_over) => {
-                let resp = LocalResponse::error(429, "too_many_requests_in_flight")
-                    .header("retry-after", "1");
-                return Step::Respond(Decision::RateLimited, resp);
+        match self.forward_auth_call(session, &ctx.path) {
+            ForwardAuthCall::Check(suffix) => {
+                return self.verify(session.req_header(), ctx, &suffix).await
             }
+            ForwardAuthCall::Elsewhere => {
+                return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"))
+            }
+            ForwardAuthCall::No => {}
         }
+        if let Some(refused) = self.admit(ctx) {
+            return refused;
+        }
+        let req = session.req_header();
         if let Some(probe) = Probe::at(&ctx.path) {
             return Step::Respond(Decision::Health, self.public_probe(req, probe).await);
         }
@@ -195,6 +224,98 @@ impl Gateway {
         Step::Continue
     }
 
+    /// The per-client limits: the rate-limit rules for `ctx.path`, then the in-flight cap.
+    fn admit(&self, ctx: &mut RequestCtx) -> Option<Step> {
+        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &ctx.path) {
+            return Some(Step::Respond(
+                Decision::RateLimited,
+                LocalResponse::too_many_requests(&over),
+            ));
+        }
+        match self.in_flight.enter(ctx.client_ip) {
+            Ok(slot) => ctx.in_flight = slot,
+            Err(_over) => {
+                let resp = LocalResponse::error(429, "too_many_requests_in_flight")
+                    .header("retry-after", "1");
+                return Some(Step::Respond(Decision::RateLimited, resp));
+            }
+        }
+        None
+    }
+
+    /// Whether this request is a forward-auth check (and what path follows the endpoint),
+    /// or arrived on the check's own listener for anything else.
+    fn forward_auth_call(&self, session: &Session, path: &str) -> ForwardAuthCall {
+        let Some(fa) = &self.forward_auth else {
+            return ForwardAuthCall::No;
+        };
+        let suffix = forward_auth::suffix(&fa.path, path);
+        if fa.listener.is_some() {
+            let local = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| StdSocketAddr::new(a.ip(), a.port()));
+            if !fa.is_own_listener(local) {
+                return ForwardAuthCall::No;
+            }
+            return suffix.map_or(ForwardAuthCall::Elsewhere, |s| {
+                ForwardAuthCall::Check(s.to_owned())
+            });
+        }
+        suffix.map_or(ForwardAuthCall::No, |s| {
+            ForwardAuthCall::Check(s.to_owned())
+        })
+    }
+
+    /// A forward-auth check: the same limits and session check a protected route gets, for
+    /// the request the caller describes, answered with 200 and the identity headers, or
+    /// 401 / 302 / 429 / 503. The original request's description is believed only from a
+    /// trusted proxy; anyone else asks about their own check request.
+    async fn verify(&self, req: &RequestHeader, ctx: &mut RequestCtx, suffix: &str) -> Step {
+        let trusted = session_peer_trusted(ctx, &self.trusted_proxies);
+        let original = forward_auth::original(req, suffix, trusted);
+        match canonical::path(&original.path) {
+            Ok(path) => ctx.path = path,
+            Err(why) => {
+                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
+                return Step::Respond(Decision::BadRequest, resp);
+            }
+        }
+        if let Some(refused) = self.admit(ctx) {
+            return refused;
+        }
+        match self.session_verdict(req, ctx).await {
+            Ok(Verdict::Valid { id, session }) => {
+                let mut resp =
+                    LocalResponse::empty(200).header("x-user-id", session.record.user_id.as_str());
+                if let Some(email) = &session.record.email {
+                    resp = resp.header("x-user-email", email.as_str());
+                }
+                ctx.identity = Some(Identity {
+                    session,
+                    session_id: id,
+                });
+                Step::Respond(Decision::Verified, resp)
+            }
+            Ok(Verdict::Rejected(reason)) => {
+                let resp = if forward_auth::from_browser(req, &original) {
+                    let login = forward_auth::login_location(&self.login_url, &original.uri);
+                    if forward_auth::wants_redirect(req) {
+                        LocalResponse::redirect(login)
+                    } else {
+                        // For a proxy that turns the 401 into the redirect (nginx).
+                        self.unauthorized()
+                            .header(forward_auth::LOGIN_HEADER, login)
+                    }
+                } else {
+                    self.unauthorized()
+                };
+                Step::Respond(Decision::Unauthenticated, self.clear_cookie(resp, reason))
+            }
+            Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
+        }
+    }
+
     /// 431 when the request line and headers exceed `[limits]`.
     fn header_limits(&self, req: &RequestHeader) -> Option<LocalResponse> {
         let bytes: usize = req.method.as_str().len()
@@ -219,6 +340,27 @@ impl Gateway {
 
     /// The session step of a protected route: valid, rejected, or the store is down (503).
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
+        match self.session_verdict(req, ctx).await {
+            Ok(Verdict::Valid { id, session }) => {
+                ctx.identity = Some(Identity {
+                    session,
+                    session_id: id,
+                });
+                Step::Continue
+            }
+            Ok(Verdict::Rejected(reason)) => {
+                Step::Respond(Decision::Unauthenticated, self.unauthenticated(req, reason))
+            }
+            Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
+        }
+    }
+
+    /// Cookie → session → fingerprint, for the client of `ctx`. A rejection is logged.
+    async fn session_verdict(
+        &self,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<Verdict, StoreError> {
         let cookies = req
             .headers
             .get_all("cookie")
@@ -230,27 +372,10 @@ impl Gateway {
         let started = Instant::now();
         let verdict = self.sessions.check(found, fp).await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());
-        match verdict {
-            Ok(Verdict::Valid { id, session }) => {
-                ctx.identity = Some(Identity {
-                    session,
-                    session_id: id,
-                });
-                Step::Continue
-            }
-            Ok(Verdict::Rejected(reason)) => {
-                tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
-                Step::Respond(Decision::Unauthenticated, self.unauthenticated(req, reason))
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "session store unavailable: failing closed");
-                Step::Respond(
-                    Decision::StoreUnavailable,
-                    LocalResponse::error(503, "session_store_unavailable")
-                        .header("retry-after", "1"),
-                )
-            }
+        if let Ok(Verdict::Rejected(reason)) = &verdict {
+            tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
         }
+        verdict
     }
 
     /// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
@@ -260,26 +385,26 @@ impl Gateway {
         let accept = accept.iter().filter_map(|v| v.to_str().ok());
         let resp = if wants_html(req.method == http::Method::GET, accept) {
             let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            let sep = if self.login_url.contains('?') {
-                '&'
-            } else {
-                '?'
-            };
-            LocalResponse::redirect(format!(
-                "{}{}next={}",
-                self.login_url,
-                sep,
-                encode_query_value(next)
-            ))
+            LocalResponse::redirect(forward_auth::login_location(&self.login_url, next))
         } else {
-            LocalResponse::error(401, "unauthenticated").header(
-                "www-authenticate",
-                format!(
-                    "Cookie realm=\"authflow\", cookie-name=\"{}\"",
-                    self.cookie.name
-                ),
-            )
+            self.unauthorized()
         };
+        self.clear_cookie(resp, reason)
+    }
+
+    /// 401 naming the cookie that would have been accepted.
+    fn unauthorized(&self) -> LocalResponse {
+        LocalResponse::error(401, "unauthenticated").header(
+            "www-authenticate",
+            format!(
+                "Cookie realm=\"authflow\", cookie-name=\"{}\"",
+                self.cookie.name
+            ),
+        )
+    }
+
+    /// `resp`, clearing the browser's cookie unless it sent none.
+    fn clear_cookie(&self, resp: LocalResponse, reason: RejectReason) -> LocalResponse {
         if reason.clears_cookie() {
             resp.header("set-cookie", self.cookie.clear())
         } else {
@@ -287,20 +412,21 @@ impl Gateway {
         }
     }
 
-    fn client_ip(&self, session: &Session) -> IpAddr {
+    /// The client's address (through trusted proxies) and the connection's peer.
+    fn client_ip(&self, session: &Session) -> (IpAddr, Option<IpAddr>) {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| {
-                client_ip::canonical(a.ip())
-            });
+            .map(|a| client_ip::canonical(a.ip()));
         let xff = session
             .req_header()
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        client_ip::resolve(peer, xff, &self.trusted_proxies)
+        let unknown = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let client = client_ip::resolve(peer.unwrap_or(unknown), xff, &self.trusted_proxies);
+        (client, peer)
     }
 }
 
@@ -323,6 +449,28 @@ fn request_target(req: &RequestHeader) -> Result<(String, Option<String>), Rejec
         None => None,
     };
     Ok((path, host))
+}
+
+/// What a request is to the forward-auth endpoint.
+enum ForwardAuthCall {
+    /// A check, with the path after the endpoint (Envoy's `path_prefix` form).
+    Check(String),
+    /// Something else on the check's own listener: 404.
+    Elsewhere,
+    /// Not forward-auth: routed as usual.
+    No,
+}
+
+/// Whether the request's immediate peer is a trusted proxy (its forwarded headers count).
+fn session_peer_trusted(ctx: &RequestCtx, trusted: &[IpNet]) -> bool {
+    ctx.peer_ip
+        .is_some_and(|ip| client_ip::is_trusted(ip, trusted))
+}
+
+/// 503 when the session store cannot answer: fail closed.
+fn store_unavailable(ctx: &RequestCtx, e: &StoreError) -> LocalResponse {
+    tracing::warn!(request_id = %ctx.request_id, error = %e, "session store unavailable: failing closed");
+    LocalResponse::error(503, "session_store_unavailable").header("retry-after", "1")
 }
 
 /// The body length the client declared, if any.
@@ -373,6 +521,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             request_id: String::new(),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_ip: None,
             path: String::new(),
             host: None,
             route: None,
@@ -388,7 +537,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.client_ip = self.client_ip(session);
+        (ctx.client_ip, ctx.peer_ip) = self.client_ip(session);
         ctx.request_id = headers::request_id(
             session
                 .req_header()

@@ -28,6 +28,15 @@ impl LocalResponse {
         }
     }
 
+    /// `status` with no body (a forward-auth answer: only the status and headers count).
+    pub fn empty(status: u16) -> Self {
+        LocalResponse {
+            status,
+            headers: vec![("cache-control", "no-store".into())],
+            body: Bytes::new(),
+        }
+    }
+
     /// `{"error": code}` with `status`.
     pub fn error(status: u16, code: &str) -> Self {
         Self::json(status, serde_json::json!({ "error": code }))

@@ -56,6 +56,9 @@ pub fn build_with_store(
         "authflow gateway",
     );
     proxy.add_tcp(&cfg.listen);
+    if let (true, Some(listen)) = (cfg.forward_auth.enabled, &cfg.forward_auth.listen) {
+        proxy.add_tcp(listen);
+    }
     if let Some(tls) = &cfg.tls {
         proxy
             .add_tls(&tls.listen, &tls.cert, &tls.key)
@@ -82,13 +85,14 @@ pub fn build_with_store(
     Ok(server)
 }
 
-/// The session cache and the store's change feed, when protected routes exist, the cache is
-/// configured and the store has a feed.
+/// The session cache and the store's change feed, when sessions are checked (protected
+/// routes or forward-auth), the cache is configured and the store has a feed.
 fn session_cache(
     cfg: &GatewayConfig,
     store: &dyn SessionStore,
 ) -> Option<(Arc<SessionCache>, Arc<dyn SessionFeed>)> {
-    let protects = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
+    let protects =
+        cfg.forward_auth.enabled || cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
     if !protects || cfg.session_check.cache_entries == 0 {
         return None;
     }

@@ -2,8 +2,8 @@
 //! concern:
 //!
 //! - [`process`]: free ports, waiting for a port or a health check, the `authflow` binary.
-//! - [`redis`], [`sentinel`], [`cluster`], [`postgres`], [`smtp`], [`upstream`]: the real dependencies a
-//!   test starts.
+//! - [`redis`], [`sentinel`], [`cluster`], [`postgres`], [`smtp`], [`upstream`], [`nginx`]:
+//!   the real dependencies a test starts.
 //! - [`configs`]: gateway and auth configs as typed values (tests change fields, the harness
 //!   serializes them), so a renamed key is a compile error, not a silent no-op.
 //! - [`services`]: `authflow gateway`, `authflow auth` and `authflow up` as running processes.
@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod configs;
 pub mod gotrue;
 pub mod mail;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -31,6 +32,7 @@ pub use client::*;
 pub use cluster::Cluster;
 pub use configs::*;
 pub use mail::*;
+pub use nginx::Nginx;
 pub use postgres::Postgres;
 pub use process::*;
 pub use redis::Redis;

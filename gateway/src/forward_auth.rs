@@ -1,0 +1,187 @@
+//! Forward-auth: the gateway's session and fingerprint check offered to a proxy that stays in
+//! front (nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz` in HTTP mode), so
+//! AuthFlow can be adopted behind an existing edge and take its place later.
+//!
+//! The caller asks about the *original* request. Where it went is read from the headers each
+//! proxy sends; who sent it is the client address resolved through `trusted_proxies`, as for
+//! any request, so the fingerprint and the rate limits see the real client. A `/verify`
+//! request is never routed to an upstream.
+
+use authflow_shared::request::{encode_query_value, query_param, wants_html};
+use pingora::http::RequestHeader;
+
+/// On a 401 for a browser's request: where that browser should go to sign in, for a proxy
+/// that can only turn the 401 into a redirect itself (nginx: `auth_request_set` +
+/// `error_page 401`).
+pub const LOGIN_HEADER: &str = "x-authflow-login";
+
+/// Which request a forward-auth call asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub method: http::Method,
+    /// Path and query as the client sent them (for `next` in a sign-in redirect).
+    pub uri: String,
+    /// The path part of `uri`, for the rate-limit rules (canonicalised by the caller).
+    pub path: String,
+    /// The host the client asked for, if the caller said.
+    pub host: Option<String>,
+}
+
+/// Whether `path` (canonical) is the forward-auth endpoint `endpoint`, and what follows it:
+/// `Some("")` for the endpoint itself, `Some("/app/x")` for Envoy's `path_prefix` form.
+pub fn suffix<'a>(endpoint: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(endpoint)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// The original request: `X-Forwarded-*` (Traefik), `X-Original-*` (nginx), or, for Envoy,
+/// the request itself with the endpoint's path taken off (`suffix`). The method and URI fall
+/// back to the check request's own, so a bare `GET /verify` asks about `GET /`. The headers
+/// count only from a `trusted` caller: anyone else asks about their own request.
+pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Original {
+    let header = |name: &str| {
+        if !trusted {
+            return None;
+        }
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let method = header("x-forwarded-method")
+        .or_else(|| header("x-original-method"))
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or_else(|| req.method.clone());
+    let uri = match header("x-forwarded-uri").or_else(|| header("x-original-uri")) {
+        Some(u) => u.to_owned(),
+        None if !suffix.is_empty() => {
+            let query = req.uri.query().map_or(String::new(), |q| format!("?{q}"));
+            format!("{suffix}{query}")
+        }
+        None => "/".to_owned(),
+    };
+    let path = uri.split(['?', '#']).next().unwrap_or("/").to_owned();
+    let host = header("x-forwarded-host").map(str::to_owned);
+    Original {
+        method,
+        uri,
+        path,
+        host,
+    }
+}
+
+/// Whether the caller wants browsers sent to the sign-in page (`?redirect=1` on the check
+/// URL, for Traefik, which passes any answer but a 2xx to the client as it is) rather than a
+/// 401 (nginx's `auth_request` understands only 2xx, 401 and 403, and can turn the 401 into a
+/// redirect itself with `error_page`).
+pub fn wants_redirect(req: &RequestHeader) -> bool {
+    query_param(req.uri.query(), "redirect")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
+}
+
+/// Whether the original request came from a browser that should see the sign-in page.
+pub fn from_browser(req: &RequestHeader, original: &Original) -> bool {
+    let accept = req.headers.get_all("accept");
+    let accept = accept.iter().filter_map(|v| v.to_str().ok());
+    wants_html(original.method == http::Method::GET, accept)
+}
+
+/// Where a browser goes to sign in: `login_url` with the original URI in `next`.
+pub fn login_location(login_url: &str, original_uri: &str) -> String {
+    let sep = if login_url.contains('?') { '&' } else { '?' };
+    format!("{login_url}{sep}next={}", encode_query_value(original_uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    #[test]
+    fn the_endpoint_matches_on_a_segment_boundary() {
+        assert_eq!(suffix("/verify", "/verify"), Some(""));
+        assert_eq!(suffix("/verify", "/verify/app/x"), Some("/app/x"));
+        assert_eq!(suffix("/verify", "/verifyx"), None);
+        assert_eq!(suffix("/verify", "/app/verify"), None);
+    }
+
+    #[test]
+    fn traefik_headers_name_the_original_request() {
+        let r = req(
+            "/verify",
+            &[
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", "/app/x?a=1"),
+                ("x-forwarded-host", "app.example.com"),
+            ],
+        );
+        let o = original(&r, "", true);
+        assert_eq!(o.method, http::Method::POST);
+        assert_eq!((o.uri.as_str(), o.path.as_str()), ("/app/x?a=1", "/app/x"));
+        assert_eq!(o.host.as_deref(), Some("app.example.com"));
+    }
+
+    #[test]
+    fn nginx_headers_name_the_original_request() {
+        let r = req(
+            "/verify",
+            &[
+                ("x-original-method", "DELETE"),
+                ("x-original-uri", "/app/y"),
+            ],
+        );
+        let o = original(&r, "", true);
+        assert_eq!(o.method, http::Method::DELETE);
+        assert_eq!(o.path, "/app/y");
+    }
+
+    #[test]
+    fn envoy_sends_the_original_path_after_the_prefix() {
+        let r = req("/verify/app/z?q=2", &[]);
+        let o = original(&r, "/app/z", true);
+        assert_eq!((o.uri.as_str(), o.path.as_str()), ("/app/z?q=2", "/app/z"));
+        assert_eq!(o.method, http::Method::GET);
+    }
+
+    #[test]
+    fn an_untrusted_caller_asks_about_its_own_request() {
+        let r = req(
+            "/verify/app/z",
+            &[
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "POST"),
+            ],
+        );
+        let o = original(&r, "/app/z", false);
+        assert_eq!((o.method, o.path.as_str()), (http::Method::GET, "/app/z"));
+        assert_eq!(original(&r, "", false).path, "/");
+    }
+
+    #[test]
+    fn redirects_only_when_asked() {
+        assert!(wants_redirect(&req("/verify?redirect=1", &[])));
+        assert!(wants_redirect(&req("/verify?x=2&redirect=true", &[])));
+        assert!(!wants_redirect(&req("/verify", &[])));
+        assert!(!wants_redirect(&req("/verify?redirect=0", &[])));
+    }
+
+    #[test]
+    fn the_login_location_carries_the_original_uri() {
+        assert_eq!(
+            login_location("/auth/signin", "/app/x?a=1"),
+            "/auth/signin?next=/app/x%3Fa%3D1"
+        );
+        assert_eq!(
+            login_location("https://id.example.com/signin?x=1", "/"),
+            "https://id.example.com/signin?x=1&next=/"
+        );
+    }
+}
