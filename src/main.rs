@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod sessions;
 mod up;
 
 use authflow_auth::AuthConfig;
@@ -55,6 +56,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: String,
     },
+    /// List or end a user's sessions (operators), against the Redis and user store of an
+    /// auth config.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Exit 0 if `GET <url>` answers 200 within 3 s (for container health checks).
     Health {
         #[arg(long, default_value = "http://127.0.0.1:8000/livez")]
@@ -73,6 +78,15 @@ fn main() -> ExitCode {
         Command::Up(args) => report(up::run(&args)),
         Command::Demo { listen } => report(run_demo(&listen)),
         Command::Health { url } => health(&url),
+        Command::Sessions(cmd) => match sessions::run(&cmd) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Auth { config } => match AuthConfig::from_path(&config) {
             Ok(cfg) => match tokio::runtime::Runtime::new() {
                 Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),

@@ -33,6 +33,12 @@ struct EmailOnly {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HandleOnly {
+    handle: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ResetUpdate {
     token: String,
     new_password: String,
@@ -55,7 +61,8 @@ impl Api {
         store: Arc<dyn SessionStore>,
         throttle: Arc<dyn LoginThrottle>,
     ) -> Self {
-        let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies);
+        let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies)
+            .with_max_per_user(cfg.max_sessions_per_user);
         let mail_gate = mail_gate(cfg, throttle.clone());
         let throttle = SignInThrottle::new(throttle, cfg.throttle.policy());
         Api {
@@ -154,6 +161,47 @@ impl Api {
                     .verify_email(req.query_param("token").as_deref())
                     .await?;
                 Ok(json_response(200, &json!({"status": "email_verified"})))
+            }
+            Endpoint::Sessions
+            | Endpoint::SessionRevoke
+            | Endpoint::SessionRevokeOthers
+            | Endpoint::SessionRevokeAll => self.own_sessions(endpoint, req).await,
+        }
+    }
+
+    /// The signed-in user's own sessions: list, end one, end the others, end all.
+    async fn own_sessions(
+        &self,
+        endpoint: Endpoint,
+        req: &ApiRequest,
+    ) -> Result<HttpResponse, ApiError> {
+        let sessions = &self.accounts.sessions;
+        let (id, record) = sessions.current(req).await?;
+        let user = record.user_id.as_str();
+        match endpoint {
+            Endpoint::SessionRevoke => {
+                let b: HandleOnly = req.input()?;
+                if !sessions.end(user, b.handle.trim()).await? {
+                    return Err(ApiError::NotFound);
+                }
+                tracing::info!(user = %user, "one session signed out by its owner");
+                Ok(uncached(204, None, Bytes::new()))
+            }
+            Endpoint::SessionRevokeOthers => {
+                let revoked = sessions.end_others(user, &id).await?;
+                tracing::info!(user = %user, revoked, "other sessions signed out by their owner");
+                Ok(json_response(200, &json!({ "revoked": revoked })))
+            }
+            Endpoint::SessionRevokeAll => {
+                let revoked = sessions.revoke_user(user).await?;
+                tracing::info!(user = %user, revoked, "signed out everywhere by the owner");
+                let mut resp = uncached(204, None, Bytes::new());
+                set_cookie(&mut resp, &sessions.cookie().clear());
+                Ok(resp)
+            }
+            _ => {
+                let list = sessions.list(user, Some(&id)).await?;
+                Ok(json_response(200, &json!({ "sessions": list })))
             }
         }
     }

@@ -27,6 +27,9 @@ pub struct AuthConfig {
     /// Allow `session.cookie_secure = false` on a listener beyond loopback (development only).
     #[serde(default)]
     pub insecure_dev: bool,
+    /// Sessions one user may hold at once; a sign-in beyond it ends the oldest (0: no cap).
+    #[serde(default)]
+    pub max_sessions_per_user: usize,
     #[serde(default)]
     pub redis: RedisConfig,
     /// The session contract shared with the gateway (same table in `gateway.toml`).

@@ -23,10 +23,18 @@ pub enum Endpoint {
     ForgotPassword,
     ResetPassword,
     VerifyEmail,
+    /// The signed-in user's sessions (`GET`).
+    Sessions,
+    /// Signs out one of them, named by its handle.
+    SessionRevoke,
+    /// Signs out every other session.
+    SessionRevokeOthers,
+    /// Signs out everywhere, this session included.
+    SessionRevokeAll,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Livez,
         Endpoint::Readyz,
         Endpoint::Health,
@@ -36,6 +44,10 @@ impl Endpoint {
         Endpoint::ForgotPassword,
         Endpoint::ResetPassword,
         Endpoint::VerifyEmail,
+        Endpoint::Sessions,
+        Endpoint::SessionRevoke,
+        Endpoint::SessionRevokeOthers,
+        Endpoint::SessionRevokeAll,
     ];
 
     /// Probes live at the root, for orchestrators.
@@ -55,6 +67,10 @@ impl Endpoint {
             Endpoint::ForgotPassword => "/forgot-password",
             Endpoint::ResetPassword => "/reset-password/update",
             Endpoint::VerifyEmail => "/verify-email",
+            Endpoint::Sessions => "/sessions",
+            Endpoint::SessionRevoke => "/sessions/revoke",
+            Endpoint::SessionRevokeOthers => "/sessions/revoke-others",
+            Endpoint::SessionRevokeAll => "/sessions/revoke-all",
         }
     }
 
@@ -70,9 +86,11 @@ impl Endpoint {
     /// The one method the endpoint accepts.
     pub fn method(self) -> Method {
         match self {
-            Endpoint::Livez | Endpoint::Readyz | Endpoint::Health | Endpoint::VerifyEmail => {
-                Method::GET
-            }
+            Endpoint::Livez
+            | Endpoint::Readyz
+            | Endpoint::Health
+            | Endpoint::VerifyEmail
+            | Endpoint::Sessions => Method::GET,
             _ => Method::POST,
         }
     }

@@ -25,6 +25,9 @@ pub enum ApiError {
     Validation { field: &'static str, reason: String },
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// No valid session on a request that needs one.
+    #[error("unauthenticated")]
+    Unauthenticated,
     #[error("email not verified")]
     EmailNotVerified,
     #[error("invalid token")]
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Unauthenticated => "unauthenticated",
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::InvalidToken => "invalid_token",
             ApiError::RateLimited => "rate_limited",
@@ -99,7 +103,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => 413,
             ApiError::InvalidJson(_) | ApiError::InvalidToken => 400,
             ApiError::Validation { .. } => 422,
-            ApiError::InvalidCredentials => 401,
+            ApiError::InvalidCredentials | ApiError::Unauthenticated => 401,
             ApiError::EmailNotVerified | ApiError::CrossSite => 403,
             ApiError::RateLimited | ApiError::AccountLocked(_) => 429,
             ApiError::SessionStore(_) | ApiError::UserStore(_) => 503,

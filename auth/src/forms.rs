@@ -43,7 +43,13 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         Endpoint::ResetPassword => format!("{}?notice=password_updated", Page::SignIn.path()),
         Endpoint::Logout => Page::SignedOut.path(),
         Endpoint::VerifyEmail => Page::Verified.path(),
-        Endpoint::Livez | Endpoint::Readyz | Endpoint::Health => return None,
+        Endpoint::Livez
+        | Endpoint::Readyz
+        | Endpoint::Health
+        | Endpoint::Sessions
+        | Endpoint::SessionRevoke
+        | Endpoint::SessionRevokeOthers
+        | Endpoint::SessionRevokeAll => return None,
     })
 }
 
@@ -71,7 +77,14 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
             Page::ResetPassword
         }
         Endpoint::VerifyEmail => Page::SignIn,
-        Endpoint::Logout | Endpoint::Livez | Endpoint::Readyz | Endpoint::Health => return None,
+        Endpoint::Logout
+        | Endpoint::Livez
+        | Endpoint::Readyz
+        | Endpoint::Health
+        | Endpoint::Sessions
+        | Endpoint::SessionRevoke
+        | Endpoint::SessionRevokeOthers
+        | Endpoint::SessionRevokeAll => return None,
     };
     Some(format!("{}?{query}", page.path()))
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod devices;
 pub mod endpoint;
 pub mod error;
 pub mod flows;

@@ -7,19 +7,57 @@ use crate::http::ApiRequest;
 use crate::users::SignedIn;
 use authflow_shared::client_ip;
 use authflow_shared::contract::SessionContract;
-use authflow_shared::cookie::{self, CookieSpec};
-use authflow_shared::fingerprint::FINGERPRINT_HEADER;
+use authflow_shared::cookie::{self, CookieLookup, CookieSpec};
+use authflow_shared::fingerprint::{self, FINGERPRINT_HEADER};
 use authflow_shared::session::SessionRecord;
 use authflow_shared::store::{SessionStore, StoreError};
-use authflow_shared::token::SessionToken;
+use authflow_shared::token::{public_handle, SessionToken};
 use ipnet::IpNet;
+use serde::Serialize;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Longest User-Agent kept with a session (enough to describe the device).
+const MAX_USER_AGENT: usize = 256;
 
 pub struct Sessions {
     pub store: Arc<dyn SessionStore>,
     contract: SessionContract,
     trusted_proxies: Vec<IpNet>,
+    /// Sessions one user may hold at once; the oldest are ended beyond it (0: no cap).
+    max_per_user: usize,
+}
+
+/// One session as its owner (or an operator) sees it: nothing here opens it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// What to name it by when signing it out ([`public_handle`]).
+    pub handle: String,
+    /// "Firefox on Linux".
+    pub device: String,
+    /// The signing-in address with its last part hidden.
+    pub ip: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    pub expires_at: u64,
+    /// The session the request came with.
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(id: &str, record: &SessionRecord, current: Option<&str>) -> Self {
+        SessionView {
+            handle: public_handle(id),
+            device: crate::devices::describe(record.user_agent.as_deref()),
+            ip: record.ip_hint.clone(),
+            created_at: record.created_at,
+            last_seen_at: record.last_seen_at,
+            expires_at: record.expires_at,
+            current: current == Some(id),
+        }
+    }
 }
 
 impl Sessions {
@@ -32,7 +70,14 @@ impl Sessions {
             store,
             contract: contract.clone(),
             trusted_proxies: trusted_proxies.to_vec(),
+            max_per_user: 0,
         }
+    }
+
+    /// At most `max` sessions per user (0: no cap); a sign-in beyond it ends the oldest.
+    pub fn with_max_per_user(mut self, max: usize) -> Self {
+        self.max_per_user = max;
+        self
     }
 
     pub fn cookie(&self) -> CookieSpec {
@@ -67,12 +112,21 @@ impl Sessions {
             absolute,
         );
         record.provider_data = who.provider_data;
+        record.user_agent = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        record.ip_hint = Some(client_ip::hint(self.client_ip(req)));
         match self
             .store
             .create(&token.id(), &record, idle.min(absolute), began_us)
             .await
         {
-            Ok(()) => Ok((token, record)),
+            Ok(()) => {
+                self.enforce_cap(&record.user_id).await;
+                Ok((token, record))
+            }
             Err(StoreError::Revoked) => {
                 tracing::warn!(user = %record.user_id, "sign-in raced a password reset: refused");
                 Err(ApiError::InvalidCredentials)
@@ -98,6 +152,104 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// The request's own session: exactly one well-formed cookie naming a live session, from
+    /// the device that signed in (the same checks the gateway makes). Its id and record.
+    pub async fn current(&self, req: &ApiRequest) -> Result<(String, SessionRecord), ApiError> {
+        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.contract.cookie_name)
+        else {
+            return Err(ApiError::Unauthenticated);
+        };
+        let token = SessionToken::parse(value).ok_or(ApiError::Unauthenticated)?;
+        let id = token.id();
+        let record = self
+            .store
+            .lookup(&id)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        let (idle, absolute) = (
+            self.contract.idle_timeout.0,
+            self.contract.absolute_timeout.0,
+        );
+        if record
+            .expiry(authflow_shared::now_ms(), idle, absolute)
+            .is_some()
+            || !fingerprint::matches(&record.fingerprint, &self.client_fingerprint(req))
+        {
+            return Err(ApiError::Unauthenticated);
+        }
+        Ok((id, record))
+    }
+
+    /// Every live session of `user_id`, newest first; `current` is marked.
+    pub async fn list(
+        &self,
+        user_id: &str,
+        current: Option<&str>,
+    ) -> Result<Vec<SessionView>, ApiError> {
+        let mut views: Vec<SessionView> = self
+            .store
+            .list_user(user_id)
+            .await?
+            .iter()
+            .map(|(id, r)| SessionView::new(id, r, current))
+            .collect();
+        views.sort_by_key(|v| std::cmp::Reverse(v.created_at));
+        Ok(views)
+    }
+
+    /// Ends the session of `user_id` named by `handle`; `false` when it has none such.
+    pub async fn end(&self, user_id: &str, handle: &str) -> Result<bool, ApiError> {
+        for (id, _) in self.store.list_user(user_id).await? {
+            if fingerprint::matches(&public_handle(&id), handle) {
+                self.store.delete(&id, user_id).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Ends every session of `user_id` but `keep`; returns how many.
+    pub async fn end_others(&self, user_id: &str, keep: &str) -> Result<usize, ApiError> {
+        let mut ended = 0;
+        for (id, _) in self.store.list_user(user_id).await? {
+            if id != keep {
+                self.store.delete(&id, user_id).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Beyond `max_per_user` sessions, the oldest end. A failure here leaves the new session
+    /// standing (it is logged): the cap is a limit on clutter, not a security boundary.
+    async fn enforce_cap(&self, user_id: &str) {
+        if self.max_per_user == 0 {
+            return;
+        }
+        let result = async {
+            let mut all = self.store.list_user(user_id).await?;
+            if all.len() <= self.max_per_user {
+                return Ok::<usize, StoreError>(0);
+            }
+            all.sort_by_key(|(_, r)| r.created_at);
+            let extra = all.len() - self.max_per_user;
+            for (id, _) in &all[..extra] {
+                self.store.delete(id, user_id).await?;
+            }
+            Ok(extra)
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(user = %user_id, evicted = n, "oldest sessions ended: over max_sessions_per_user")
+            }
+            Err(e) => {
+                tracing::warn!(user = %user_id, error = %e, "max_sessions_per_user not enforced")
+            }
+        }
+    }
+
     /// Ends every session of `user_id`; returns how many there were.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, ApiError> {
         Ok(self.store.revoke_user(user_id).await?)
@@ -119,12 +271,31 @@ impl Sessions {
                 }
             }
         }
+        self.contract
+            .fingerprint
+            .compute(self.client_ip(req), &req.headers)
+    }
+
+    /// The client's address: the peer, or `X-Forwarded-For` from a trusted proxy.
+    fn client_ip(&self, req: &ApiRequest) -> IpAddr {
+        let peer = client_ip::canonical(req.peer.ip());
         let xff = req
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        let ip = client_ip::resolve(peer, xff, &self.trusted_proxies);
-        self.contract.fingerprint.compute(ip, &req.headers)
+        client_ip::resolve(peer, xff, &self.trusted_proxies)
     }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

@@ -42,6 +42,21 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 
+/// `ip` with the part that locates a household hidden, for showing a person where their
+/// sessions signed in: `203.0.113.x`, `2001:db8:1:2::x` (the /64 kept).
+pub fn hint(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.x")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::x", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are treated as the IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -69,6 +84,13 @@ mod tests {
     }
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn hints_hide_the_host_part() {
+        assert_eq!(hint(ip("203.0.113.77")), "203.0.113.x");
+        assert_eq!(hint(ip("::ffff:10.1.2.3")), "10.1.2.x");
+        assert_eq!(hint(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::x");
     }
 
     #[test]

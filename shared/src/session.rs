@@ -15,6 +15,14 @@ pub struct SessionRecord {
     pub last_seen_at: u64,
     /// Absolute expiry: the session ends here whatever the activity.
     pub expires_at: u64,
+    /// The signing-in browser's `User-Agent` (cut to 256 bytes), to describe the device in
+    /// the session list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The signing-in client's address with its last part hidden (`203.0.113.x`): enough
+    /// for a person to recognise a place, not to locate them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_hint: Option<String>,
     /// Provider-specific data kept with the session (e.g. encrypted upstream tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_data: Option<String>,
@@ -43,6 +51,8 @@ impl SessionRecord {
             created_at: now_ms,
             last_seen_at: now_ms,
             expires_at: now_ms.saturating_add(absolute.as_millis() as u64),
+            user_agent: None,
+            ip_hint: None,
             provider_data: None,
         }
     }

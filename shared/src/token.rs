@@ -85,6 +85,15 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// The handle a person or an operator names a session by (in the session list, to sign one
+/// out): 16 hex digits derived from the session id. Neither the token nor its Redis key can
+/// be recovered from it, so showing it in a page or a terminal gives nothing away.
+pub fn public_handle(id: &str) -> String {
+    let mut h = hash_hex(format!("authflow-session-handle:{id}").as_bytes());
+    h.truncate(16);
+    h
+}
+
 /// The tag and the first 12 hex digits of a session id: enough to follow one session through
 /// the logs, too few to look it up in Redis. Every log line that names a session uses this.
 pub fn log_id(id: &str) -> &str {
@@ -95,6 +104,16 @@ pub fn log_id(id: &str) -> &str {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn public_handles_are_short_stable_and_not_the_id() {
+        let id = SessionToken::for_user("u1").id();
+        let h = public_handle(&id);
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, public_handle(&id));
+        assert!(!id.contains(&h));
+        assert_ne!(h, public_handle(&SessionToken::for_user("u1").id()));
+    }
 
     #[test]
     fn generated_tokens_carry_the_users_tag_and_are_distinct() {

@@ -2,6 +2,7 @@
 //! start) or PostgreSQL, through one set of migrations (sqlx `Any`).
 
 use super::{Account, ProviderError, SignedIn, UserProvider};
+use crate::credentials::normalize_email;
 use crate::mail::{MailKind, Mailer};
 use crate::password::PasswordHasherPool;
 use async_trait::async_trait;
@@ -250,6 +251,13 @@ impl UserProvider for BuiltinUsers {
             email: row.get("email"),
             provider_data: None,
         })
+    }
+
+    async fn user_id_of(&self, email: &str) -> Result<Option<String>, ProviderError> {
+        Ok(self
+            .find(&normalize_email(email))
+            .await?
+            .map(|row| row.get::<String, _>("id")))
     }
 
     async fn signed_out(&self, _record: &SessionRecord) {}

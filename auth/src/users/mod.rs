@@ -66,6 +66,11 @@ pub trait UserProvider: Send + Sync {
         new_password: &str,
     ) -> Result<Account, ProviderError>;
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError>;
+    /// The id of the account with `email` (for operators naming a user by address);
+    /// `Ok(None)` when there is none or the provider cannot look it up.
+    async fn user_id_of(&self, _email: &str) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;
     /// A name for logs and `/health`.

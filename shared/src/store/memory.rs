@@ -161,6 +161,19 @@ impl SessionStore for MemorySessionStore {
         Ok(ids.len())
     }
 
+    async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let g = self.lock()?;
+        let now = Instant::now();
+        let ids = g.user_sessions.get(user_id).cloned().unwrap_or_default();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| match g.sessions.get(&id) {
+                Some((r, exp)) if *exp > now => Some((id, r.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
     }

@@ -60,6 +60,9 @@ pub trait SessionStore: Send + Sync {
     /// sign-in already under way cannot create a session afterwards; returns how many there
     /// were.
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
+    /// Every live session of `user_id`, with its id (from the `user_sessions` index; entries
+    /// whose session has ended are dropped from the index on the way).
+    async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
     /// What the store is (`"redis"`, `"memory"`), for health reports.

@@ -292,6 +292,25 @@ impl SessionStore for RedisSessionStore {
         Ok(n.max(0) as usize)
     }
 
+    async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let index = keys::user_sessions(user_id);
+        let client = self.once().await?;
+        let ids: Vec<String> = self.bounded(client.smembers(&index)).await?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut ended = Vec::new();
+        for id in ids {
+            let raw: Vec<Option<String>> = self.bounded(client.mget(session_keys(&id))).await?;
+            match decode(raw)? {
+                Some(record) => live.push((id, record)),
+                None => ended.push(id),
+            }
+        }
+        if !ended.is_empty() {
+            let _: i64 = self.bounded(client.srem(&index, ended)).await?;
+        }
+        Ok(live)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(self.once().await?.ping::<String>(None))
             .await
