@@ -68,7 +68,7 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>) -> Response {
         format!(
             "<h1>Hello, {email}</h1>\n<p id=\"who\">Signed in as <strong>{email}</strong> (user id <code>{id}</code>).</p>\n\
              <p>The gateway checked your session and device, then sent these headers to this app:</p>\n\
-             <table>{rows}</table>\n<form method=\"post\" action=\"/api/v1/simple_auth/logout\">\
+             <table>{rows}</table>\n<p><a href=\"/auth/sessions\">Your devices</a></p>\n<form method=\"post\" action=\"/api/v1/simple_auth/logout\">\
              <button type=\"submit\">Sign out</button></form>",
             email = escape(&email),
             id = escape(&user_id)

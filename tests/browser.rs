@@ -1,8 +1,8 @@
 //! A person's flow in a real browser: headless Chromium, driven over WebDriver
 //! (chromedriver + fantoccini), against `authflow up`. Open /app/ → sent to sign in → sign up
-//! → follow the verification link from the outbox → sign in → the app shows the user → sign
-//! out → /app/ sends you to sign in again. A screenshot of each page is kept in
-//! `target/screenshots/`.
+//! → follow the verification link from the outbox → sign in → the app shows the user → "Your
+//! devices" lists this one → sign out → /app/ sends you to sign in again. A screenshot of
+//! each page is kept in `target/screenshots/`.
 
 mod support;
 
@@ -189,15 +189,33 @@ async fn a_person_signs_up_verifies_signs_in_and_out_in_chromium() {
     assert!(text.contains(&format!("Signed in as {email}")), "{text}");
     b.shot("05-app-signed-in").await;
 
+    b.c.find(Locator::LinkText("Your devices"))
+        .await
+        .expect("devices link")
+        .click()
+        .await
+        .expect("click");
+    b.wait_for_path("/auth/sessions").await;
+    let text = b.text().await;
+    assert!(text.contains("This device"), "{text}");
+    assert!(text.contains("127.0.0.x"), "{text}");
+    b.shot("06-your-devices").await;
+    b.submit().await; // "Sign out all other devices": there are none, this one stays
+    b.wait_for_path("/auth/sessions?notice=others_signed_out")
+        .await;
+    assert!(b.text().await.contains("Every other device is signed out"));
+    b.c.goto(&format!("{}/app/", b.base)).await.expect("goto");
+    b.wait_for_path("/app/").await;
+
     b.submit().await; // the app's "Sign out" button
     b.wait_for_path("/auth/signed-out").await;
-    b.shot("06-signed-out").await;
+    b.shot("07-signed-out").await;
 
     b.c.goto(&format!("{}/app/", b.base)).await.expect("goto");
     assert_eq!(
         b.wait_for_path("/auth/signin").await,
         "/auth/signin?next=/app/"
     );
-    b.shot("07-sign-in-again").await;
+    b.shot("08-sign-in-again").await;
     b.c.close().await.expect("close");
 }

@@ -365,3 +365,85 @@ async fn operators_list_and_end_a_users_sessions_from_the_command_line() {
     );
     assert_eq!(s.app(UA, &laptop).await, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_needs_the_old_one_and_ends_every_other_session() {
+    let s = stack(0).await;
+    s.register("zoe@example.com").await;
+    let laptop = s.sign_in("zoe@example.com", UA).await;
+    let phone = s.sign_in("zoe@example.com", PHONE).await;
+    assert_eq!(s.app(PHONE, &phone).await, 200);
+    let change = |old: &str, new: &str| json!({ "old_password": old, "new_password": new });
+    let r = s
+        .call(
+            "POST",
+            "change-password",
+            UA,
+            Some(&laptop),
+            Some(change("wrong password here", "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        s.app(PHONE, &phone).await,
+        200,
+        "a failed change ended sessions"
+    );
+    let r = s
+        .call(
+            "POST",
+            "change-password",
+            UA,
+            Some(&laptop),
+            Some(change(PW, "short")),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = s
+        .call(
+            "POST",
+            "change-password",
+            UA,
+            None,
+            Some(change(PW, "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+
+    let r = s
+        .call(
+            "POST",
+            "change-password",
+            UA,
+            Some(&laptop),
+            Some(change(PW, "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["revoked"], 1);
+    assert_eq!(
+        s.app(PHONE, &phone).await,
+        401,
+        "another session outlived the change"
+    );
+    assert_eq!(
+        s.app(UA, &laptop).await,
+        200,
+        "the changing session was ended"
+    );
+    // The new password signs in; the old one no longer does.
+    let r = client()
+        .post(s.gw.url("/api/v1/simple_auth/signin"))
+        .json(&json!({"email": "zoe@example.com", "password": PW}))
+        .send()
+        .await
+        .expect("signin");
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(s.gw.url("/api/v1/simple_auth/signin"))
+        .json(&json!({"email": "zoe@example.com", "password": "a brand new passphrase"}))
+        .send()
+        .await
+        .expect("signin");
+    assert_eq!(r.status(), 200);
+}

@@ -3,7 +3,7 @@
 //! answers JSON. Form posts get the same outcome as a redirect ([`crate::forms`]).
 
 use crate::config::AuthConfig;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Page};
 use crate::error::ApiError;
 use crate::flows::Accounts;
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
@@ -29,6 +29,13 @@ struct Credentials {
 #[serde(deny_unknown_fields)]
 struct EmailOnly {
     email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    old_password: String,
+    new_password: String,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +86,9 @@ impl Api {
     /// emailed link) get redirects instead of JSON.
     pub async fn handle(&self, req: &ApiRequest) -> HttpResponse {
         if req.method == Method::GET {
+            if req.path == Page::Devices.path() {
+                return self.devices_page(req).await;
+            }
             if let Some(page) = crate::pages::render(&req.path, req.query.as_deref()) {
                 return page;
             }
@@ -162,10 +172,40 @@ impl Api {
                     .await?;
                 Ok(json_response(200, &json!({"status": "email_verified"})))
             }
+            Endpoint::ChangePassword => {
+                let b: PasswordChange = req.input()?;
+                let revoked = accounts
+                    .change_password(req, &b.old_password, &b.new_password)
+                    .await?;
+                Ok(json_response(
+                    200,
+                    &json!({"status": "password_updated", "revoked": revoked}),
+                ))
+            }
             Endpoint::Sessions
             | Endpoint::SessionRevoke
             | Endpoint::SessionRevokeOthers
             | Endpoint::SessionRevokeAll => self.own_sessions(endpoint, req).await,
+        }
+    }
+
+    /// "Your devices", for the request's own session; without one, the sign-in page.
+    async fn devices_page(&self, req: &ApiRequest) -> HttpResponse {
+        let sessions = &self.accounts.sessions;
+        let listed = async {
+            let (id, record) = sessions.current(req).await?;
+            sessions.list(&record.user_id, Some(&id)).await
+        };
+        match listed.await {
+            Ok(list) => {
+                crate::pages::devices(&list, authflow_shared::now_ms(), req.query.as_deref())
+            }
+            Err(ApiError::Unauthenticated) => crate::pages::render(&req.path, None)
+                .unwrap_or_else(|| ApiError::Unauthenticated.response()),
+            Err(e) => {
+                tracing::error!(error = %e, "devices page: dependency unavailable");
+                e.response()
+            }
         }
     }
 

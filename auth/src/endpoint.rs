@@ -31,10 +31,12 @@ pub enum Endpoint {
     SessionRevokeOthers,
     /// Signs out everywhere, this session included.
     SessionRevokeAll,
+    /// A signed-in user changes their password (the old one required).
+    ChangePassword,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::Livez,
         Endpoint::Readyz,
         Endpoint::Health,
@@ -48,6 +50,7 @@ impl Endpoint {
         Endpoint::SessionRevoke,
         Endpoint::SessionRevokeOthers,
         Endpoint::SessionRevokeAll,
+        Endpoint::ChangePassword,
     ];
 
     /// Probes live at the root, for orchestrators.
@@ -71,6 +74,7 @@ impl Endpoint {
             Endpoint::SessionRevoke => "/sessions/revoke",
             Endpoint::SessionRevokeOthers => "/sessions/revoke-others",
             Endpoint::SessionRevokeAll => "/sessions/revoke-all",
+            Endpoint::ChangePassword => "/change-password",
         }
     }
 
@@ -129,10 +133,12 @@ pub enum Page {
     ResetPassword,
     Verified,
     SignedOut,
+    /// "Your devices": the signed-in user's sessions (rendered with the session, by the API).
+    Devices,
 }
 
 impl Page {
-    pub const ALL: [Page; 7] = [
+    pub const ALL: [Page; 8] = [
         Page::SignIn,
         Page::SignUp,
         Page::CheckEmail,
@@ -140,6 +146,7 @@ impl Page {
         Page::ResetPassword,
         Page::Verified,
         Page::SignedOut,
+        Page::Devices,
     ];
 
     fn slug(self) -> &'static str {
@@ -151,6 +158,7 @@ impl Page {
             Page::ResetPassword => "reset-password",
             Page::Verified => "verified",
             Page::SignedOut => "signed-out",
+            Page::Devices => "sessions",
         }
     }
 

@@ -68,6 +68,34 @@ impl Accounts {
         Ok((token, record))
     }
 
+    /// Changes the password of the request's own session's user, who must give the old one
+    /// (checked like a sign-in: throttled, same timing). Every other session ends, before
+    /// the change (so a failure leaves nothing half done) and again after it (a sign-in with
+    /// the old password that landed in between); returns how many ended.
+    pub async fn change_password(
+        &self,
+        req: &ApiRequest,
+        old_password: &str,
+        new_password: &str,
+    ) -> Result<usize, ApiError> {
+        let (id, record) = self.sessions.current(req).await?;
+        validate_password(new_password)?;
+        let email = record.email.clone().ok_or(ApiError::InvalidCredentials)?;
+        let (who, _) = self
+            .throttle
+            .guard(&email, self.users.sign_in(&email, old_password))
+            .await?;
+        if who.user_id != record.user_id {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let user = record.user_id.as_str();
+        let before = self.sessions.end_others(user, &id).await?;
+        self.users.set_password(user, new_password).await?;
+        let after = self.sessions.end_others(user, &id).await?;
+        tracing::info!(user = %user, revoked = before + after, "password changed; other sessions ended");
+        Ok(before + after)
+    }
+
     /// Ends every session the request presents, on the server, and tells the provider.
     pub async fn sign_out(&self, req: &ApiRequest) -> Result<(), ApiError> {
         for record in self.sessions.revoke_presented(req).await? {

@@ -43,13 +43,13 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         Endpoint::ResetPassword => format!("{}?notice=password_updated", Page::SignIn.path()),
         Endpoint::Logout => Page::SignedOut.path(),
         Endpoint::VerifyEmail => Page::Verified.path(),
-        Endpoint::Livez
-        | Endpoint::Readyz
-        | Endpoint::Health
-        | Endpoint::Sessions
-        | Endpoint::SessionRevoke
-        | Endpoint::SessionRevokeOthers
-        | Endpoint::SessionRevokeAll => return None,
+        Endpoint::SessionRevoke => format!("{}?notice=signed_out", Page::Devices.path()),
+        Endpoint::SessionRevokeOthers => {
+            format!("{}?notice=others_signed_out", Page::Devices.path())
+        }
+        Endpoint::ChangePassword => format!("{}?notice=password_changed", Page::Devices.path()),
+        Endpoint::SessionRevokeAll => Page::SignedOut.path(),
+        Endpoint::Livez | Endpoint::Readyz | Endpoint::Health | Endpoint::Sessions => return None,
     })
 }
 
@@ -77,14 +77,16 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
             Page::ResetPassword
         }
         Endpoint::VerifyEmail => Page::SignIn,
+        // Without a session the page itself sends the browser to sign in.
+        Endpoint::SessionRevoke
+        | Endpoint::SessionRevokeOthers
+        | Endpoint::SessionRevokeAll
+        | Endpoint::ChangePassword => Page::Devices,
         Endpoint::Logout
         | Endpoint::Livez
         | Endpoint::Readyz
         | Endpoint::Health
-        | Endpoint::Sessions
-        | Endpoint::SessionRevoke
-        | Endpoint::SessionRevokeOthers
-        | Endpoint::SessionRevokeAll => return None,
+        | Endpoint::Sessions => return None,
     };
     Some(format!("{}?{query}", page.path()))
 }

@@ -3,7 +3,8 @@
 //! the forms post to the JSON API's endpoints and work without JavaScript.
 
 use crate::endpoint::{Endpoint, Page};
-use crate::http::{json_response, uncached, HttpResponse};
+use crate::http::{json_response, see_other, uncached, HttpResponse};
+use crate::sessions::SessionView;
 use authflow_shared::request::{encode_query_value as encode, query_param as param};
 use bytes::Bytes;
 use http::header;
@@ -60,6 +61,7 @@ fn message_for(error: &str, field: Option<&str>) -> String {
             Some("email") => "Enter a valid email address.".into(),
             _ => "Check what you entered.".into(),
         },
+        "not_found" => "That device was already signed out.".into(),
         "session_store_unavailable" | "user_store_unavailable" => {
             "The service is temporarily unavailable. Try again shortly.".into()
         }
@@ -96,7 +98,10 @@ button{margin-top:1.5rem;width:100%;padding:.7rem;font-size:1rem;background:#1f5
 button:focus,input:focus{outline:3px solid #f2b705}\
 .alert{background:#fde8e8;border:1px solid #c81e1e;padding:.75rem;border-radius:4px}\
 .notice{background:#e6f4ea;border:1px solid #1e7b34;padding:.75rem;border-radius:4px}\
-nav{margin-top:1.5rem;display:flex;justify-content:space-between}";
+nav{margin-top:1.5rem;display:flex;justify-content:space-between}\
+ul.devices{list-style:none;padding:0}ul.devices li{border-bottom:1px solid #dde1e6;padding:.75rem 0}\
+.device{font-weight:600}button.small{width:auto;margin-top:.5rem;padding:.3rem .8rem;font-size:.9rem}\
+button.danger{background:#b42318}h2{font-size:1.1rem;margin-top:2rem}";
 
 fn alert(query: Option<&str>) -> String {
     match param(query, "error") {
@@ -180,6 +185,64 @@ fn render_page(page: Page, query: Option<&str>) -> HttpResponse {
         Page::SignedOut => html(200, "Signed out", &format!(
             "<p role=\"status\">You are signed out. Your session was ended on the server.</p>\n<p><a href=\"{signin}\">Sign in again</a></p>"
         )),
+        // Needs the session: the API renders it with [`devices`]; without one, sign in.
+        Page::Devices => see_other(&format!("{signin}?next={}", encode(&Page::Devices.path()))),
+    }
+}
+
+/// "Your devices": every session of the signed-in user, each but this one with a button to
+/// sign it out, then "sign out all other devices", "sign out everywhere" and a password
+/// change (which also signs out the other devices). Plain forms, no script.
+pub fn devices(list: &[SessionView], now_ms: u64, query: Option<&str>) -> HttpResponse {
+    let notice = match param(query, "notice").as_deref() {
+        Some("signed_out") => "<p class=\"notice\" role=\"status\">That device is signed out.</p>",
+        Some("others_signed_out") => "<p class=\"notice\" role=\"status\">Every other device is signed out.</p>",
+        Some("password_changed") => "<p class=\"notice\" role=\"status\">Your password was changed and every other device signed out.</p>",
+        _ => "",
+    };
+    let rows: String = list
+        .iter()
+        .map(|s| {
+            let action = if s.current {
+                "<strong>This device</strong>".to_owned()
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"handle\" value=\"{}\"><button type=\"submit\" class=\"small\">Sign out</button></form>",
+                    Endpoint::SessionRevoke.path(),
+                    escape(&s.handle)
+                )
+            };
+            format!(
+                "<li><span class=\"device\">{}</span><br><small>{} · signed in {} · last active {}</small><br>{action}</li>",
+                escape(&s.device),
+                escape(s.ip.as_deref().unwrap_or("address unknown")),
+                ago(now_ms, s.created_at),
+                ago(now_ms, s.last_seen_at),
+            )
+        })
+        .collect();
+    html(200, "Your devices", &format!(
+        "{notice}{alert}<p>Where you are signed in. Sign out anything you do not recognise, then change your password.</p>\n<ul class=\"devices\">{rows}</ul>\n\
+         <form method=\"post\" action=\"{others}\"><button type=\"submit\">Sign out all other devices</button></form>\n\
+         <form method=\"post\" action=\"{all}\"><button type=\"submit\" class=\"danger\">Sign out everywhere</button></form>\n\
+         <h2>Change password</h2>\n<form method=\"post\" action=\"{change}\">\n{old}\n{new}\n<button type=\"submit\">Change password</button>\n</form>",
+        alert = alert(query),
+        others = Endpoint::SessionRevokeOthers.path(),
+        all = Endpoint::SessionRevokeAll.path(),
+        change = Endpoint::ChangePassword.path(),
+        old = password_field("old_password", "Current password", "current-password"),
+        new = password_field("new_password", "New password", "new-password"),
+    ))
+}
+
+/// "5 minutes ago", coarse on purpose.
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
     }
 }
 

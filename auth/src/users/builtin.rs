@@ -253,6 +253,22 @@ impl UserProvider for BuiltinUsers {
         })
     }
 
+    async fn set_password(&self, user_id: &str, new_password: &str) -> Result<(), ProviderError> {
+        let hash = self
+            .hasher
+            .hash(new_password)
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(now_ms() as i64)
+            .bind(user_id)
+            .execute(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn user_id_of(&self, email: &str) -> Result<Option<String>, ProviderError> {
         Ok(self
             .find(&normalize_email(email))
