@@ -94,7 +94,7 @@ pub struct SessionCheckConfig {
     /// How long the breaker stays open before it lets one probe through.
     pub breaker_cool_down: HumanDuration,
     /// Sessions kept in this process, kept coherent by Redis client tracking (0: no cache,
-    /// every protected request reads Redis). About 0.5 KiB per entry.
+    /// every protected request reads Redis). About 1 KiB per entry.
     pub cache_entries: usize,
 }
 
