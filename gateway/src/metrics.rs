@@ -2,7 +2,6 @@
 //! `metrics_listen` listener when configured.
 
 use crate::decision::Decision;
-use crate::health::{Health, Probe};
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounter};
 use std::sync::LazyLock;
 
@@ -113,41 +112,4 @@ pub fn render() -> String {
     let mut buf = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// The private listener: `GET /metrics` (Prometheus text), and `/livez`, `/readyz` and
-/// `/health` with every dependency's state.
-pub struct MetricsApp {
-    health: Health,
-}
-
-impl MetricsApp {
-    pub fn new(health: Health) -> Self {
-        MetricsApp { health }
-    }
-}
-
-#[async_trait::async_trait]
-impl pingora::apps::http_app::ServeHttp for MetricsApp {
-    async fn response(
-        &self,
-        session: &mut pingora::protocols::http::ServerSession,
-    ) -> http::Response<Vec<u8>> {
-        let (status, content_type, body) = match session.req_header().uri.path() {
-            "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
-            path => match Probe::at(path) {
-                Some(probe) => {
-                    let report = self.health.report(probe, true).await;
-                    (report.status, "application/json", report.body.to_vec())
-                }
-                None => (404, "text/plain", b"not found\n".to_vec()),
-            },
-        };
-        http::Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .header("content-length", body.len())
-            .body(body)
-            .unwrap_or_default()
-    }
 }

@@ -68,7 +68,7 @@ pub fn build_with_store(
     if let Some(addr) = &cfg.metrics_listen {
         let mut metrics = pingora::services::listening::Service::new(
             "metrics".into(),
-            crate::metrics::MetricsApp::new(health),
+            crate::admin::MetricsApp::new(health),
         );
         metrics.add_tcp(addr);
         server.add_service(metrics);

@@ -11,7 +11,7 @@
 //! first. So no read can land on a fresh, untracked connection while the cache still
 //! trusts it, and no invalidation lost with a dead connection can leave a stale record.
 
-use super::redis::{decode, session_keys};
+use super::codec::{decode, session_keys};
 use super::{ChangeSink, SessionFeed, StoreError};
 use crate::session::SessionRecord;
 use async_trait::async_trait;

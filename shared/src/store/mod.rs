@@ -2,6 +2,7 @@
 //! [`RedisSessionStore`] is the production implementation (key layout in [`crate::keys`]);
 //! [`MemorySessionStore`] keeps the same semantics in-process for `authflow up`.
 
+mod codec;
 mod feed;
 mod memory;
 mod redis;

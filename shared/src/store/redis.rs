@@ -1,6 +1,7 @@
 //! [`RedisSessionStore`]: sessions in Redis through a fred pool, with the key layout of
 //! [`crate::keys`]. Every operation is bounded by the configured timeout.
 
+use super::codec::{decode, session_keys};
 use super::feed::RedisFeed;
 use super::{Attempt, LoginThrottle, SessionFeed, SessionStore, StoreError, ThrottlePolicy};
 use crate::config::RedisConfig;
@@ -172,25 +173,6 @@ fn tls(ca_file: Option<&str>) -> Result<fred::types::config::TlsConnector, Store
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config.into())
-}
-
-/// The keys a session check reads: the record and its last activity (one slot).
-pub(super) fn session_keys(id: &str) -> Vec<String> {
-    vec![keys::session(id), keys::seen(id)]
-}
-
-/// The record from `MGET session seen`, with the later of the two activity times.
-pub(super) fn decode(raw: Vec<Option<String>>) -> Result<Option<SessionRecord>, StoreError> {
-    let mut raw = raw.into_iter();
-    let Some(json) = raw.next().flatten() else {
-        return Ok(None);
-    };
-    let mut record: SessionRecord =
-        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Some(seen) = raw.next().flatten().and_then(|s| s.parse::<u64>().ok()) {
-        record.last_seen_at = record.last_seen_at.max(seen);
-    }
-    Ok(Some(record))
 }
 
 fn ms(d: Duration) -> i64 {
