@@ -677,7 +677,10 @@ async fn metrics_count_decisions_on_their_own_listener() {
             .text()
             .await
             .expect("body");
-        if text.contains("decision=\"unauthenticated\"") && text.contains("decision=\"forwarded\"")
+        // Every series exists from the start; the counts land when each request is logged,
+        // just after its response was sent.
+        if text.contains("authflow_gateway_requests_total{decision=\"unauthenticated\"} 1")
+            && text.contains("authflow_gateway_requests_total{decision=\"forwarded\"} 1")
         {
             break;
         }
