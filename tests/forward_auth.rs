@@ -44,24 +44,7 @@ impl Stack {
     /// and the user id.
     async fn signed_in(&self, email: &str) -> (String, String) {
         let base = self.nginx.url("");
-        let r = client()
-            .post(format!("{base}/api/v1/simple_auth/signup"))
-            .header("user-agent", UA)
-            .json(&json!({"email": email, "password": PW}))
-            .send()
-            .await
-            .expect("signup");
-        assert_eq!(r.status(), 202);
-        let mail = wait_for_mail(&self.auth.outbox(), email, "verify-email").await;
-        let r = client()
-            .get(format!(
-                "{base}/api/v1/simple_auth/verify-email?token={}",
-                link_token(&mail)
-            ))
-            .send()
-            .await
-            .expect("verify");
-        assert_eq!(r.status(), 200);
+        register_through(&base, &self.auth.outbox(), email, PW).await;
         let r = sign_in_through(&base, email, PW).await;
         assert_eq!(r.status(), 200);
         let token = session_cookie(&r).expect("cookie");

@@ -38,23 +38,7 @@ async fn stack(max_sessions: usize) -> Stack {
 
 impl Stack {
     async fn register(&self, email: &str) {
-        let r = client()
-            .post(self.gw.url("/api/v1/simple_auth/signup"))
-            .json(&json!({"email": email, "password": PW}))
-            .send()
-            .await
-            .expect("signup");
-        assert_eq!(r.status(), 202);
-        let mail = wait_for_mail(&self.auth.outbox(), email, "verify-email").await;
-        let r = client()
-            .get(self.gw.url(&format!(
-                "/api/v1/simple_auth/verify-email?token={}",
-                link_token(&mail)
-            )))
-            .send()
-            .await
-            .expect("verify");
-        assert_eq!(r.status(), 200);
+        register_through(&self.gw.url(""), &self.auth.outbox(), email, PW).await;
     }
 
     /// A sign-in from the browser `ua`; its session token.

@@ -62,6 +62,29 @@ pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
         })
 }
 
+/// Signs `email` up through `base` (e.g. `gw.url("")`) and follows the verification link the
+/// auth service wrote to `outbox`, as a person would.
+pub async fn register_through(base: &str, outbox: &std::path::Path, email: &str, password: &str) {
+    let r = client()
+        .post(format!("{base}/api/v1/simple_auth/signup"))
+        .header("user-agent", UA)
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 202);
+    let mail = super::mail::wait_for_mail(outbox, email, "verify-email").await;
+    let r = client()
+        .get(format!(
+            "{base}/api/v1/simple_auth/verify-email?token={}",
+            super::mail::link_token(&mail)
+        ))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(r.status(), 200);
+}
+
 /// A sign-in through the gateway at `base` (e.g. `gw.url("")`), as the test browser (`UA`).
 pub async fn sign_in_through(base: &str, email: &str, password: &str) -> reqwest::Response {
     client()
