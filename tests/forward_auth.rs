@@ -219,6 +219,21 @@ async fn traefik_and_envoy_shapes_get_identity_headers_or_a_redirect() {
         .await
         .expect("request");
     assert_eq!(denied.status(), 401);
+    // A browser's GET through Envoy, with the header the shipped example adds: a redirect
+    // that Envoy relays.
+    let to_signin = client()
+        .get(s.gw.url("/verify/app/page?z=9"))
+        .header("user-agent", UA)
+        .header("accept", "text/html")
+        .header("x-authflow-redirect", "1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(to_signin.status(), 302);
+    assert_eq!(
+        to_signin.headers()["location"],
+        "/auth/signin?next=/app/page%3Fz%3D9"
+    );
     // The check is never routed: nothing reached the app for any of it.
     let echo = s.verify("/verify/public/x", &[]).await;
     assert_eq!(echo.status(), 401, "a /verify path was routed upstream");
@@ -349,6 +364,11 @@ fn the_traefik_and_envoy_examples_name_the_right_headers_and_path() {
     }
     let upstream = exact(&authz["authorization_response"]["allowed_upstream_headers"]);
     assert_eq!(upstream, ["x-user-id", "x-user-email"]);
+    let to_client = exact(&authz["authorization_response"]["allowed_client_headers"]);
+    assert!(to_client.iter().any(|h| h == "location"), "{to_client:?}");
+    let added = &authz["authorization_request"]["headers_to_add"][0];
+    assert_eq!(added["key"].as_str(), Some("x-authflow-redirect"));
+    assert_eq!(added["value"].as_str(), Some("1"));
     assert_eq!(
         hcm["http_filters"][0]["typed_config"]["failure_mode_allow"].as_bool(),
         Some(false),

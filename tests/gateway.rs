@@ -667,33 +667,17 @@ async fn metrics_count_decisions_on_their_own_listener() {
         401
     );
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = client()
-            .get(&url)
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body");
-        // Every series exists from the start; the counts land when each request is logged,
-        // just after its response was sent.
-        if text.contains("authflow_gateway_requests_total{decision=\"unauthenticated\"} 1")
-            && text.contains("authflow_gateway_requests_total{decision=\"forwarded\"} 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        text.contains("authflow_gateway_requests_total{decision=\"forwarded\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("authflow_gateway_requests_total{decision=\"unauthenticated\"} 1"),
-        "{text}"
-    );
+    // Every series exists from the start; the counts land when each request is logged, just
+    // after its response was sent.
+    let wanted = [
+        "authflow_gateway_requests_total{decision=\"forwarded\"} 1",
+        "authflow_gateway_requests_total{decision=\"unauthenticated\"} 1",
+        "authflow_gateway_session_checks_total{outcome=\"missing\"} 1",
+        "authflow_gateway_session_checks_total{outcome=\"fingerprint_mismatch\"} 0",
+        "authflow_gateway_session_checks_total{outcome=\"store_error\"} 0",
+    ];
+    let text = scrape_until(&url, &wanted).await;
+    assert_metric_lines(&text, &wanted);
     assert!(
         text.contains("authflow_gateway_session_lookup_seconds"),
         "{text}"

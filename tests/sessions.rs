@@ -17,6 +17,8 @@ struct Stack {
     _app: Upstream,
     auth: AuthService,
     gw: Gateway,
+    /// The auth service's private `/metrics`.
+    auth_metrics: String,
 }
 
 async fn stack(max_sessions: usize) -> Stack {
@@ -24,6 +26,8 @@ async fn stack(max_sessions: usize) -> Stack {
     let app = Upstream::start("app").await;
     let mut acfg = auth_config(&redis.url());
     acfg.max_sessions_per_user = max_sessions;
+    let metrics_port = free_port();
+    acfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}"));
     let auth = AuthService::start(acfg, &[]).await;
     let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
     with_auth_service(&mut cfg, auth.port);
@@ -33,6 +37,7 @@ async fn stack(max_sessions: usize) -> Stack {
         _app: app,
         auth,
         gw,
+        auth_metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
     }
 }
 
@@ -430,4 +435,60 @@ async fn changing_the_password_needs_the_old_one_and_ends_every_other_session() 
         .await
         .expect("signin");
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_metrics_count_sign_ins_revocations_by_cause_and_active_sessions() {
+    let s = stack(2).await;
+    s.register("zoe@example.com").await;
+    let a = s.sign_in("zoe@example.com", UA).await;
+    let b = s.sign_in("zoe@example.com", PHONE).await;
+    let _c = s.sign_in("zoe@example.com", "Tablet/1.0").await; // over the cap of 2: `a` ends
+    assert_eq!(s.app(UA, &a).await, 401);
+    let wrong = s
+        .call(
+            "POST",
+            "signin",
+            UA,
+            None,
+            Some(json!({"email": "zoe@example.com", "password": "not the password"})),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let r = s
+        .call("POST", "sessions/revoke-others", PHONE, Some(&b), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    // The first scrape counts the live sessions: only the phone's is left.
+    let wanted = [
+        "authflow_auth_sign_ins_total{result=\"ok\"} 3",
+        "authflow_auth_sign_ins_total{result=\"invalid_credentials\"} 1",
+        "authflow_auth_sign_ups_total{result=\"accepted\"} 1",
+        "authflow_auth_session_revocations_total{cause=\"cap_evicted\"} 1",
+        "authflow_auth_session_revocations_total{cause=\"owner_others\"} 1",
+        "authflow_auth_session_revocations_total{cause=\"password_reset\"} 0",
+        "authflow_auth_mail_total{result=\"sent\"} 1",
+        "authflow_auth_active_sessions 1",
+        "authflow_auth_argon2_queue_depth 0",
+    ];
+    let text = scrape_until(&s.auth_metrics, &wanted).await;
+    assert_metric_lines(&text, &wanted);
+    assert!(
+        text.contains("authflow_auth_argon2_seconds_count"),
+        "{text}"
+    );
+    let r = s.call("POST", "logout", PHONE, Some(&b), None).await;
+    assert_eq!(r.status(), 204);
+    let wanted = ["authflow_auth_session_revocations_total{cause=\"sign_out\"} 1"];
+    assert_metric_lines(&scrape_until(&s.auth_metrics, &wanted).await, &wanted);
+    // Not on the public listeners.
+    assert_eq!(
+        client()
+            .get(s.auth.url("/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        404
+    );
 }

@@ -284,3 +284,87 @@ async fn supabase_health_and_bad_tokens() {
         .expect("request");
     assert_eq!(r.status(), 503);
 }
+
+/// A confirmed Supabase account for `email` with password [`PW`].
+async fn confirmed_account(svc: &AuthService, gotrue: &GoTrue, email: &str) {
+    let r = post(
+        svc.api("signup"),
+        json!({"email": email, "password": PW}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let confirm = gotrue
+        .state
+        .lock()
+        .expect("lock")
+        .otp_for(email, "email")
+        .expect("confirmation otp");
+    let r = client()
+        .get(svc.api(&format!("verify-email?token={confirm}")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_password_change_while_signed_in_ends_other_sessions() {
+    let redis = Redis::start().await;
+    let gotrue = GoTrue::start().await;
+    let svc = start(&redis, &gotrue).await;
+    let email = "hal@example.com";
+    confirmed_account(&svc, &gotrue, email).await;
+    let sign_in = |password: &'static str| {
+        let url = svc.api("signin");
+        async move {
+            let r = post(url, json!({"email": email, "password": password}), None).await;
+            (r.status().as_u16(), session_cookie(&r))
+        }
+    };
+    let (_, here) = sign_in(PW).await;
+    let (_, there) = sign_in(PW).await;
+    let (here, there) = (here.expect("cookie"), there.expect("cookie"));
+    let change = |old: &'static str, new: &'static str| {
+        post(
+            svc.api("change-password"),
+            json!({"old_password": old, "new_password": new}),
+            Some(&here),
+        )
+    };
+    let r = change("not my password", "a brand new password").await;
+    assert_eq!(
+        r.status(),
+        401,
+        "a wrong old password must not change anything"
+    );
+    let r = change(PW, "a brand new password").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["revoked"], 1);
+    let r = change("a brand new password", "a brand new password").await;
+    assert_eq!(
+        r.status(),
+        422,
+        "GoTrue's same_password is a validation error"
+    );
+    let c = redis.client().await;
+    let exists = |token: &str| {
+        let key = keys::session(&SessionToken::parse(token).expect("t").id());
+        let c = c.clone();
+        async move { c.exists::<i64, _>(key).await.expect("exists") }
+    };
+    assert_eq!(exists(&there).await, 0, "the other session survived");
+    assert_eq!(exists(&here).await, 1, "the changing session must stay");
+    assert_eq!(
+        sign_in(PW).await.0,
+        401,
+        "the old password still works at GoTrue"
+    );
+    assert_eq!(sign_in("a brand new password").await.0, 200);
+    let st = gotrue.state.lock().expect("lock");
+    assert_eq!(
+        st.calls_to("/logout?scope=local").len(),
+        2,
+        "each old-password check's GoTrue session must be logged out"
+    );
+}

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::flows::Accounts;
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::mail::MailGate;
+use crate::metrics::{self, Revocation};
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
@@ -127,7 +128,9 @@ impl Api {
             Endpoint::Readyz | Endpoint::Health => Ok(self.health().await),
             Endpoint::SignUp => {
                 let c: Credentials = req.input()?;
-                accounts.sign_up(&c.email, &c.password).await?;
+                let result = accounts.sign_up(&c.email, &c.password).await;
+                metrics::sign_up(&result);
+                result?;
                 Ok(json_response(
                     202,
                     &json!({"status": "pending_verification", "message": "Check your email to continue."}),
@@ -135,7 +138,9 @@ impl Api {
             }
             Endpoint::SignIn => {
                 let c: Credentials = req.input()?;
-                let (token, record) = accounts.sign_in(req, &c.email, &c.password).await?;
+                let result = accounts.sign_in(req, &c.email, &c.password).await;
+                metrics::sign_in(&result);
+                let (token, record) = result?;
                 let mut resp = json_response(
                     200,
                     &json!({"user_id": record.user_id, "email": record.email, "expires_at": record.expires_at / 1000}),
@@ -163,7 +168,9 @@ impl Api {
             }
             Endpoint::ResetPassword => {
                 let b: ResetUpdate = req.input()?;
-                accounts.reset_password(&b.token, &b.new_password).await?;
+                let result = accounts.reset_password(&b.token, &b.new_password).await;
+                metrics::reset_finished(&result);
+                result?;
                 Ok(json_response(200, &json!({"status": "password_updated"})))
             }
             Endpoint::VerifyEmail => {
@@ -174,9 +181,11 @@ impl Api {
             }
             Endpoint::ChangePassword => {
                 let b: PasswordChange = req.input()?;
-                let revoked = accounts
+                let result = accounts
                     .change_password(req, &b.old_password, &b.new_password)
-                    .await?;
+                    .await;
+                metrics::password_changed(&result);
+                let revoked = result?;
                 Ok(json_response(
                     200,
                     &json!({"status": "password_updated", "revoked": revoked}),
@@ -224,16 +233,19 @@ impl Api {
                 if !sessions.end(user, b.handle.trim()).await? {
                     return Err(ApiError::NotFound);
                 }
+                metrics::revoked(Revocation::OwnerOne, 1);
                 tracing::info!(user = %user, "one session signed out by its owner");
                 Ok(uncached(204, None, Bytes::new()))
             }
             Endpoint::SessionRevokeOthers => {
                 let revoked = sessions.end_others(user, &id).await?;
+                metrics::revoked(Revocation::OwnerOthers, revoked);
                 tracing::info!(user = %user, revoked, "other sessions signed out by their owner");
                 Ok(json_response(200, &json!({ "revoked": revoked })))
             }
             Endpoint::SessionRevokeAll => {
                 let revoked = sessions.revoke_user(user).await?;
+                metrics::revoked(Revocation::OwnerAll, revoked);
                 tracing::info!(user = %user, revoked, "signed out everywhere by the owner");
                 let mut resp = uncached(204, None, Bytes::new());
                 set_cookie(&mut resp, &sessions.cookie().clear());

@@ -19,6 +19,9 @@ pub const ENV_ENCRYPTION_KEY: &str = "AUTHFLOW_ENCRYPTION_KEY";
 pub struct AuthConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Where Prometheus scrapes `GET /metrics` (keep it private); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Peers whose `X-Forwarded-For` and fingerprint header are believed: the gateway.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
@@ -315,6 +318,9 @@ impl Validate for AuthConfig {
                 "listen",
                 format!("{:?} is not an address:port", self.listen),
             );
+        }
+        if let Some(m) = self.metrics_listen.as_ref().filter(|m| !is_socket_addr(m)) {
+            p.add("metrics_listen", format!("{m:?} is not an address:port"));
         }
         p.section("redis", &self.redis);
         p.section("session", &self.session);

@@ -9,6 +9,7 @@ use crate::credentials::{
 use crate::error::ApiError;
 use crate::http::ApiRequest;
 use crate::mail::{MailGate, MailKind};
+use crate::metrics::{self, Revocation};
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
@@ -62,7 +63,8 @@ impl Accounts {
             .throttle
             .guard(&email, self.users.sign_in(&email, password))
             .await?;
-        self.sessions.revoke_presented(req).await?;
+        let replaced = self.sessions.revoke_presented(req).await?;
+        metrics::revoked(Revocation::Replaced, replaced.len());
         let (token, record) = self.sessions.start(req, who, began).await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in");
         Ok((token, record))
@@ -90,15 +92,18 @@ impl Accounts {
         }
         let user = record.user_id.as_str();
         let before = self.sessions.end_others(user, &id).await?;
-        self.users.set_password(user, new_password).await?;
+        self.users.set_password(&who, new_password).await?;
         let after = self.sessions.end_others(user, &id).await?;
+        metrics::revoked(Revocation::PasswordChange, before + after);
         tracing::info!(user = %user, revoked = before + after, "password changed; other sessions ended");
         Ok(before + after)
     }
 
     /// Ends every session the request presents, on the server, and tells the provider.
     pub async fn sign_out(&self, req: &ApiRequest) -> Result<(), ApiError> {
-        for record in self.sessions.revoke_presented(req).await? {
+        let ended = self.sessions.revoke_presented(req).await?;
+        metrics::revoked(Revocation::SignOut, ended.len());
+        for record in ended {
             self.users.signed_out(&record).await;
             tracing::info!(user = %record.user_id, "signed out");
         }
@@ -114,9 +119,11 @@ impl Accounts {
             return Ok(());
         }
         if !self.mail_gate.allow(MailKind::Reset, &email, "").await? {
+            metrics::mail("skipped");
             tracing::info!("reset mail skipped: address in its cooldown");
             return Ok(());
         }
+        metrics::reset_requested();
         let users = self.users.clone();
         tokio::spawn(async move {
             if let Err(e) = users.forgot_password(&email).await {
@@ -139,7 +146,8 @@ impl Accounts {
         }
         match self.users.reset_account(token).await? {
             Some(account) => {
-                self.sessions.revoke_user(&account.user_id).await?;
+                let revoked = self.sessions.revoke_user(&account.user_id).await?;
+                metrics::revoked(Revocation::PasswordReset, revoked);
             }
             // The provider cannot look without using the token: at least know that the
             // sessions can be revoked before it is used.
@@ -148,6 +156,7 @@ impl Accounts {
         let account = self.users.reset_password(token, new_password).await?;
         match self.sessions.revoke_user(&account.user_id).await {
             Ok(revoked) => {
+                metrics::revoked(Revocation::PasswordReset, revoked);
                 tracing::info!(user = %account.user_id, revoked, "password reset; all sessions revoked")
             }
             // Every session older than the first revoke is gone already.

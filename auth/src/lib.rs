@@ -20,6 +20,7 @@ pub mod flows;
 pub mod forms;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod pages;
 pub mod password;
 pub mod server;

@@ -129,6 +129,7 @@ impl Mailer {
         match self.gate.allow(kind, to, variant).await {
             Ok(allowed) => {
                 if !allowed {
+                    crate::metrics::mail("skipped");
                     tracing::info!(
                         kind = kind.as_str(),
                         "mail skipped: the address is in its cooldown"
@@ -149,6 +150,12 @@ impl Mailer {
     }
 
     async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let result = self.deliver(to, subject, body).await;
+        crate::metrics::mail(if result.is_ok() { "sent" } else { "failed" });
+        result
+    }
+
+    async fn deliver(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
         let to: Mailbox = to.parse().map_err(|_| MailError::Address)?;
         // In the outbox a person reads the raw file: keep the body as written so links stay
         // whole and copyable. Over SMTP, lettre picks a transfer-safe encoding.

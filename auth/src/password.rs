@@ -125,6 +125,7 @@ impl PasswordHasherPool {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        let _job = crate::metrics::Argon2Job::start();
         let _permit = self
             .permits
             .acquire()

@@ -3,7 +3,7 @@
 
 use crate::api::Api;
 use crate::config::{AuthConfig, Provider};
-use crate::http::{ApiRequest, HttpResponse};
+use crate::http::{uncached, ApiRequest, HttpResponse};
 use crate::mail::{MailError, MailGate, Mailer};
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
@@ -147,11 +147,52 @@ async fn handle(
     })
 }
 
-/// Runs the service until Ctrl-C or SIGTERM.
+/// Runs the service until Ctrl-C or SIGTERM, with its metrics listener when configured.
 pub async fn run(cfg: &AuthConfig) -> Result<(), StartError> {
     let api = Arc::new(api_from_config(cfg).await?);
+    crate::metrics::register_all();
+    if let Some(addr) = &cfg.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Listen(addr.clone(), e))?;
+        let active = crate::metrics::ActiveSessions::new(api.accounts.sessions.store.clone());
+        tokio::spawn(serve_metrics(listener, Arc::new(active)));
+    }
     tracing::info!(listen = %cfg.listen, provider = api.provider_name(), "auth service starting");
     serve(api, &cfg.listen, shutdown_signal(), Duration::from_secs(10)).await
+}
+
+/// The private listener: `GET /metrics` in Prometheus text format, nothing else.
+pub async fn serve_metrics(listener: TcpListener, active: Arc<crate::metrics::ActiveSessions>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let active = active.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let active = active.clone();
+            async move {
+                let resp = if req.uri().path() == "/metrics" {
+                    active.refresh().await;
+                    uncached(
+                        200,
+                        Some("text/plain; version=0.0.4"),
+                        crate::metrics::render().into(),
+                    )
+                } else {
+                    uncached(404, Some("text/plain"), "not found\n".into())
+                };
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

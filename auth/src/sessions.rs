@@ -242,6 +242,7 @@ impl Sessions {
         match result {
             Ok(0) => {}
             Ok(n) => {
+                crate::metrics::revoked(crate::metrics::Revocation::CapEvicted, n);
                 tracing::info!(user = %user_id, evicted = n, "oldest sessions ended: over max_sessions_per_user")
             }
             Err(e) => {

@@ -40,8 +40,12 @@ impl SignInThrottle {
         let account = hash_hex(email.as_bytes());
         let began = match self.counters.begin_attempt(&account, &self.policy).await? {
             Attempt::Allowed { at_us } => at_us,
-            Attempt::Locked(left) => return Err(ApiError::AccountLocked(left)),
+            Attempt::Locked(left) => {
+                crate::metrics::locked_out();
+                return Err(ApiError::AccountLocked(left));
+            }
             Attempt::Capped => {
+                crate::metrics::locked_out();
                 tracing::warn!("sign-in refused: account past the attempt cap until a reset");
                 return Err(ApiError::AccountLocked(CAPPED_RETRY));
             }

@@ -15,6 +15,9 @@ use pingora::http::RequestHeader;
 /// `error_page 401`).
 pub const LOGIN_HEADER: &str = "x-authflow-login";
 
+/// Set by a caller that wants browsers redirected (see [`wants_redirect`]).
+pub const REDIRECT_HEADER: &str = "x-authflow-redirect";
+
 /// Which request a forward-auth call asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Original {
@@ -71,13 +74,20 @@ pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Original {
     }
 }
 
-/// Whether the caller wants browsers sent to the sign-in page (`?redirect=1` on the check
-/// URL, for Traefik, which passes any answer but a 2xx to the client as it is) rather than a
-/// 401 (nginx's `auth_request` understands only 2xx, 401 and 403, and can turn the 401 into a
-/// redirect itself with `error_page`).
+/// Whether the caller wants browsers sent to the sign-in page rather than a 401: with
+/// `?redirect=1` on the check URL (Traefik, which passes any answer but a 2xx to the client
+/// as it is) or the header [`REDIRECT_HEADER`]`: 1` (Envoy, whose check URL carries the
+/// original path and query, and which relays a denial's status and allowed headers). nginx
+/// needs neither: `auth_request` understands only 2xx, 401 and 403, and turns the 401 into a
+/// redirect itself with `error_page`.
 pub fn wants_redirect(req: &RequestHeader) -> bool {
-    query_param(req.uri.query(), "redirect")
-        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
+    let yes = |v: &str| matches!(v.trim(), "1" | "true" | "yes");
+    query_param(req.uri.query(), "redirect").is_some_and(|v| yes(&v))
+        || req
+            .headers
+            .get(REDIRECT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(yes)
 }
 
 /// Whether the original request came from a browser that should see the sign-in page.
@@ -171,6 +181,14 @@ mod tests {
         assert!(wants_redirect(&req("/verify?x=2&redirect=true", &[])));
         assert!(!wants_redirect(&req("/verify", &[])));
         assert!(!wants_redirect(&req("/verify?redirect=0", &[])));
+        assert!(wants_redirect(&req(
+            "/verify/app",
+            &[(REDIRECT_HEADER, "1")]
+        )));
+        assert!(!wants_redirect(&req(
+            "/verify/app",
+            &[(REDIRECT_HEADER, "0")]
+        )));
     }
 
     #[test]

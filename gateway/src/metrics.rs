@@ -65,6 +65,33 @@ static CACHE_LIVE: LazyLock<Option<prometheus::IntGauge>> = LazyLock::new(|| {
     .ok()
 });
 
+/// Session checks by outcome (`ok`, `missing`, `unknown`, `expired_idle`, ...,
+/// `store_error`: see `crate::session::outcome`).
+static SESSION_CHECKS: LazyLock<Option<prometheus::IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_gateway_session_checks_total",
+        "Session checks on protected routes and forward-auth, by outcome",
+        &["outcome"]
+    )
+    .ok()
+});
+
+/// Creates the session-check series of every outcome, so each exists from the first scrape.
+pub fn register_session_outcomes<'a>(outcomes: impl IntoIterator<Item = &'a str>) {
+    if let Some(v) = SESSION_CHECKS.as_ref() {
+        for o in outcomes {
+            v.with_label_values(&[o]);
+        }
+    }
+}
+
+/// Counts one session check by its outcome label.
+pub fn session_checked(outcome: &str) {
+    if let Some(v) = SESSION_CHECKS.as_ref() {
+        v.with_label_values(&[outcome]).inc();
+    }
+}
+
 /// How a session was found.
 #[derive(Debug, Clone, Copy)]
 pub enum CacheOutcome {

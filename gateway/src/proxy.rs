@@ -372,6 +372,7 @@ impl Gateway {
         let started = Instant::now();
         let verdict = self.sessions.check(found, fp).await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());
+        metrics::session_checked(crate::session::outcome(&verdict));
         if let Ok(Verdict::Rejected(reason)) = &verdict {
             tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
         }

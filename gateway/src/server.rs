@@ -46,6 +46,7 @@ pub fn build_with_store(
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
+    crate::metrics::register_session_outcomes(crate::session::all_outcomes());
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
     let gateway = Gateway::new(cfg, upstreams, store, cache.clone());

@@ -26,6 +26,16 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::Missing,
+        RejectReason::Malformed,
+        RejectReason::Ambiguous,
+        RejectReason::Unknown,
+        RejectReason::Expired(Expiry::Idle),
+        RejectReason::Expired(Expiry::Absolute),
+        RejectReason::FingerprintMismatch,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::Missing => "missing",
@@ -42,6 +52,23 @@ impl RejectReason {
     pub fn clears_cookie(self) -> bool {
         self != RejectReason::Missing
     }
+}
+
+/// The metric and log label of a session check's outcome: `ok`, a [`RejectReason`], or
+/// `store_error`.
+pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
+    match verdict {
+        Ok(Verdict::Valid { .. }) => "ok",
+        Ok(Verdict::Rejected(reason)) => reason.as_str(),
+        Err(_) => "store_error",
+    }
+}
+
+/// Every label [`outcome`] can give.
+pub fn all_outcomes() -> impl Iterator<Item = &'static str> {
+    ["ok", "store_error"]
+        .into_iter()
+        .chain(RejectReason::ALL.iter().map(|r| r.as_str()))
 }
 
 /// What the session step found.

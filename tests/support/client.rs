@@ -95,3 +95,31 @@ pub async fn sign_in_through(base: &str, email: &str, password: &str) -> reqwest
         .await
         .expect("signin")
 }
+
+/// Scrapes the Prometheus text at `url` until it holds every line of `wanted` (counts land
+/// just after a response is sent) or about 2.5 s pass; the last text either way.
+pub async fn scrape_until(url: &str, wanted: &[&str]) -> String {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = client()
+            .get(url)
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        if wanted.iter().all(|w| text.lines().any(|l| l == *w)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    text
+}
+
+/// Asserts that the scraped `text` has each of the exact lines `wanted`.
+pub fn assert_metric_lines(text: &str, wanted: &[&str]) {
+    for w in wanted {
+        assert!(text.lines().any(|l| l == *w), "no line {w:?} in:\n{text}");
+    }
+}

@@ -253,7 +253,8 @@ impl UserProvider for BuiltinUsers {
         })
     }
 
-    async fn set_password(&self, user_id: &str, new_password: &str) -> Result<(), ProviderError> {
+    async fn set_password(&self, who: &SignedIn, new_password: &str) -> Result<(), ProviderError> {
+        let user_id = who.user_id.as_str();
         let hash = self
             .hasher
             .hash(new_password)

@@ -66,14 +66,9 @@ pub trait UserProvider: Send + Sync {
         new_password: &str,
     ) -> Result<Account, ProviderError>;
     async fn verify_email(&self, token: &str) -> Result<(), ProviderError>;
-    /// Sets a new password for a signed-in user who has just proved the old one. Providers
-    /// that change passwords only through their own flows refuse.
-    async fn set_password(&self, _user_id: &str, _new_password: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Validation {
-            field: "new_password",
-            reason: "this provider changes passwords only through a reset link".into(),
-        })
-    }
+    /// Sets a new password for a signed-in user who has just proved the old one; `who` is
+    /// what that proof returned (Supabase: a fresh GoTrue session to make the change with).
+    async fn set_password(&self, who: &SignedIn, new_password: &str) -> Result<(), ProviderError>;
     /// The id of the account with `email` (for operators naming a user by address);
     /// `Ok(None)` when there is none or the provider cannot look it up.
     async fn user_id_of(&self, _email: &str) -> Result<Option<String>, ProviderError> {

@@ -261,6 +261,56 @@ impl UserProvider for SupabaseUsers {
     }
 
     /// GoTrue's `/verify` uses the recovery token up, so there is no look without using it.
+    /// `PUT /user` with the GoTrue session the old-password check just opened, which is
+    /// then logged out (`scope=local`): AuthFlow's own sessions are what the user keeps.
+    async fn set_password(&self, who: &SignedIn, new_password: &str) -> Result<(), ProviderError> {
+        let tokens = who
+            .provider_data
+            .as_deref()
+            .and_then(|s| self.unseal(s))
+            .ok_or_else(|| {
+                ProviderError::Unavailable(
+                    "supabase: no session to change the password with".into(),
+                )
+            })?;
+        let access = tokens.access_token;
+        let r = self
+            .call(
+                Method::PUT,
+                "/user",
+                Some(json!({"password": new_password})),
+                Some(&access),
+            )
+            .await?;
+        let result = if let Some(e) = weak_password(&r) {
+            Err(e)
+        } else if r.code() == "same_password" {
+            Err(ProviderError::Validation {
+                field: "new_password",
+                reason: "must differ from the current password".into(),
+            })
+        } else if !r.status.is_success() {
+            Err(ProviderError::Unavailable(format!(
+                "supabase password update: {} {}",
+                r.status,
+                r.code()
+            )))
+        } else {
+            Ok(())
+        };
+        match self
+            .call(Method::POST, "/logout?scope=local", None, Some(&access))
+            .await
+        {
+            Ok(r) if r.status.is_success() || r.code() == "session_not_found" => {}
+            Ok(r) => {
+                tracing::warn!(status = %r.status, "supabase logout after password change refused")
+            }
+            Err(e) => tracing::warn!(error = %e, "supabase logout after password change failed"),
+        }
+        result
+    }
+
     async fn reset_account(&self, _token: &str) -> Result<Option<Account>, ProviderError> {
         Ok(None)
     }

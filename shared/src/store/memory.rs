@@ -88,6 +88,13 @@ impl MemorySessionStore {
 
 #[async_trait]
 impl SessionStore for MemorySessionStore {
+    /// Exact: the sessions not yet past their idle or absolute end.
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        let g = self.lock()?;
+        let now = Instant::now();
+        Ok(g.sessions.values().filter(|(_, exp)| *exp > now).count() as u64)
+    }
+
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut g = self.lock()?;
         let now = Instant::now();

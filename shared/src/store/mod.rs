@@ -64,6 +64,9 @@ pub trait SessionStore: Send + Sync {
     /// Every live session of `user_id`, with its id (from the `user_sessions` index; entries
     /// whose session has ended are dropped from the index on the way).
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;
+    /// About how many sessions are active within the idle timeout (for a metric; see each
+    /// store for how exact). Walks the whole store: call it seldom.
+    async fn count_active(&self) -> Result<u64, StoreError>;
     /// Succeeds when the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
     /// What the store is (`"redis"`, `"memory"`), for health reports.

@@ -149,6 +149,40 @@ impl RedisSessionStore {
     }
 }
 
+impl RedisSessionStore {
+    /// How many sessions were active within the idle timeout: a `SCAN` for `seen:*` (each
+    /// live session's activity key expires with the idle timeout), on every primary of a
+    /// Cluster. Approximate by nature: keys that come or go during the scan may be missed or
+    /// counted twice. Costs one pass over the keyspace in pages of 1000, so callers keep
+    /// the result for a while; gives up after `within`.
+    pub async fn count_active_sessions(&self, within: Duration) -> Result<u64, StoreError> {
+        use futures_util::TryStreamExt;
+        let pool = self.local().await?;
+        let client = pool.next();
+        let pattern = keys::seen("*");
+        let count = async {
+            if client.is_clustered() {
+                client
+                    .scan_cluster_buffered(pattern, Some(1000), None)
+                    .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                    .await
+            } else {
+                client
+                    .scan_buffered(pattern, Some(1000), None)
+                    .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                    .await
+            }
+        };
+        match tokio::time::timeout(within, count).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "session count not done within {within:?}"
+            ))),
+        }
+    }
+}
+
 /// The TLS connector for `rediss://`: the roots of `ca_file` (PEM), or the system's.
 fn tls(ca_file: Option<&str>) -> Result<fred::types::config::TlsConnector, StoreError> {
     use rustls::pki_types::pem::PemObject;
@@ -291,6 +325,11 @@ impl SessionStore for RedisSessionStore {
             let _: i64 = self.bounded(client.srem(&index, ended)).await?;
         }
         Ok(live)
+    }
+
+    /// [`RedisSessionStore::count_active_sessions`], given up after 10 s.
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        self.count_active_sessions(Duration::from_secs(10)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
