@@ -72,8 +72,10 @@ impl Accounts {
 
     /// Changes the password of the request's own session's user, who must give the old one
     /// (checked like a sign-in: throttled, same timing). Every other session ends, before
-    /// the change (so a failure leaves nothing half done) and again after it (a sign-in with
-    /// the old password that landed in between); returns how many ended.
+    /// the change (so a failure leaves nothing half done) and again after it, with the
+    /// store's revoke mark: a sign-in that checked the old password in between is either
+    /// ended by the second sweep or refused when it tries to create its session. Returns
+    /// how many ended.
     pub async fn change_password(
         &self,
         req: &ApiRequest,

@@ -208,16 +208,11 @@ impl Sessions {
         Ok(false)
     }
 
-    /// Ends every session of `user_id` but `keep`; returns how many.
+    /// Ends every session of `user_id` but `keep`, atomically and with the revoke mark (a
+    /// sign-in that checked the password before this cannot create a session after it);
+    /// returns how many.
     pub async fn end_others(&self, user_id: &str, keep: &str) -> Result<usize, ApiError> {
-        let mut ended = 0;
-        for (id, _) in self.store.list_user(user_id).await? {
-            if id != keep {
-                self.store.delete(&id, user_id).await?;
-                ended += 1;
-            }
-        }
-        Ok(ended)
+        Ok(self.store.revoke_user(user_id, Some(keep)).await?)
     }
 
     /// Beyond `max_per_user` sessions, the oldest end. A failure here leaves the new session
@@ -253,7 +248,7 @@ impl Sessions {
 
     /// Ends every session of `user_id`; returns how many there were.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, ApiError> {
-        Ok(self.store.revoke_user(user_id).await?)
+        Ok(self.store.revoke_user(user_id, None).await?)
     }
 
     /// The gateway's fingerprint header when the request comes from a trusted proxy (the

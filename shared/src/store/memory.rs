@@ -158,10 +158,14 @@ impl SessionStore for MemorySessionStore {
         Ok(())
     }
 
-    async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
         let mut g = self.lock()?;
         g.revoked_before.insert(user_id.to_owned(), crate::now_us());
-        let ids = g.user_sessions.remove(user_id).unwrap_or_default();
+        let mut ids = g.user_sessions.remove(user_id).unwrap_or_default();
+        if let Some(kept) = keep.filter(|k| ids.remove(*k)) {
+            g.user_sessions
+                .insert(user_id.to_owned(), HashSet::from([kept.to_owned()]));
+        }
         for id in &ids {
             g.sessions.remove(id);
         }
@@ -308,11 +312,31 @@ mod tests {
         s.create("d", &record("v"), Duration::from_secs(60), crate::now_us())
             .await
             .expect("create");
-        assert_eq!(s.revoke_user("u").await.expect("revoke"), 3);
+        assert_eq!(s.revoke_user("u", None).await.expect("revoke"), 3);
         for id in ["a", "b", "c"] {
             assert!(s.lookup(id).await.expect("lookup").is_none());
         }
         assert!(s.lookup("d").await.expect("lookup").is_some());
+    }
+
+    #[tokio::test]
+    async fn revoke_user_can_keep_one_session_and_still_marks_the_time() {
+        let s = MemorySessionStore::new();
+        let began = crate::now_us();
+        for id in ["a", "b"] {
+            s.create(id, &record("u"), Duration::from_secs(60), began)
+                .await
+                .expect("create");
+        }
+        assert_eq!(s.revoke_user("u", Some("a")).await.expect("revoke"), 1);
+        assert!(s.lookup("a").await.expect("lookup").is_some());
+        assert!(s.lookup("b").await.expect("lookup").is_none());
+        assert_eq!(s.sessions_of("u"), vec!["a".to_string()]);
+        // A sign-in that began checking before the revoke may not create a session.
+        let late = s
+            .create("c", &record("u"), Duration::from_secs(60), began)
+            .await;
+        assert!(matches!(late, Err(StoreError::Revoked)), "{late:?}");
     }
 
     fn policy() -> ThrottlePolicy {
@@ -364,7 +388,7 @@ mod tests {
         let r = SessionRecord::new("u", None, "fp", crate::now_ms(), Duration::from_secs(60));
         let before = crate::now_us();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        s.revoke_user("u").await.expect("revoke");
+        s.revoke_user("u", None).await.expect("revoke");
         assert!(matches!(
             s.create("x", &r, Duration::from_secs(60), before).await,
             Err(StoreError::Revoked)

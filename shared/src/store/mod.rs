@@ -57,10 +57,10 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Deletes session `id` of `user_id` and its index entries.
     async fn delete(&self, id: &str, user_id: &str) -> Result<(), StoreError>;
-    /// Deletes every session of `user_id` in one atomic step and marks the time, so that a
-    /// sign-in already under way cannot create a session afterwards; returns how many there
-    /// were.
-    async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError>;
+    /// Deletes every session of `user_id` but `keep` in one atomic step and marks the time,
+    /// so that a sign-in already under way cannot create a session afterwards; returns how
+    /// many ended.
+    async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError>;
     /// Every live session of `user_id`, with its id (from the `user_sessions` index; entries
     /// whose session has ended are dropped from the index on the way).
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;

@@ -293,13 +293,14 @@ impl SessionStore for RedisSessionStore {
         self.bounded(op).await
     }
 
-    async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
         let keys = vec![keys::user_sessions(user_id), keys::revoked_before(user_id)];
         let args: Vec<Value> = vec![
             ms(keys::REVOKED_MARK_TTL).into(),
             keys::session("").into(),
             keys::user_id("").into(),
             keys::seen("").into(),
+            keep.unwrap_or("").into(),
         ];
         let client = self.once().await?;
         let n: i64 = self
@@ -440,18 +441,22 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
 
-    /// Marks the revoke time and deletes every session in the user's index
-    /// (KEYS: user_sessions, revoked_before; ARGV: mark TTL, session, user_id and seen key
-    /// prefixes).
+    /// Marks the revoke time and deletes every session in the user's index but the one to
+    /// keep (KEYS: user_sessions, revoked_before; ARGV: mark TTL, session, user_id and seen
+    /// key prefixes, the id to keep or ''). Returns how many ended.
     pub const REVOKE_USER: &str = r#"
 local t = redis.call('TIME')
 redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
 local ids = redis.call('SMEMBERS', KEYS[1])
+local ended = 0
 for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id, ARGV[4] .. id)
+  if id ~= ARGV[5] then
+    redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id, ARGV[4] .. id)
+    redis.call('SREM', KEYS[1], id)
+    ended = ended + 1
+  end
 end
-redis.call('DEL', KEYS[1])
-return #ids
+return ended
 "#;
 
     /// The throttle's check-and-count (KEYS: attempts, lock, total; ARGV: window ms,
