@@ -3,10 +3,9 @@
 //! `cargo bench --bench request_path`. These say what each step costs on its own; the
 //! end-to-end cost (with sockets, Redis and the upstream) is measured by `benches/e2e.sh`.
 
-use authflow_gateway::config::{AuthMode, RateLimitConfig, RateRule, RouteConfig};
-use authflow_gateway::rate_limit::RateLimiter;
+use authflow_gateway::config::{AuthMode, RateLimitConfig, RouteConfig};
+use authflow_gateway::rate_limit::{Phase, RateLimiter, Request};
 use authflow_gateway::route::{RouteMatch, Router};
-use authflow_shared::config::HumanDuration;
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::{self, FingerprintSpec};
 use authflow_shared::session::SessionRecord;
@@ -71,29 +70,38 @@ fn session_steps(c: &mut Criterion) {
 }
 
 fn policy_steps(c: &mut Criterion) {
-    let limiter = RateLimiter::new(&RateLimitConfig {
-        requests: u64::MAX / 2,
-        per: HumanDuration::secs(1),
-        rules: vec![RateRule {
-            prefix: "/api/v1/simple_auth/signin".into(),
-            requests: 10,
-            per: HumanDuration::secs(60),
-        }],
-        ..Default::default()
-    });
+    let cfg: RateLimitConfig = toml::from_str(
+        r#"
+requests = 1000000000
+per = "1s"
+[[rules]]
+name = "signin"
+prefix = "/api/v1/simple_auth/signin"
+requests = 10
+per = "1m"
+"#,
+    )
+    .expect("rate limit config");
+    let limiter = RateLimiter::new(&cfg, None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let headers = http::HeaderMap::new();
     let mut n: u32 = 0;
-    c.bench_function(
-        "rate limit: check (default 8x32768 estimator, 64k clients)",
-        |b| {
-            b.iter(|| {
-                n = n.wrapping_add(1);
-                limiter.check(
-                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0xffff))),
-                    black_box("/app/x"),
-                )
-            })
-        },
-    );
+    c.bench_function("rate limit: check (GCRA, 2 rules, 64k clients)", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let req = Request {
+                client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0xffff))),
+                method: &http::Method::GET,
+                path: black_box("/app/x"),
+                host: None,
+                headers: &headers,
+                user: None,
+            };
+            rt.block_on(limiter.check(&req, Phase::BeforeSession))
+        })
+    });
     let route = |prefix: &str, upstream: &str, auth| RouteConfig {
         prefix: prefix.into(),
         host: None,

@@ -7,7 +7,7 @@ use authflow_gateway::config::GatewayConfig;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::config::{redact_url, ConfigError, ConfigSource, Overrides, ProcessEnv};
 use authflow_shared::store::{
-    LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, StoreError,
+    LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, SharedLimits, StoreError,
 };
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -143,24 +143,24 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     rt.block_on(async {
-        let (store, throttle): (Arc<dyn SessionStore>, Arc<dyn LoginThrottle>) = match &args.redis_url {
+        let (store, throttle, shared_limits): Stores = match &args.redis_url {
             Some(_) => {
                 let redis = Arc::new(RedisSessionStore::new(&gw_cfg.redis)?);
                 if !redis.warm_up().await {
                     tracing::warn!(url = %gw_cfg.redis.redacted_url(), "Redis not reachable yet; protected routes answer 503 until it is");
                 }
-                (redis.clone(), redis)
+                (redis.clone(), redis.clone(), Some(redis))
             }
             None => {
                 let memory = Arc::new(MemorySessionStore::new());
-                (memory.clone(), memory)
+                (memory.clone(), memory, None)
             }
         };
         let gate = authflow_auth::api::mail_gate(&auth_cfg, throttle.clone());
         let users = authflow_auth::server::users_from_config(&auth_cfg, gate).await?;
         let api = Arc::new(authflow_auth::api::Api::new(&auth_cfg, users, store.clone(), throttle));
 
-        let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store)?;
+        let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store, shared_limits)?;
         gateway.bootstrap();
         let signal = ShutdownFromChannel(stop_rx.clone());
         let gateway_thread = std::thread::spawn(move || {
@@ -192,6 +192,14 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
         Ok(())
     })
 }
+
+/// The session store, the sign-in throttle and the store for shared rate limits (Redis; none
+/// when `up` runs on memory).
+type Stores = (
+    Arc<dyn SessionStore>,
+    Arc<dyn LoginThrottle>,
+    Option<Arc<dyn SharedLimits>>,
+);
 
 /// What `up` prints once everything listens. URLs are shown with their passwords redacted.
 fn banner(args: &UpArgs, gw: &GatewayConfig, auth: &AuthConfig) -> String {

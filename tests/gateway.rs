@@ -351,11 +351,10 @@ async fn rate_limit_trips_at_the_configured_count_and_lifts_after_the_window() {
 async fn path_rules_limit_their_prefix_only() {
     let (_redis, _up, gw) = stack(|c| {
         rate_limit(c, 100, HumanDuration::secs(60));
-        c.rate_limit.rules = vec![RateRule {
-            prefix: "/public/login".into(),
-            requests: 2,
-            per: HumanDuration::secs(60),
-        }];
+        c.rate_limit.rules = vec![toml::from_str::<RateRule>(
+            "name = \"login\"\nprefix = \"/public/login\"\nmethods = [\"POST\"]\nrequests = 2\nper = \"1m\"",
+        )
+        .expect("rule")];
     })
     .await;
     let c = client();
@@ -371,6 +370,13 @@ async fn path_rules_limit_their_prefix_only() {
         );
     }
     assert_eq!(codes, vec![200, 200, 429]);
+    // Segment boundaries and methods: neither of these is under the rule.
+    for r in [
+        c.post(gw.url("/public/login-help")),
+        c.get(gw.url("/public/login")),
+    ] {
+        assert_eq!(r.send().await.expect("request").status(), 200);
+    }
     let r = c
         .get(gw.url("/public/other"))
         .send()

@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod config;
 pub mod decision;
 pub mod forward_auth;
+pub mod gcra;
 pub mod headers;
 pub mod health;
 pub mod in_flight;

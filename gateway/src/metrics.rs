@@ -140,3 +140,48 @@ pub fn render() -> String {
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// Rate-limit decisions by rule and result.
+static RATE_DECISIONS: LazyLock<Option<prometheus::IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_gateway_rate_limit_decisions_total",
+        "Rate-limit rule decisions: allowed, limited, shadow_limited (would have been limited), exempt",
+        &["rule", "result"]
+    )
+    .ok()
+});
+
+/// Shared (`scope = "global"`) decisions taken locally because Redis could not answer.
+static RATE_FALLBACKS: LazyLock<Option<prometheus::IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_gateway_rate_limit_fallbacks_total",
+        "Shared rate-limit decisions taken with local counters because Redis was unreachable",
+        &["rule"]
+    )
+    .ok()
+});
+
+/// One rule's counters, looked up once when the rule is built.
+#[derive(Clone)]
+pub struct RuleCounters {
+    pub allowed: IntCounter,
+    pub limited: IntCounter,
+    pub shadow_limited: IntCounter,
+    pub exempt: IntCounter,
+    pub fallback: IntCounter,
+}
+
+impl RuleCounters {
+    pub fn for_rule(rule: &str) -> Option<Self> {
+        let d = RATE_DECISIONS.as_ref()?;
+        let f = RATE_FALLBACKS.as_ref()?;
+        let c = |result: &str| d.with_label_values(&[rule, result]);
+        Some(RuleCounters {
+            allowed: c("allowed"),
+            limited: c("limited"),
+            shadow_limited: c("shadow_limited"),
+            exempt: c("exempt"),
+            fallback: f.with_label_values(&[rule]),
+        })
+    }
+}

@@ -11,7 +11,7 @@ use crate::headers;
 use crate::health::{Health, Probe};
 use crate::in_flight::InFlight;
 use crate::metrics;
-use crate::rate_limit::{RateDecision, RateLimiter};
+use crate::rate_limit::{Phase, RateDecision, RateLimiter};
 use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch, Router};
 use crate::session::{RejectReason, SessionChecker, Verdict};
@@ -22,7 +22,7 @@ use authflow_shared::client_ip;
 use authflow_shared::cookie::{self, CookieSpec};
 use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
 use authflow_shared::request::wants_html;
-use authflow_shared::store::{SessionFeed, SessionStore, StoreError};
+use authflow_shared::store::{SessionFeed, SessionStore, SharedLimits, StoreError};
 use authflow_shared::token::log_id;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -120,6 +120,7 @@ impl Gateway {
         upstreams: Vec<Upstream>,
         store: Arc<dyn SessionStore>,
         cache: Option<(Arc<SessionCache>, Arc<dyn SessionFeed>)>,
+        shared_limits: Option<Arc<dyn SharedLimits>>,
     ) -> Self {
         let mut sessions = SessionChecker::new(store.clone(), &cfg.session, &cfg.session_check);
         let cached = cache.as_ref().map(|(c, _)| c.clone());
@@ -133,7 +134,7 @@ impl Gateway {
         let health = Health::new(store.clone(), upstreams.clone(), needs_store).with_cache(cached);
         Gateway {
             trusted_proxies: cfg.trusted_proxies.clone(),
-            limiter: RateLimiter::new(&cfg.rate_limit),
+            limiter: RateLimiter::new(&cfg.rate_limit, shared_limits),
             router,
             upstreams,
             sessions,
@@ -191,7 +192,7 @@ impl Gateway {
             }
             ForwardAuthCall::No => {}
         }
-        if let Some(refused) = self.admit(ctx) {
+        if let Some(refused) = self.admit(session.req_header(), ctx).await {
             return refused;
         }
         let req = session.req_header();
@@ -224,13 +225,10 @@ impl Gateway {
         Step::Continue
     }
 
-    /// The per-client limits: the rate-limit rules for `ctx.path`, then the in-flight cap.
-    fn admit(&self, ctx: &mut RequestCtx) -> Option<Step> {
-        if let RateDecision::Limited(over) = self.limiter.check(ctx.client_ip, &ctx.path) {
-            return Some(Step::Respond(
-                Decision::RateLimited,
-                LocalResponse::too_many_requests(&over),
-            ));
+    /// The per-client limits: the rate-limit rules not keyed by user, then the in-flight cap.
+    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Step> {
+        if let Some(refused) = self.limit(req, ctx, None, Phase::BeforeSession).await {
+            return Some(refused);
         }
         match self.in_flight.enter(ctx.client_ip) {
             Ok(slot) => ctx.in_flight = slot,
@@ -241,6 +239,38 @@ impl Gateway {
             }
         }
         None
+    }
+
+    /// The rate-limit rules keyed by user, once the session check found `user`.
+    async fn admit_user(&self, req: &RequestHeader, ctx: &RequestCtx, user: &str) -> Option<Step> {
+        if !self.limiter.has_user_rules() {
+            return None;
+        }
+        self.limit(req, ctx, Some(user), Phase::AfterSession).await
+    }
+
+    async fn limit(
+        &self,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+        user: Option<&str>,
+        phase: Phase,
+    ) -> Option<Step> {
+        let request = crate::rate_limit::Request {
+            client: ctx.client_ip,
+            method: &req.method,
+            path: &ctx.path,
+            host: ctx.host.as_deref(),
+            headers: &req.headers,
+            user,
+        };
+        match self.limiter.check(&request, phase).await {
+            RateDecision::Allow => None,
+            RateDecision::Limited(over) => Some(Step::Respond(
+                Decision::RateLimited,
+                LocalResponse::too_many_requests(&over),
+            )),
+        }
     }
 
     /// Whether this request is a forward-auth check (and what path follows the endpoint),
@@ -281,11 +311,14 @@ impl Gateway {
                 return Step::Respond(Decision::BadRequest, resp);
             }
         }
-        if let Some(refused) = self.admit(ctx) {
+        if let Some(refused) = self.admit(req, ctx).await {
             return refused;
         }
         match self.session_verdict(req, ctx).await {
             Ok(Verdict::Valid { id, session }) => {
+                if let Some(refused) = self.admit_user(req, ctx, &session.record.user_id).await {
+                    return refused;
+                }
                 let mut resp =
                     LocalResponse::empty(200).header("x-user-id", session.record.user_id.as_str());
                 if let Some(email) = &session.record.email {
@@ -342,6 +375,9 @@ impl Gateway {
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
         match self.session_verdict(req, ctx).await {
             Ok(Verdict::Valid { id, session }) => {
+                if let Some(refused) = self.admit_user(req, ctx, &session.record.user_id).await {
+                    return refused;
+                }
                 ctx.identity = Some(Identity {
                     session,
                     session_id: id,

@@ -7,7 +7,7 @@ use crate::proxy::Gateway;
 use crate::session_cache::SessionCache;
 use crate::upstream;
 use authflow_shared::store::{
-    ChangeSink, RedisSessionStore, SessionFeed, SessionStore, StoreError,
+    ChangeSink, RedisSessionStore, SessionFeed, SessionStore, SharedLimits, StoreError,
 };
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
@@ -28,14 +28,16 @@ pub enum StartError {
 /// Builds the Pingora server for `cfg` with the Redis session store.
 pub fn build(cfg: &GatewayConfig) -> Result<Server, StartError> {
     // Each Pingora worker thread connects its own Redis pool on first use.
-    let store: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::new(&cfg.redis)?);
-    build_with_store(cfg, store)
+    let redis = Arc::new(RedisSessionStore::new(&cfg.redis)?);
+    build_with_store(cfg, redis.clone(), Some(redis))
 }
 
-/// Builds the server around any session store.
+/// Builds the server around any session store, with the store for `scope = "global"` rate
+/// limits when there is one (without, those rules count locally).
 pub fn build_with_store(
     cfg: &GatewayConfig,
     store: Arc<dyn SessionStore>,
+    shared_limits: Option<Arc<dyn SharedLimits>>,
 ) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: cfg.threads,
@@ -49,7 +51,7 @@ pub fn build_with_store(
     crate::metrics::register_session_outcomes(crate::session::all_outcomes());
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
-    let gateway = Gateway::new(cfg, upstreams, store, cache.clone());
+    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits);
     let health = gateway.health();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -66,6 +66,12 @@ pub fn revoked_before(user_id: &str) -> String {
     user_key("revoked_before", user_id)
 }
 
+/// `rate:{<rule>:<key>}`: a shared rate limit's theoretical arrival time (µs) for one client
+/// key (a hash of what the rule counts by); each key its own slot, so a Cluster spreads them.
+pub fn rate_limit(rule: &str, key: &str) -> String {
+    format!("rate:{{{rule}:{key}}}")
+}
+
 /// `login_attempts:{account}`: a sorted set of the account's recent unsuccessful sign-in
 /// attempts, scored by Unix ms (a sliding window). `account` is the SHA-256 of the
 /// normalized email, so the key exists alike for unknown addresses.

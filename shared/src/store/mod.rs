@@ -155,3 +155,27 @@ pub trait LoginThrottle: Send + Sync {
     /// Whether a mail may go to `address` now; at most one per `cooldown`.
     async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError>;
 }
+
+/// A GCRA decision taken in the shared store ([`SharedLimits::gcra`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedDecision {
+    pub allowed: bool,
+    /// When refused: µs until a request conforms.
+    pub wait_us: u64,
+    /// When allowed: how many more would be allowed now.
+    pub remaining: u64,
+}
+
+/// Rate limits shared by every gateway on one store (`scope = "global"` rules): one atomic
+/// GCRA step per decision, on the store's clock.
+#[async_trait]
+pub trait SharedLimits: Send + Sync {
+    /// Counts a request against `key`: one per `interval_us`, running at most
+    /// `tolerance_us` ahead (the burst).
+    async fn gcra(
+        &self,
+        key: &str,
+        interval_us: u64,
+        tolerance_us: u64,
+    ) -> Result<SharedDecision, StoreError>;
+}

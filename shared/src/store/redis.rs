@@ -3,7 +3,10 @@
 
 use super::codec::{decode, session_keys};
 use super::feed::RedisFeed;
-use super::{Attempt, LoginThrottle, SessionFeed, SessionStore, StoreError, ThrottlePolicy};
+use super::{
+    Attempt, LoginThrottle, SessionFeed, SessionStore, SharedDecision, SharedLimits, StoreError,
+    ThrottlePolicy,
+};
 use crate::config::RedisConfig;
 use crate::keys;
 use crate::session::SessionRecord;
@@ -355,6 +358,35 @@ impl SessionStore for RedisSessionStore {
 }
 
 #[async_trait]
+impl SharedLimits for RedisSessionStore {
+    async fn gcra(
+        &self,
+        key: &str,
+        interval_us: u64,
+        tolerance_us: u64,
+    ) -> Result<SharedDecision, StoreError> {
+        let client = self.once().await?;
+        let args: Vec<Value> = vec![
+            (interval_us.min(i64::MAX as u64) as i64).into(),
+            (tolerance_us.min(i64::MAX as u64) as i64).into(),
+        ];
+        let reply: Vec<i64> = self
+            .bounded(client.eval(scripts::GCRA, vec![key.to_owned()], args))
+            .await?;
+        match reply[..] {
+            [allowed, wait, remaining] => Ok(SharedDecision {
+                allowed: allowed == 1,
+                wait_us: wait.max(0) as u64,
+                remaining: remaining.max(0) as u64,
+            }),
+            _ => Err(StoreError::Unavailable(format!(
+                "GCRA script answered {reply:?}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
 impl LoginThrottle for RedisSessionStore {
     async fn begin_attempt(
         &self,
@@ -457,6 +489,23 @@ for _, id in ipairs(ids) do
   end
 end
 return ended
+"#;
+
+    /// One GCRA step on the server's clock (KEYS: the limit's key; ARGV: emission interval
+    /// and tolerance in µs). Returns {1, 0, remaining} when allowed (and stores the new
+    /// arrival time, expiring when the bucket is full again), {0, µs to wait, 0} when not.
+    pub const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tolerance then return {0, ahead - tolerance, 0} end
+local new = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
+return {1, 0, math.floor((tolerance + interval - (new - now)) / interval)}
 "#;
 
     /// The throttle's check-and-count (KEYS: attempts, lock, total; ARGV: window ms,

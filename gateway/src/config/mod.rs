@@ -11,6 +11,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+mod rate_limit;
+pub use rate_limit::{KeyPart, LimitMode, RateLimitConfig, RateRule, Scope};
+
 /// The whole gateway config (`conf/gateway.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,49 +186,6 @@ impl Default for LimitsConfig {
             max_in_flight_per_client: 256,
         }
     }
-}
-
-/// `[rate_limit]`: per-client-IP request limits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    /// Requests allowed per window for paths no rule matches.
-    pub requests: u64,
-    pub per: HumanDuration,
-    /// IPv6 clients are counted per prefix of this length (one host usually holds a /64).
-    pub ipv6_prefix: u8,
-    /// Counter slots per hash row of each limit's count-min estimator. With N clients active
-    /// in one window, a client at exactly its limit sees a false 429 with probability about
-    /// (1 - e^(-N/slots))^hashes; memory is 16 bytes x hashes x slots per limit.
-    pub estimator_slots: usize,
-    /// Hash rows of each limit's estimator (more rows, fewer false 429s, more CPU).
-    pub estimator_hashes: usize,
-    pub rules: Vec<RateRule>,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            enabled: true,
-            requests: 100,
-            per: HumanDuration::secs(1),
-            ipv6_prefix: 64,
-            estimator_slots: 32_768,
-            estimator_hashes: 8,
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// A stricter (or looser) limit for one path prefix; the longest matching rule replaces the
-/// default limit for that request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateRule {
-    pub prefix: String,
-    pub requests: u64,
-    pub per: HumanDuration,
 }
 
 /// `[[upstreams]]`: a named pool of servers, balanced round-robin with health checks.
@@ -501,32 +461,6 @@ impl Validate for IdentityConfig {
     }
 }
 
-/// A limit of `requests` per `per`: at least one request, windows of at least a second.
-fn limit_problems(requests: u64, per: HumanDuration, p: &mut Problems) {
-    if requests == 0 {
-        p.add("requests", "must be at least 1");
-    }
-    if per.0 < std::time::Duration::from_secs(1) {
-        p.add("per", "must be at least 1s");
-    }
-}
-
-impl Validate for RateLimitConfig {
-    fn validate(&self, p: &mut Problems) {
-        limit_problems(self.requests, self.per, p);
-        p.each("rules", &self.rules);
-        if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
-            p.add("ipv6_prefix", "must be between 1 and 128");
-        }
-        if !(1024..=(1 << 22)).contains(&self.estimator_slots) {
-            p.add("estimator_slots", "must be between 1024 and 4194304");
-        }
-        if !(1..=16).contains(&self.estimator_hashes) {
-            p.add("estimator_hashes", "must be between 1 and 16");
-        }
-    }
-}
-
 impl Validate for LimitsConfig {
     fn validate(&self, p: &mut Problems) {
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
@@ -543,15 +477,6 @@ impl Validate for LimitsConfig {
         }
         if self.keepalive_timeout.0 < std::time::Duration::from_secs(1) {
             p.add("keepalive_timeout", "must be at least 1s");
-        }
-    }
-}
-
-impl Validate for RateRule {
-    fn validate(&self, p: &mut Problems) {
-        limit_problems(self.requests, self.per, p);
-        if !self.prefix.starts_with('/') {
-            p.add("prefix", "must start with /");
         }
     }
 }
@@ -647,6 +572,7 @@ requests = 10
 per = "1s"
 
 [[rate_limit.rules]]
+name = "signin"
 prefix = "/api/v1/simple_auth/signin"
 requests = 5
 per = "1m"
@@ -770,9 +696,50 @@ auth = "required"
     }
 
     #[test]
-    fn sub_second_windows_and_bad_auth_mode_are_refused() {
-        let p = first_problem(&GOOD.replace("per = \"1s\"", "per = \"500ms\""));
-        assert_eq!(p.key, "rate_limit.per");
+    fn bad_rate_limit_rules_and_auth_mode_are_refused() {
+        for (from, to, key) in [
+            ("per = \"1s\"", "per = \"0s\"", "rate_limit.per"),
+            (
+                "requests = 5",
+                "requests = 0",
+                "rate_limit.rules[0].requests",
+            ),
+            (
+                "requests = 5",
+                "requests = 5\nburst = 0",
+                "rate_limit.rules[0].burst",
+            ),
+            (
+                "requests = 5",
+                "requests = 5\nkey = [\"cookie\"]",
+                "rate_limit.rules[0].key[0]",
+            ),
+            (
+                "requests = 5",
+                "requests = 5\nscope = \"planet\"",
+                "rate_limit.rules[0].scope",
+            ),
+            (
+                "requests = 5",
+                "requests = 5\nmethods = [\"post\"]",
+                "rate_limit.rules[0].methods[0]",
+            ),
+            (
+                "name = \"signin\"",
+                "name = \"default\"",
+                "rate_limit.rules[0].name",
+            ),
+            (
+                "per = \"1s\"",
+                "per = \"1s\"\nestimator_slots = 5",
+                "rate_limit.estimator_slots",
+            ),
+        ] {
+            let text = GOOD.replace(from, to);
+            let p = first_problem(&text);
+            assert_eq!(p.key, key, "{to}: {}", p.reason);
+            assert!(p.line.is_some(), "{key} has no line");
+        }
         let p = first_problem(&GOOD.replace("auth = \"required\"", "auth = \"maybe\""));
         assert_eq!(p.key, "routes[0].auth");
         assert!(p.reason.contains("unknown variant"), "{}", p.reason);
