@@ -22,6 +22,55 @@ pub struct CheckFailed(pub Vec<String>);
 
 /// Checks one file, or a gateway and an auth file together (in either order). Returns the
 /// lines to print on success.
+/// The effective config of each file (defaults filled in, environment applied, secrets
+/// redacted), as TOML, after the same validation as [`run`] (like `nginx -T`).
+pub fn print(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
+    let mut out = run(paths)?
+        .into_iter()
+        .map(|l| format!("# {l}"))
+        .collect::<Vec<_>>();
+    for path in paths {
+        let loaded =
+            load(path).map_err(|e| CheckFailed(e.0.iter().map(|p| p.to_string()).collect()))?;
+        let (file, value) = match &loaded {
+            Loaded::Gateway(src, cfg) => (&src.file, toml::Value::try_from(cfg.as_ref())),
+            Loaded::Auth(src, cfg) => (&src.file, toml::Value::try_from(cfg.as_ref())),
+        };
+        let mut value = value.map_err(|e| CheckFailed(vec![format!("{}: {e}", file.display())]))?;
+        redact(&mut value);
+        out.push(format!(
+            "\n# {}: effective configuration (defaults filled in, secrets redacted)",
+            file.display()
+        ));
+        out.push(toml::to_string_pretty(&value).unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// Secrets out of a printed config: password and key values, and passwords inside URLs.
+fn redact(v: &mut toml::Value) {
+    const SECRET_KEYS: [&str; 4] = ["password", "smtp_password", "anon_key", "encryption_key"];
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                match v {
+                    toml::Value::String(s)
+                        if SECRET_KEYS.contains(&k.as_str()) && !s.is_empty() =>
+                    {
+                        *s = "<redacted>".into();
+                    }
+                    toml::Value::String(s) if k.ends_with("url") => {
+                        *s = authflow_shared::config::redact_url(s);
+                    }
+                    other => redact(other),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 pub fn run(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
     if paths.is_empty() || paths.len() > 2 {
         return Err(CheckFailed(vec![

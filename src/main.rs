@@ -7,7 +7,7 @@ mod up;
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
-use authflow_shared::config::ConfigFile;
+use authflow_shared::config::{ConfigFile, LogFormat};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +45,10 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also print the effective configuration: defaults filled in, environment applied,
+        /// secrets redacted (like `nginx -T`).
+        #[arg(long)]
+        print: bool,
         /// Config files (one, or a gateway and an auth config to compare).
         files: Vec<PathBuf>,
     },
@@ -68,11 +72,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
-    match Cli::parse().command {
-        Command::Check { config, files } => check(config.into_iter().chain(files).collect()),
+    let command = Cli::parse().command;
+    // The services log in the format their config asks for; every other command in text.
+    if !matches!(command, Command::Gateway { .. } | Command::Auth { .. }) {
+        init_tracing(LogFormat::Text);
+    }
+    match command {
+        Command::Check {
+            config,
+            files,
+            print,
+        } => check(config.into_iter().chain(files).collect(), print),
         Command::Gateway { config } => match GatewayConfig::from_path(&config) {
-            Ok(cfg) => report(authflow_gateway::server::run(&cfg)),
+            Ok(cfg) => {
+                init_tracing(cfg.log_format);
+                report(authflow_gateway::server::run(&cfg))
+            }
             Err(e) => fail(&e),
         },
         Command::Up(args) => report(up::run(&args)),
@@ -88,18 +103,25 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Auth { config } => match AuthConfig::from_path(&config) {
-            Ok(cfg) => match tokio::runtime::Runtime::new() {
-                Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
-                Err(e) => fail(&e),
-            },
+            Ok(cfg) => {
+                match tokio::runtime::Runtime::new().inspect(|_| init_tracing(cfg.log_format)) {
+                    Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
+                    Err(e) => fail(&e),
+                }
+            }
             Err(e) => fail(&e),
         },
     }
 }
 
 /// Validates the files (see [`check::run`]); prints what it found.
-fn check(files: Vec<PathBuf>) -> ExitCode {
-    match check::run(&files) {
+fn check(files: Vec<PathBuf>, print: bool) -> ExitCode {
+    let result = if print {
+        check::print(&files)
+    } else {
+        check::run(&files)
+    };
+    match result {
         Ok(lines) => {
             for line in lines {
                 if line.starts_with("warning: ") {
@@ -178,7 +200,7 @@ const HEADER_DUMPING_TARGETS: [&str; 5] = [
     "reqwest",
 ];
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A cap, never a floor: with `RUST_LOG=error` (or `off`) these targets stay quiet too.
@@ -190,8 +212,15 @@ fn init_tracing() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }

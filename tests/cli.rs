@@ -206,3 +206,41 @@ fn a_problem_in_a_value_from_the_environment_names_the_variable() {
         "{err}"
     );
 }
+
+#[test]
+fn check_print_shows_the_effective_config_with_secrets_redacted() {
+    let out = Command::new(authflow_bin())
+        .args(["check", "--print", "conf/gateway.toml", "conf/auth.toml"])
+        .env("AUTHFLOW_REDIS_PASSWORD", "hunter2-secret")
+        .env("AUTHFLOW_REDIS_URL", "redis://:url-secret@redis:6379")
+        .output()
+        .expect("run authflow");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("hunter2-secret") && !text.contains("url-secret"),
+        "{text}"
+    );
+    // Defaults that neither file names are filled in, and what the environment set shows.
+    for line in [
+        "max_clients = 100000",
+        "log_format = \"text\"",
+        "password = \"<redacted>\"",
+        "url = \"redis://:***@redis:6379\"",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    // What it prints is a config the binary accepts again.
+    let gateway_part = text
+        .split("# conf/gateway.toml: effective configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n# conf/auth.toml").next())
+        .expect("gateway part");
+    let body = gateway_part.split_once('\n').map_or("", |(_, b)| b);
+    let parsed: Result<authflow_gateway::GatewayConfig, _> = toml::from_str(body);
+    assert!(parsed.is_ok(), "{parsed:?}");
+}

@@ -123,3 +123,48 @@ async fn no_secret_reaches_either_log_at_debug_level() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_give_one_access_object_per_request() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    cfg.log_format = authflow_shared::config::LogFormat::Json;
+    let gw = Gateway::start_logging(cfg, "info").await;
+    let r = client()
+        .get(gw.url("/app/x"))
+        .header("cookie", "sid=not-a-real-session-token-value")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
+    let path = gw.log.clone().expect("log");
+    let access = poll(
+        || async {
+            std::fs::read_to_string(&path).ok().and_then(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["target"] == "access" && v["path"] == "/app/x")
+            })
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("an access log object");
+    assert_eq!(access["status"], 401, "{access}");
+    assert_eq!(access["decision"], "unauthenticated");
+    assert_eq!(access["route"], "/app/");
+    assert!(access["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(access["elapsed_ms"].is_u64());
+    let text = std::fs::read_to_string(&path).expect("log");
+    assert!(
+        !text.contains("not-a-real-session-token-value"),
+        "a cookie reached the log"
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not one JSON object per line: {line}"
+        );
+    }
+}

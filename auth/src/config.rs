@@ -22,6 +22,9 @@ pub struct AuthConfig {
     /// Where Prometheus scrapes `GET /metrics` (keep it private); off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// `text` or `json` (one object per line).
+    #[serde(default)]
+    pub log_format: authflow_shared::config::LogFormat,
     /// Peers whose `X-Forwarded-For` and fingerprint header are believed: the gateway.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,

@@ -805,6 +805,8 @@ impl ProxyHttp for Gateway {
             path = session.req_header().uri.path(),
             status,
             decision = ctx.decision.as_str(),
+            route = ctx.route.as_ref().map_or("-", |r| r.prefix.as_str()),
+            upstream = self.upstream_of(ctx).map_or("-", |u| u.name.as_str()),
             user = ctx.identity.as_ref().map_or("-", |i| i.session.record.user_id.as_str()),
             session = ctx.identity.as_ref().map_or("-", |i| log_id(&i.session_id)),
             elapsed_ms = ctx.started.elapsed().as_millis() as u64,

@@ -2,7 +2,8 @@
 //! anything starts. Every problem names the file, the line and the key.
 
 use authflow_shared::config::{
-    is_http_url, is_socket_addr, ConfigFile, EnvVar, HumanDuration, Problems, RedisConfig, Validate,
+    is_http_url, is_socket_addr, ConfigFile, EnvVar, HumanDuration, LogFormat, Problems,
+    RedisConfig, Validate,
 };
 use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
@@ -40,6 +41,9 @@ pub struct GatewayConfig {
     /// Where Prometheus scrapes `GET /metrics` (keep it private); off when unset.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// `text` or `json` (one object per line, the access log included).
+    #[serde(default)]
+    pub log_format: LogFormat,
     #[serde(default)]
     pub redis: RedisConfig,
     /// The session contract shared with the auth service (same table in `auth.toml`).
