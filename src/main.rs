@@ -33,6 +33,18 @@ enum Command {
     Gateway {
         #[arg(long, short)]
         config: PathBuf,
+        /// Zero-downtime upgrade: take the listening sockets from the running gateway (over
+        /// `--upgrade-sock`), then send that one SIGQUIT so it drains and exits.
+        #[arg(long, short)]
+        upgrade: bool,
+        /// Run in the background (writes `--pid-file`).
+        #[arg(long, short)]
+        daemon: bool,
+        #[arg(long, default_value = "/tmp/authflow-gateway.pid")]
+        pid_file: String,
+        /// Where an upgrading gateway receives the sockets; the same for old and new.
+        #[arg(long, default_value = "/tmp/authflow-gateway-upgrade.sock")]
+        upgrade_sock: String,
     },
     /// Run the auth service.
     Auth {
@@ -83,10 +95,22 @@ fn main() -> ExitCode {
             files,
             print,
         } => check(config.into_iter().chain(files).collect(), print),
-        Command::Gateway { config } => match GatewayConfig::from_path(&config) {
+        Command::Gateway {
+            config,
+            upgrade,
+            daemon,
+            pid_file,
+            upgrade_sock,
+        } => match GatewayConfig::from_path(&config) {
             Ok(cfg) => {
                 init_tracing(cfg.log_format);
-                report(authflow_gateway::server::run(&cfg))
+                let process = authflow_gateway::server::Process {
+                    upgrade,
+                    daemon,
+                    pid_file,
+                    upgrade_sock,
+                };
+                report(authflow_gateway::server::run(&cfg, &process))
             }
             Err(e) => fail(&e),
         },

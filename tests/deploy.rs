@@ -351,3 +351,60 @@ fn kubernetes_manifests_agree_with_the_configs_and_the_binary() {
         );
     }
 }
+
+#[test]
+fn the_systemd_unit_upgrades_without_downtime_and_is_hardened() {
+    let unit = std::fs::read_to_string("conf/systemd/authflow-gateway.service").expect("unit");
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let reload = values("ExecReload");
+    assert!(
+        reload.iter().any(|l| l.contains("kill -QUIT $MAINPID")),
+        "{reload:?}"
+    );
+    let start = values("ExecStart");
+    let upgrade = reload
+        .iter()
+        .find(|l| l.contains("--upgrade"))
+        .expect("upgrade line");
+    for flag in ["--upgrade-sock", "--pid-file", "--daemon"] {
+        assert!(start[0].contains(flag) && upgrade.contains(flag), "{flag}");
+    }
+    // The old process must be told first: the new one waits for its sockets before it
+    // daemonizes (a new-first order would hang the reload).
+    let quit = reload
+        .iter()
+        .position(|l| l.contains("-QUIT"))
+        .expect("quit");
+    let new = reload
+        .iter()
+        .position(|l| l.contains("--upgrade"))
+        .expect("new");
+    assert!(quit < new, "{reload:?}");
+    assert_eq!(values("PIDFile"), ["/run/authflow/gateway.pid"]);
+    assert!(start[0].contains("/run/authflow/gateway.pid"));
+    assert_eq!(values("EnvironmentFile"), ["/etc/authflow/gateway.env"]);
+    assert!(values("LimitNOFILE")[0].parse::<u64>().expect("number") >= 65536);
+    assert_eq!(values("AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"]);
+    for hardening in [
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "PrivateTmp",
+        "ProtectHome",
+    ] {
+        assert!(!values(hardening).is_empty(), "{hardening} missing");
+    }
+    // The flags the unit passes exist.
+    let help = std::process::Command::new(support::authflow_bin())
+        .args(["gateway", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--upgrade", "--daemon", "--pid-file", "--upgrade-sock"] {
+        assert!(help.contains(flag), "{flag} not in:\n{help}");
+    }
+}

@@ -25,11 +25,36 @@ pub enum StartError {
     Tls(String),
 }
 
+/// How the process runs, beside what the config says: Pingora's graceful upgrade (a new
+/// process takes the listening sockets of the old one over `upgrade_sock`, and the old one
+/// drains on `SIGQUIT`), daemon mode and its pid file.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Take the listening sockets from the running gateway instead of binding them.
+    pub upgrade: bool,
+    pub daemon: bool,
+    /// Absolute path.
+    pub pid_file: String,
+    /// Absolute path; the old and the new process must name the same.
+    pub upgrade_sock: String,
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Process {
+            upgrade: false,
+            daemon: false,
+            pid_file: "/tmp/authflow-gateway.pid".into(),
+            upgrade_sock: "/tmp/authflow-gateway-upgrade.sock".into(),
+        }
+    }
+}
+
 /// Builds the Pingora server for `cfg` with the Redis session store.
-pub fn build(cfg: &GatewayConfig) -> Result<Server, StartError> {
+pub fn build(cfg: &GatewayConfig, process: &Process) -> Result<Server, StartError> {
     // Each Pingora worker thread connects its own Redis pool on first use.
     let redis = Arc::new(RedisSessionStore::new(&cfg.redis)?);
-    build_with_store(cfg, redis.clone(), Some(redis))
+    build_for(cfg, process, redis.clone(), Some(redis))
 }
 
 /// Builds the server around any session store, with the store for `scope = "global"` rate
@@ -39,15 +64,32 @@ pub fn build_with_store(
     store: Arc<dyn SessionStore>,
     shared_limits: Option<Arc<dyn SharedLimits>>,
 ) -> Result<Server, StartError> {
+    build_for(cfg, &Process::default(), store, shared_limits)
+}
+
+fn build_for(
+    cfg: &GatewayConfig,
+    process: &Process,
+    store: Arc<dyn SessionStore>,
+    shared_limits: Option<Arc<dyn SharedLimits>>,
+) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: cfg.threads,
         // Work stealing costs more than it gains for many tiny requests on few cores.
         work_stealing: false,
         grace_period_seconds: Some(cfg.shutdown_grace.0.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_grace.0.as_secs().max(1)),
+        daemon: process.daemon,
+        pid_file: process.pid_file.clone(),
+        upgrade_sock: process.upgrade_sock.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: process.upgrade,
+        daemon: process.daemon,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     crate::metrics::register_session_outcomes(crate::session::all_outcomes());
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
@@ -124,10 +166,10 @@ impl BackgroundService for FeedService {
 }
 
 /// Runs until SIGINT/SIGTERM; in-flight requests get the configured grace period.
-pub fn run(cfg: &GatewayConfig) -> Result<(), StartError> {
-    let mut server = build(cfg)?;
+pub fn run(cfg: &GatewayConfig, process: &Process) -> Result<(), StartError> {
+    let mut server = build(cfg, process)?;
     server.bootstrap();
-    tracing::info!(listen = %cfg.listen, routes = cfg.routes.len(), "gateway starting");
+    tracing::info!(listen = %cfg.listen, routes = cfg.routes.len(), upgrade = process.upgrade, "gateway starting");
     server.run(RunArgs::default());
     Ok(())
 }

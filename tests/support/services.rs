@@ -33,9 +33,19 @@ impl Gateway {
         Self::start_with_log(cfg, Some(level)).await
     }
 
+    /// As [`Gateway::start`], with more `authflow gateway` arguments.
+    pub async fn start_with_args(cfg: GatewayConfig, args: &[String]) -> Gateway {
+        Self::start_inner(cfg, None, args).await
+    }
+
     async fn start_with_log(cfg: GatewayConfig, level: Option<&str>) -> Gateway {
+        Self::start_inner(cfg, level, &[]).await
+    }
+
+    async fn start_inner(cfg: GatewayConfig, level: Option<&str>, args: &[String]) -> Gateway {
         let (port, dir, config_path) = Self::prepare(cfg);
         let mut cmd = Self::command(&config_path);
+        cmd.args(args);
         let log = level.map(|l| capture_log(&mut cmd, l, dir.path()));
         let child = spawn_until_healthy(
             &mut cmd,
@@ -91,6 +101,48 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Starts a second gateway process on the same config with `--upgrade` and `args`: it
+    /// waits for this one's listening sockets (send this one `SIGQUIT`).
+    pub fn spawn_upgrade(&self, args: &[String]) -> KillOnDrop {
+        let child = Self::command(&self.config_path)
+            .arg("--upgrade")
+            .args(args)
+            .spawn()
+            .expect("spawn upgrade");
+        KillOnDrop(child)
+    }
+
+    /// Sends `signal` (e.g. `-QUIT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {signal}");
+    }
+
+    /// Whether the process has exited (waits up to `limit`).
+    pub async fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// A child process killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
