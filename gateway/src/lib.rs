@@ -16,6 +16,7 @@ pub mod in_flight;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
+pub mod reload;
 pub mod response;
 pub mod route;
 pub mod server;

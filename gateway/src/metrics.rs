@@ -185,3 +185,40 @@ impl RuleCounters {
         })
     }
 }
+
+/// Config reloads by result, and the time of the last good one.
+static RELOADS: LazyLock<Option<(IntCounter, IntCounter, prometheus::IntGauge)>> =
+    LazyLock::new(|| {
+        let vec = register_int_counter_vec!(
+            "authflow_gateway_config_reloads_total",
+            "Config reloads by result (ok, error: the running config stayed)",
+            &["result"]
+        )
+        .ok()?;
+        let last = prometheus::register_int_gauge!(
+            "authflow_gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reload (or of the start)"
+        )
+        .ok()?;
+        last.set((authflow_shared::now_ms() / 1000) as i64);
+        Some((
+            vec.with_label_values(&["ok"]),
+            vec.with_label_values(&["error"]),
+            last,
+        ))
+    });
+
+pub fn register_reloads() {
+    LazyLock::force(&RELOADS);
+}
+
+pub fn reloaded(ok: bool) {
+    if let Some((good, bad, last)) = RELOADS.as_ref() {
+        if ok {
+            good.inc();
+            last.set((authflow_shared::now_ms() / 1000) as i64);
+        } else {
+            bad.inc();
+        }
+    }
+}

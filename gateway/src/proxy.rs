@@ -58,6 +58,8 @@ pub struct RequestCtx {
     pub fingerprint: Option<String>,
     pub decision: Decision,
     pub started: Instant,
+    /// The policy this request started with (see [`Policy`]).
+    pub policy: Arc<Policy>,
 }
 
 /// Who the upstream is told the client is.
@@ -73,10 +75,46 @@ pub enum Step {
     Respond(Decision, LocalResponse),
 }
 
+/// The part of the config that a reload replaces, whole: a request works with the one it
+/// started with (`RequestCtx::policy`), never a mix of two.
+pub struct Policy {
+    pub trusted_proxies: Vec<IpNet>,
+    pub limiter: RateLimiter,
+    pub router: Router,
+    pub strip_headers: Vec<String>,
+}
+
+impl Policy {
+    /// The policy of `cfg` for the gateway's `upstreams`; rules unchanged from `previous`
+    /// keep their counters.
+    pub fn new(
+        cfg: &GatewayConfig,
+        upstreams: &[Upstream],
+        shared_limits: Option<Arc<dyn SharedLimits>>,
+        previous: Option<&Policy>,
+    ) -> Self {
+        Policy {
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            limiter: RateLimiter::carrying_over(
+                &cfg.rate_limit,
+                shared_limits,
+                previous.map(|p| &p.limiter),
+            ),
+            router: Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
+                upstreams.iter().position(|u| u.name == name)
+            }),
+            strip_headers: cfg
+                .identity
+                .strip_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
+                .collect(),
+        }
+    }
+}
+
 pub struct Gateway {
-    trusted_proxies: Vec<IpNet>,
-    limiter: RateLimiter,
-    router: Router,
+    policy: Arc<arc_swap::ArcSwap<Policy>>,
     upstreams: Vec<Upstream>,
     sessions: SessionChecker,
     health: Health,
@@ -85,7 +123,6 @@ pub struct Gateway {
     cookie: CookieSpec,
     fingerprint: FingerprintSpec,
     login_url: String,
-    strip_headers: Vec<String>,
     forward_auth: Option<ForwardAuth>,
 }
 
@@ -127,15 +164,11 @@ impl Gateway {
         if let Some((cache, feed)) = cache {
             sessions = sessions.with_cache(cache, feed);
         }
-        let router = Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
-            upstreams.iter().position(|u| u.name == name)
-        });
+        let policy = Policy::new(cfg, &upstreams, shared_limits, None);
         let needs_store = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
         let health = Health::new(store.clone(), upstreams.clone(), needs_store).with_cache(cached);
         Gateway {
-            trusted_proxies: cfg.trusted_proxies.clone(),
-            limiter: RateLimiter::new(&cfg.rate_limit, shared_limits),
-            router,
+            policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
             upstreams,
             sessions,
             health,
@@ -144,12 +177,6 @@ impl Gateway {
             cookie: cfg.session.cookie(),
             fingerprint: cfg.session.fingerprint.clone(),
             login_url: cfg.session_check.login_url.clone(),
-            strip_headers: cfg
-                .identity
-                .strip_headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
-                .collect(),
             forward_auth: ForwardAuth::new(&cfg.forward_auth),
         }
     }
@@ -159,6 +186,11 @@ impl Gateway {
         ctx.route
             .as_ref()
             .and_then(|r| self.upstreams.get(r.upstream))
+    }
+
+    /// The swappable policy and the upstreams it routes to, for [`crate::reload`].
+    pub fn reload_handle(&self) -> (Arc<arc_swap::ArcSwap<Policy>>, Vec<Upstream>) {
+        (self.policy.clone(), self.upstreams.clone())
     }
 
     /// The health reporter, for the private listener.
@@ -199,7 +231,7 @@ impl Gateway {
         if let Some(probe) = Probe::at(&ctx.path) {
             return Step::Respond(Decision::Health, self.public_probe(req, probe).await);
         }
-        let route = match self.router.find(ctx.host.as_deref(), &ctx.path) {
+        let route = match ctx.policy.router.find(ctx.host.as_deref(), &ctx.path) {
             RouteMatch::Found(r) => r.clone(),
             RouteMatch::CaseConflict | RouteMatch::None => {
                 return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"))
@@ -243,7 +275,7 @@ impl Gateway {
 
     /// The rate-limit rules keyed by user, once the session check found `user`.
     async fn admit_user(&self, req: &RequestHeader, ctx: &RequestCtx, user: &str) -> Option<Step> {
-        if !self.limiter.has_user_rules() {
+        if !ctx.policy.limiter.has_user_rules() {
             return None;
         }
         self.limit(req, ctx, Some(user), Phase::AfterSession).await
@@ -264,7 +296,7 @@ impl Gateway {
             headers: &req.headers,
             user,
         };
-        match self.limiter.check(&request, phase).await {
+        match ctx.policy.limiter.check(&request, phase).await {
             RateDecision::Allow => None,
             RateDecision::Limited(over) => Some(Step::Respond(
                 Decision::RateLimited,
@@ -302,7 +334,7 @@ impl Gateway {
     /// 401 / 302 / 429 / 503. The original request's description is believed only from a
     /// trusted proxy; anyone else asks about their own check request.
     async fn verify(&self, req: &RequestHeader, ctx: &mut RequestCtx, suffix: &str) -> Step {
-        let trusted = session_peer_trusted(ctx, &self.trusted_proxies);
+        let trusted = session_peer_trusted(ctx, &ctx.policy.trusted_proxies);
         let original = forward_auth::original(req, suffix, trusted);
         match canonical::path(&original.path) {
             Ok(path) => ctx.path = path,
@@ -450,7 +482,7 @@ impl Gateway {
     }
 
     /// The client's address (through trusted proxies) and the connection's peer.
-    fn client_ip(&self, session: &Session) -> (IpAddr, Option<IpAddr>) {
+    fn client_ip(&self, session: &Session, policy: &Policy) -> (IpAddr, Option<IpAddr>) {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -462,7 +494,7 @@ impl Gateway {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let unknown = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        let client = client_ip::resolve(peer.unwrap_or(unknown), xff, &self.trusted_proxies);
+        let client = client_ip::resolve(peer.unwrap_or(unknown), xff, &policy.trusted_proxies);
         (client, peer)
     }
 }
@@ -570,11 +602,12 @@ impl ProxyHttp for Gateway {
             fingerprint: None,
             decision: Decision::Forwarded,
             started: Instant::now(),
+            policy: self.policy.load_full(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        (ctx.client_ip, ctx.peer_ip) = self.client_ip(session);
+        (ctx.client_ip, ctx.peer_ip) = self.client_ip(session, &ctx.policy);
         ctx.request_id = headers::request_id(
             session
                 .req_header()
@@ -716,7 +749,7 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::strip_identity(req, &self.strip_headers);
+        headers::strip_identity(req, &ctx.policy.strip_headers);
         if req.uri.path() != ctx.path {
             let target = match req.uri.query() {
                 Some(q) => format!("{}?{q}", ctx.path),

@@ -37,6 +37,8 @@ pub struct Process {
     pub pid_file: String,
     /// Absolute path; the old and the new process must name the same.
     pub upgrade_sock: String,
+    /// The config file, reloaded on `SIGHUP` (none: no live reload).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Process {
@@ -46,6 +48,7 @@ impl Default for Process {
             daemon: false,
             pid_file: "/tmp/authflow-gateway.pid".into(),
             upgrade_sock: "/tmp/authflow-gateway-upgrade.sock".into(),
+            config_path: None,
         }
     }
 }
@@ -93,7 +96,21 @@ fn build_for(
     crate::metrics::register_session_outcomes(crate::session::all_outcomes());
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
-    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits);
+    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone());
+    if let Some(path) = &process.config_path {
+        crate::metrics::register_reloads();
+        let (policy, upstreams) = gateway.reload_handle();
+        server.add_service(background_service(
+            "config reload",
+            crate::reload::Reloader {
+                path: path.clone(),
+                started: cfg.clone(),
+                policy,
+                upstreams,
+                shared_limits,
+            },
+        ));
+    }
     let health = gateway.health();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -114,6 +114,10 @@ impl Gateway {
         KillOnDrop(child)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (e.g. `-QUIT`) to the process.
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
