@@ -8,7 +8,6 @@ use authflow_gateway::GatewayConfig;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use support::*;
 
 fn with_rule(cfg: &mut GatewayConfig, requests: u64) {
