@@ -271,8 +271,21 @@ pub fn set_active_sessions(n: i64) {
     }
 }
 
+/// `authflow_build_info{version} 1` (the same family the gateway registers).
+static BUILD_INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
+    let g = prometheus::register_int_gauge_vec!(
+        "authflow_build_info",
+        "The running build",
+        &["version"]
+    )
+    .ok()?;
+    g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    Some(g)
+});
+
 /// Registers every family, so that a scrape before any traffic shows them all.
 pub fn register_all() {
+    LazyLock::force(&BUILD_INFO);
     LazyLock::force(&REVOCATIONS);
     LazyLock::force(&SIGN_INS);
     LazyLock::force(&SIGN_UPS);

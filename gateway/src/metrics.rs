@@ -222,3 +222,48 @@ pub fn reloaded(ok: bool) {
         }
     }
 }
+
+/// `authflow_build_info{version} 1`, and `authflow_gateway_config_info{hash} 1` for the
+/// config in force (the hash changes with each successful reload).
+static CONFIG_INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "authflow_gateway_config_info",
+        "The config in force: its hash (first 12 hex digits of SHA-256 of the file)",
+        &["hash"]
+    )
+    .ok()
+});
+
+/// Registers the request-path families, so that every one exists from the first scrape.
+pub fn register_all() {
+    LazyLock::force(&DECISIONS);
+    LazyLock::force(&SESSION_LOOKUP);
+    LazyLock::force(&CACHE_LOOKUPS);
+    LazyLock::force(&CACHE_EVENTS);
+    LazyLock::force(&CACHE_LIVE);
+    LazyLock::force(&SESSION_CHECKS);
+    build_info();
+}
+
+/// Registers `authflow_build_info` (once per process; the auth service shares it in `up`).
+pub fn build_info() {
+    static INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
+        let g = prometheus::register_int_gauge_vec!(
+            "authflow_build_info",
+            "The running build",
+            &["version"]
+        )
+        .ok()?;
+        g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Some(g)
+    });
+    LazyLock::force(&INFO);
+}
+
+/// Marks `hash` as the config in force.
+pub fn config_in_force(hash: &str) {
+    if let Some(g) = CONFIG_INFO.as_ref() {
+        g.reset();
+        g.with_label_values(&[hash]).set(1);
+    }
+}

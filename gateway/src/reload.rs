@@ -64,12 +64,20 @@ impl Reloader {
         );
         let kept = next.limiter.kept_from(&previous.limiter);
         self.policy.store(Arc::new(next));
+        crate::metrics::config_in_force(&file_hash(&self.path));
         tracing::info!(
             rules_kept = kept,
             "config reloaded: routes, rate-limit rules, trusted proxies, identity headers"
         );
         Ok(needs_restart(&self.started, &cfg))
     }
+}
+
+/// The first 12 hex digits of the SHA-256 of the file (for `authflow_gateway_config_info`).
+pub fn file_hash(path: &std::path::Path) -> String {
+    let mut hash = authflow_shared::digest::hash_hex(&std::fs::read(path).unwrap_or_default());
+    hash.truncate(12);
+    hash
 }
 
 /// The keys that differ from the running config but only change with a restart or upgrade.

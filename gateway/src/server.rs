@@ -97,8 +97,10 @@ fn build_for(
     let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
     let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone());
+    crate::metrics::register_all();
     if let Some(path) = &process.config_path {
         crate::metrics::register_reloads();
+        crate::metrics::config_in_force(&crate::reload::file_hash(path));
         let (policy, upstreams) = gateway.reload_handle();
         server.add_service(background_service(
             "config reload",
