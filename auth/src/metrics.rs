@@ -271,21 +271,9 @@ pub fn set_active_sessions(n: i64) {
     }
 }
 
-/// `authflow_build_info{version} 1` (the same family the gateway registers).
-static BUILD_INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
-    let g = prometheus::register_int_gauge_vec!(
-        "authflow_build_info",
-        "The running build",
-        &["version"]
-    )
-    .ok()?;
-    g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    Some(g)
-});
-
 /// Registers every family, so that a scrape before any traffic shows them all.
 pub fn register_all() {
-    LazyLock::force(&BUILD_INFO);
+    authflow_shared::metrics::build_info();
     LazyLock::force(&REVOCATIONS);
     LazyLock::force(&SIGN_INS);
     LazyLock::force(&SIGN_UPS);
@@ -331,10 +319,4 @@ impl ActiveSessions {
     }
 }
 
-/// The text exposition of every registered metric.
-pub fn render() -> String {
-    use prometheus::Encoder;
-    let mut buf = Vec::new();
-    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
+pub use authflow_shared::metrics::render;

@@ -133,13 +133,7 @@ pub fn observe_lookup(seconds: f64) {
     }
 }
 
-/// The text exposition of every registered metric.
-pub fn render() -> String {
-    use prometheus::Encoder;
-    let mut buf = Vec::new();
-    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
+pub use authflow_shared::metrics::render;
 
 /// Rate-limit decisions by rule and result.
 static RATE_DECISIONS: LazyLock<Option<prometheus::IntCounterVec>> = LazyLock::new(|| {
@@ -223,8 +217,8 @@ pub fn reloaded(ok: bool) {
     }
 }
 
-/// `authflow_build_info{version} 1`, and `authflow_gateway_config_info{hash} 1` for the
-/// config in force (the hash changes with each successful reload).
+/// `authflow_gateway_config_info{hash} 1` for the config in force (the hash changes with
+/// each successful reload).
 static CONFIG_INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
         "authflow_gateway_config_info",
@@ -242,22 +236,7 @@ pub fn register_all() {
     LazyLock::force(&CACHE_EVENTS);
     LazyLock::force(&CACHE_LIVE);
     LazyLock::force(&SESSION_CHECKS);
-    build_info();
-}
-
-/// Registers `authflow_build_info` (once per process; the auth service shares it in `up`).
-pub fn build_info() {
-    static INFO: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
-        let g = prometheus::register_int_gauge_vec!(
-            "authflow_build_info",
-            "The running build",
-            &["version"]
-        )
-        .ok()?;
-        g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Some(g)
-    });
-    LazyLock::force(&INFO);
+    authflow_shared::metrics::build_info();
 }
 
 /// Marks `hash` as the config in force.

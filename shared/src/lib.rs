@@ -19,6 +19,7 @@ pub mod cookie;
 pub mod digest;
 pub mod fingerprint;
 pub mod keys;
+pub mod metrics;
 pub mod request;
 pub mod session;
 pub mod store;
