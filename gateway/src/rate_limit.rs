@@ -19,7 +19,7 @@ use authflow_shared::store::SharedLimits;
 use http::HeaderMap;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -179,10 +179,10 @@ impl RateLimiter {
                 rule.count(|c| &c.exempt);
                 continue;
             }
-            let Some(key) = rule.key_material(req, client) else {
+            let Some(hash) = rule.key_hash(req, client) else {
                 continue;
             };
-            match self.decide(rule, &key).await {
+            match self.decide(rule, hash, req, client).await {
                 Outcome::Allowed { .. } => rule.count(|c| &c.allowed),
                 Outcome::Limited { retry_after } if rule.shadow => {
                     rule.count(|c| &c.shadow_limited);
@@ -209,8 +209,7 @@ impl RateLimiter {
 
     /// The rule's decision for one client key: locally, or in Redis for a shared rule (with
     /// its local fallback).
-    async fn decide(&self, rule: &Rule, key: &[u8]) -> Outcome {
-        let hash = HASHER.hash_one(key);
+    async fn decide(&self, rule: &Rule, hash: u64, req: &Request<'_>, client: IpAddr) -> Outcome {
         let state = &rule.state;
         let Some(shared) = self.shared.as_ref().filter(|_| rule.shared) else {
             return state.table.check(hash, &rule.gcra);
@@ -226,7 +225,8 @@ impl RateLimiter {
             return state.table.check(hash, &rule.gcra);
         }
         let (interval, tolerance) = rule.gcra.micros();
-        let redis_key = authflow_shared::keys::rate_limit(&rule.name, &shared_key(key));
+        let material = rule.key_material(req, client).unwrap_or_default();
+        let redis_key = authflow_shared::keys::rate_limit(&rule.name, &shared_key(&material));
         match shared.gcra(&redis_key, interval, tolerance).await {
             Ok(d) if d.allowed => Outcome::Allowed {
                 remaining: d.remaining,
@@ -321,23 +321,40 @@ impl Rule {
             && under_prefix(req.path, &self.prefix)
     }
 
-    /// What this rule counts by, for this request; `None` when a part is missing (no
-    /// session for `user`, no such header): the rule does not apply.
-    fn key_material(&self, req: &Request<'_>, client: IpAddr) -> Option<Vec<u8>> {
-        let mut key = Vec::with_capacity(48);
+    /// Writes what this rule counts by, for this request, to `write`; `None` when a part is
+    /// missing (no session for `user`, no such header): the rule does not apply.
+    fn key_parts(
+        &self,
+        req: &Request<'_>,
+        client: IpAddr,
+        mut write: impl FnMut(&[u8]),
+    ) -> Option<()> {
         for part in &self.key {
             match part {
                 KeyPart::Ip => match client {
-                    IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
-                    IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
+                    IpAddr::V4(v4) => write(&v4.octets()),
+                    IpAddr::V6(v6) => write(&v6.octets()),
                 },
-                KeyPart::User => key.extend_from_slice(req.user?.as_bytes()),
-                KeyPart::Header(name) => {
-                    key.extend_from_slice(req.headers.get(name.as_str())?.as_bytes())
-                }
+                KeyPart::User => write(req.user?.as_bytes()),
+                KeyPart::Header(name) => write(req.headers.get(name.as_str())?.as_bytes()),
             }
-            key.push(0xff);
+            write(&[0xff]);
         }
+        Some(())
+    }
+
+    /// The client key as this process's keyed hash, without allocating (every request
+    /// passes here for the `default` rule).
+    fn key_hash(&self, req: &Request<'_>, client: IpAddr) -> Option<u64> {
+        let mut h = HASHER.build_hasher();
+        self.key_parts(req, client, |b| h.write(b))?;
+        Some(h.finish())
+    }
+
+    /// The client key's bytes, for the Redis key of a shared rule.
+    fn key_material(&self, req: &Request<'_>, client: IpAddr) -> Option<Vec<u8>> {
+        let mut key = Vec::with_capacity(48);
+        self.key_parts(req, client, |b| key.extend_from_slice(b))?;
         Some(key)
     }
 
