@@ -7,7 +7,7 @@ mod up;
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
-use authflow_shared::config::{ConfigFile, LogFormat};
+use authflow_shared::config::{ConfigFile, LogFormat, TracingConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,7 +98,8 @@ fn main() -> ExitCode {
     let command = Cli::parse().command;
     // The services log in the format their config asks for; every other command in text.
     if !matches!(command, Command::Gateway { .. } | Command::Auth { .. }) {
-        init_tracing(LogFormat::Text);
+        // Without an exporter to build, this cannot fail.
+        let _ = init_tracing(LogFormat::Text, None);
     }
     match command {
         Command::Check {
@@ -114,7 +115,11 @@ fn main() -> ExitCode {
             upgrade_sock,
         } => match GatewayConfig::from_path(&config) {
             Ok(cfg) => {
-                init_tracing(cfg.log_format);
+                let _exporter =
+                    match init_tracing(cfg.log_format, Some((&cfg.tracing, "authflow-gateway"))) {
+                        Ok(e) => e,
+                        Err(e) => return fail(&e),
+                    };
                 let process = authflow_gateway::server::Process {
                     upgrade,
                     daemon,
@@ -141,7 +146,12 @@ fn main() -> ExitCode {
         },
         Command::Auth { config } => match AuthConfig::from_path(&config) {
             Ok(cfg) => {
-                match tokio::runtime::Runtime::new().inspect(|_| init_tracing(cfg.log_format)) {
+                let _exporter =
+                    match init_tracing(cfg.log_format, Some((&cfg.tracing, "authflow-auth"))) {
+                        Ok(e) => e,
+                        Err(e) => return fail(&e),
+                    };
+                match tokio::runtime::Runtime::new() {
                     Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
                     Err(e) => fail(&e),
                 }
@@ -267,7 +277,45 @@ const HEADER_DUMPING_TARGETS: [&str; 5] = [
     "reqwest",
 ];
 
-fn init_tracing(format: LogFormat) {
+/// Installs the log output (`format`) and, when the service's `[tracing]` names a
+/// collector, the OTLP span exporter, which the caller keeps until exit (it flushes on drop).
+fn init_tracing(
+    format: LogFormat,
+    export: Option<(&TracingConfig, &str)>,
+) -> Result<Option<authflow_shared::otel::Exporter>, authflow_shared::otel::ExportError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    type Base = tracing_subscriber::layer::Layered<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = vec![match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }];
+    let mut exporter = None;
+    if let Some((cfg, service)) = export {
+        if let Some((layer, e)) = authflow_shared::otel::layer::<Base>(cfg, service)? {
+            layers.push(layer.boxed());
+            exporter = Some(e);
+        }
+    }
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(layers)
+        .init();
+    Ok(exporter)
+}
+
+/// `RUST_LOG` (default `info`), with the header-dumping targets capped.
+fn log_filter() -> tracing_subscriber::EnvFilter {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A cap, never a floor: with `RUST_LOG=error` (or `off`) these targets stay quiet too.
@@ -279,15 +327,5 @@ fn init_tracing(format: LogFormat) {
             filter = filter.add_directive(directive);
         }
     }
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-    }
+    filter
 }

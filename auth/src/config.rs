@@ -25,6 +25,9 @@ pub struct AuthConfig {
     /// `text` or `json` (one object per line).
     #[serde(default)]
     pub log_format: authflow_shared::config::LogFormat,
+    /// Trace context and optional OTLP span export (same table as the gateway's).
+    #[serde(default)]
+    pub tracing: authflow_shared::config::TracingConfig,
     /// Peers whose `X-Forwarded-For` and fingerprint header are believed: the gateway.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
@@ -326,6 +329,7 @@ impl Validate for AuthConfig {
             p.add("metrics_listen", format!("{m:?} is not an address:port"));
         }
         p.section("redis", &self.redis);
+        p.section("tracing", &self.tracing);
         p.section("session", &self.session);
         p.section("database", &self.database);
         p.section("mail", &self.mail);

@@ -9,7 +9,9 @@ use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
 use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
 use crate::users::UserProvider;
+use authflow_shared::otel;
 use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
+use authflow_shared::trace::{self, TraceContext};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -141,10 +144,43 @@ async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, std::convert::Infallible> {
-    Ok(match ApiRequest::read(req, peer).await {
-        Ok(r) => api.handle(&r).await,
-        Err(e) => crate::error::ApiError::from(e).response(),
-    })
+    let span = request_span(req.method(), req.headers(), req.uri().path());
+    let response = async {
+        match ApiRequest::read(req, peer).await {
+            Ok(r) => api.handle(&r).await,
+            Err(e) => crate::error::ApiError::from(e).response(),
+        }
+    };
+    Ok(response.instrument(span).await)
+}
+
+/// The span every log line of a request is written in: its request id and the trace it
+/// belongs to (the gateway's `traceparent`; a new trace when called directly), so the auth
+/// service's lines join the gateway's access-log line of the same request.
+fn request_span(method: &http::Method, headers: &http::HeaderMap, path: &str) -> tracing::Span {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let incoming = header(trace::TRACEPARENT)
+        .and_then(|tp| TraceContext::parse(tp, header(trace::TRACESTATE)));
+    let request_id = header("x-request-id")
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {path}"),
+        otel.kind = "server",
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        path = %path,
+    );
+    if let Some(parent) = &incoming {
+        otel::continue_trace(&span, parent);
+    }
+    // The exported span's trace when spans are exported, else the caller's or a new one.
+    let trace = otel::context_of(&span)
+        .or(incoming)
+        .unwrap_or_else(TraceContext::start);
+    span.record("trace_id", trace.trace_id_hex());
+    span
 }
 
 /// Runs the service until Ctrl-C or SIGTERM, with its metrics listener when configured.

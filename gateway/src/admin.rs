@@ -24,7 +24,10 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
         session: &mut pingora::protocols::http::ServerSession,
     ) -> http::Response<Vec<u8>> {
         let (status, content_type, body) = match session.req_header().uri.path() {
-            "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
+            "/metrics" => {
+                self.health.export_upstreams();
+                (200, "text/plain; version=0.0.4", render().into_bytes())
+            }
             path => match Probe::at(path) {
                 Some(probe) => {
                     let report = self.health.report(probe, true).await;

@@ -9,9 +9,10 @@
 //! The public listener says only `{"status": ...}`; the names and states of the dependencies
 //! are for the private metrics listener, not for anyone on the internet.
 
+use crate::policy::Policy;
 use crate::response::LocalResponse;
 use crate::session_cache::SessionCache;
-use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 use authflow_shared::store::SessionStore;
 use serde_json::json;
 use std::sync::Arc;
@@ -20,9 +21,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Health {
     store: Arc<dyn SessionStore>,
-    upstreams: Vec<Upstream>,
-    /// Whether any route needs a session (else Redis does not decide readiness).
-    needs_store: bool,
+    /// The policy in force: its upstreams, and whether sessions are needed.
+    policy: Arc<ArcSwap<Policy>>,
     /// The session cache, reported in the details (it never decides readiness).
     cache: Option<Arc<SessionCache>>,
 }
@@ -46,11 +46,10 @@ impl Probe {
 }
 
 impl Health {
-    pub fn new(store: Arc<dyn SessionStore>, upstreams: Vec<Upstream>, needs_store: bool) -> Self {
+    pub fn new(store: Arc<dyn SessionStore>, policy: Arc<ArcSwap<Policy>>) -> Self {
         Health {
             store,
-            upstreams,
-            needs_store,
+            policy,
             cache: None,
         }
     }
@@ -66,15 +65,16 @@ impl Health {
         if probe == Probe::Live {
             return LocalResponse::json(200, json!({ "status": "ok" }));
         }
+        let policy = self.policy.load_full();
         let store_up = self.store.ping().await.is_ok();
-        let upstreams_up = self.upstreams.iter().all(|u| u.health().0 > 0);
-        let ready = (store_up || !self.needs_store) && upstreams_up;
+        let upstreams_up = policy.upstreams.iter().all(|u| u.health().0 > 0);
+        let ready = (store_up || !policy.needs_store) && upstreams_up;
         let status = if ready { "ok" } else { "unavailable" };
         let code = if ready { 200 } else { 503 };
         if !details {
             return LocalResponse::json(code, json!({ "status": status }));
         }
-        let upstreams: serde_json::Map<String, serde_json::Value> = self
+        let upstreams: serde_json::Map<String, serde_json::Value> = policy
             .upstreams
             .iter()
             .map(|u| {
@@ -98,5 +98,18 @@ impl Health {
                 "session_cache": cache,
             }),
         )
+    }
+}
+
+impl Health {
+    /// Sets `authflow_gateway_upstream_server_up{upstream,server}` for every server of the
+    /// upstreams in force (before a scrape: servers come and go with DNS and reloads).
+    pub fn export_upstreams(&self) {
+        let policy = self.policy.load();
+        crate::metrics::upstream_servers(policy.upstreams.iter().flat_map(|u| {
+            u.servers_up()
+                .into_iter()
+                .map(|(addr, up)| (u.name.as_str(), addr, up))
+        }));
     }
 }

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod health;
 pub mod in_flight;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod rate_limit;
 pub mod reload;

@@ -11,19 +11,25 @@ use crate::headers;
 use crate::health::{Health, Probe};
 use crate::in_flight::InFlight;
 use crate::metrics;
-use crate::rate_limit::{Phase, RateDecision, RateLimiter};
+use crate::metrics::traffic::RouteMetrics;
+pub use crate::policy::Policy;
+use crate::policy::SessionPolicy;
+use crate::rate_limit::{Phase, RateDecision};
 use crate::response::LocalResponse;
-use crate::route::{Route, RouteMatch, Router};
+use crate::route::{Route, RouteMatch};
 use crate::session::{RejectReason, SessionChecker, Verdict};
 use crate::session_cache::{Entry, SessionCache};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use authflow_shared::client_ip;
-use authflow_shared::cookie::{self, CookieSpec};
-use authflow_shared::fingerprint::{FingerprintSpec, FINGERPRINT_HEADER};
+use authflow_shared::config::AcceptTraceparent;
+use authflow_shared::cookie;
+use authflow_shared::fingerprint::FINGERPRINT_HEADER;
+use authflow_shared::otel;
 use authflow_shared::request::wants_html;
 use authflow_shared::store::{SessionFeed, SessionStore, SharedLimits, StoreError};
 use authflow_shared::token::log_id;
+use authflow_shared::trace::{self, TraceContext};
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -33,6 +39,7 @@ use pingora::upstreams::peer::{HttpPeer, Peer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr as StdSocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Per-request state, filled in by `request_filter` and read by the later phases.
 pub struct RequestCtx {
@@ -57,7 +64,18 @@ pub struct RequestCtx {
     /// The client's fingerprint, handed to the auth service on its route only.
     pub fingerprint: Option<String>,
     pub decision: Decision,
+    /// This hop's trace context (kept from a trusted caller, else a new trace).
+    pub trace: Option<TraceContext>,
+    /// The request's span and its upstream call's, when spans are exported (else none).
+    pub span: tracing::Span,
+    pub upstream_span: tracing::Span,
+    /// The rate-limit rule whose 429 answered the request, for the access log.
+    pub rule: Option<String>,
+    /// What the session check found (`ok`, `expired_idle`, ...; `-` when none ran).
+    pub session_outcome: &'static str,
     pub started: Instant,
+    /// When the current upstream server was chosen, for its response time.
+    pub upstream_started: Option<Instant>,
     /// The policy this request started with (see [`Policy`]).
     pub policy: Arc<Policy>,
 }
@@ -75,55 +93,18 @@ pub enum Step {
     Respond(Decision, LocalResponse),
 }
 
-/// The part of the config that a reload replaces, whole: a request works with the one it
-/// started with (`RequestCtx::policy`), never a mix of two.
-pub struct Policy {
-    pub trusted_proxies: Vec<IpNet>,
-    pub limiter: RateLimiter,
-    pub router: Router,
-    pub strip_headers: Vec<String>,
-}
-
-impl Policy {
-    /// The policy of `cfg` for the gateway's `upstreams`; rules unchanged from `previous`
-    /// keep their counters.
-    pub fn new(
-        cfg: &GatewayConfig,
-        upstreams: &[Upstream],
-        shared_limits: Option<Arc<dyn SharedLimits>>,
-        previous: Option<&Policy>,
-    ) -> Self {
-        Policy {
-            trusted_proxies: cfg.trusted_proxies.clone(),
-            limiter: RateLimiter::carrying_over(
-                &cfg.rate_limit,
-                shared_limits,
-                previous.map(|p| &p.limiter),
-            ),
-            router: Router::new(&cfg.routes, cfg.limits.max_body_bytes, |name| {
-                upstreams.iter().position(|u| u.name == name)
-            }),
-            strip_headers: cfg
-                .identity
-                .strip_headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
-                .collect(),
-        }
-    }
-}
-
 pub struct Gateway {
+    /// Swapped whole by a reload.
     policy: Arc<arc_swap::ArcSwap<Policy>>,
-    upstreams: Vec<Upstream>,
     sessions: SessionChecker,
     health: Health,
     limits: LimitsConfig,
     in_flight: InFlight,
-    cookie: CookieSpec,
-    fingerprint: FingerprintSpec,
-    login_url: String,
     forward_auth: Option<ForwardAuth>,
+    accept_traceparent: AcceptTraceparent,
+    /// Whether spans are exported (`[tracing] otlp_endpoint`): only then does a request
+    /// make spans.
+    export_spans: bool,
 }
 
 /// The forward-auth endpoint, when on: its path, and its own listener if it has one.
@@ -159,38 +140,33 @@ impl Gateway {
         cache: Option<(Arc<SessionCache>, Arc<dyn SessionFeed>)>,
         shared_limits: Option<Arc<dyn SharedLimits>>,
     ) -> Self {
-        let mut sessions = SessionChecker::new(store.clone(), &cfg.session, &cfg.session_check);
+        let mut sessions = SessionChecker::new(store.clone(), &cfg.session_check);
         let cached = cache.as_ref().map(|(c, _)| c.clone());
         if let Some((cache, feed)) = cache {
             sessions = sessions.with_cache(cache, feed);
         }
-        let policy = Policy::new(cfg, &upstreams, shared_limits, None);
-        let needs_store = cfg.routes.iter().any(|r| r.auth == AuthMode::Required);
-        let health = Health::new(store.clone(), upstreams.clone(), needs_store).with_cache(cached);
-        Gateway {
-            policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
+        let policy = Arc::new(arc_swap::ArcSwap::from_pointee(Policy::new(
+            cfg,
             upstreams,
+            shared_limits,
+            None,
+        )));
+        let health = Health::new(store.clone(), policy.clone()).with_cache(cached);
+        Gateway {
+            policy,
             sessions,
             health,
             limits: cfg.limits.clone(),
             in_flight: InFlight::new(cfg.limits.max_in_flight_per_client),
-            cookie: cfg.session.cookie(),
-            fingerprint: cfg.session.fingerprint.clone(),
-            login_url: cfg.session_check.login_url.clone(),
             forward_auth: ForwardAuth::new(&cfg.forward_auth),
+            accept_traceparent: cfg.tracing.accept_traceparent,
+            export_spans: cfg.tracing.otlp_endpoint.is_some(),
         }
     }
 
-    /// The upstream of the request's route.
-    fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
-        ctx.route
-            .as_ref()
-            .and_then(|r| self.upstreams.get(r.upstream))
-    }
-
-    /// The swappable policy and the upstreams it routes to, for [`crate::reload`].
-    pub fn reload_handle(&self) -> (Arc<arc_swap::ArcSwap<Policy>>, Vec<Upstream>) {
-        (self.policy.clone(), self.upstreams.clone())
+    /// The swappable policy, for [`crate::reload`].
+    pub fn reload_handle(&self) -> Arc<arc_swap::ArcSwap<Policy>> {
+        self.policy.clone()
     }
 
     /// The health reporter, for the private listener.
@@ -224,7 +200,8 @@ impl Gateway {
             }
             ForwardAuthCall::No => {}
         }
-        if let Some(refused) = self.admit(session.req_header(), ctx).await {
+        let span = step_span(ctx, "rate limit");
+        if let Some(refused) = self.admit(session.req_header(), ctx).instrument(span).await {
             return refused;
         }
         let req = session.req_header();
@@ -247,7 +224,8 @@ impl Gateway {
         }
         let req = session.req_header();
         if route.auth_service {
-            ctx.fingerprint = Some(self.fingerprint.compute(ctx.client_ip, &req.headers));
+            let spec = &ctx.policy.session.fingerprint;
+            ctx.fingerprint = Some(spec.compute(ctx.client_ip, &req.headers));
         }
         let auth = route.auth;
         ctx.route = Some(route);
@@ -274,7 +252,12 @@ impl Gateway {
     }
 
     /// The rate-limit rules keyed by user, once the session check found `user`.
-    async fn admit_user(&self, req: &RequestHeader, ctx: &RequestCtx, user: &str) -> Option<Step> {
+    async fn admit_user(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        user: &str,
+    ) -> Option<Step> {
         if !ctx.policy.limiter.has_user_rules() {
             return None;
         }
@@ -284,7 +267,7 @@ impl Gateway {
     async fn limit(
         &self,
         req: &RequestHeader,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         user: Option<&str>,
         phase: Phase,
     ) -> Option<Step> {
@@ -298,10 +281,11 @@ impl Gateway {
         };
         match ctx.policy.limiter.check(&request, phase).await {
             RateDecision::Allow => None,
-            RateDecision::Limited(over) => Some(Step::Respond(
-                Decision::RateLimited,
-                LocalResponse::too_many_requests(&over),
-            )),
+            RateDecision::Limited(over) => {
+                let resp = LocalResponse::too_many_requests(&over);
+                ctx.rule = Some(over.policy);
+                Some(Step::Respond(Decision::RateLimited, resp))
+            }
         }
     }
 
@@ -364,18 +348,19 @@ impl Gateway {
             }
             Ok(Verdict::Rejected(reason)) => {
                 let resp = if forward_auth::from_browser(req, &original) {
-                    let login = forward_auth::login_location(&self.login_url, &original.uri);
+                    let login =
+                        forward_auth::login_location(&ctx.policy.session.login_url, &original.uri);
                     if forward_auth::wants_redirect(req) {
                         LocalResponse::redirect(login)
                     } else {
                         // For a proxy that turns the 401 into the redirect (nginx).
-                        self.unauthorized()
-                            .header(forward_auth::LOGIN_HEADER, login)
+                        unauthorized(&ctx.policy.session).header(forward_auth::LOGIN_HEADER, login)
                     }
                 } else {
-                    self.unauthorized()
+                    unauthorized(&ctx.policy.session)
                 };
-                Step::Respond(Decision::Unauthenticated, self.clear_cookie(resp, reason))
+                let resp = clear_cookie(&ctx.policy.session, resp, reason);
+                Step::Respond(Decision::Unauthenticated, resp)
             }
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
@@ -417,7 +402,8 @@ impl Gateway {
                 Step::Continue
             }
             Ok(Verdict::Rejected(reason)) => {
-                Step::Respond(Decision::Unauthenticated, self.unauthenticated(req, reason))
+                let resp = unauthenticated(&ctx.policy.session, req, reason);
+                Step::Respond(Decision::Unauthenticated, resp)
             }
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
@@ -427,58 +413,73 @@ impl Gateway {
     async fn session_verdict(
         &self,
         req: &RequestHeader,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Verdict, StoreError> {
         let cookies = req
             .headers
             .get_all("cookie")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        let found = cookie::find(cookies, &self.cookie.name);
+        let policy = ctx.policy.clone();
+        let session = &policy.session;
+        let found = cookie::find(cookies, &session.cookie.name);
         let client_ip = ctx.client_ip;
-        let fp = || self.fingerprint.compute(client_ip, &req.headers);
+        let fp = || session.fingerprint.compute(client_ip, &req.headers);
         let started = Instant::now();
-        let verdict = self.sessions.check(found, fp).await;
+        let span = step_span(ctx, "session check");
+        let verdict = self
+            .sessions
+            .check(&session.rules, found, fp)
+            .instrument(span)
+            .await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());
-        metrics::session_checked(crate::session::outcome(&verdict));
+        ctx.session_outcome = crate::session::outcome(&verdict);
+        metrics::session_checked(ctx.session_outcome);
         if let Ok(Verdict::Rejected(reason)) = &verdict {
             tracing::info!(request_id = %ctx.request_id, client = %ctx.client_ip, reason = reason.as_str(), "session rejected");
         }
         verdict
     }
 
-    /// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
-    /// gets a 401. A cookie that named a dead session is cleared.
-    fn unauthenticated(&self, req: &RequestHeader, reason: RejectReason) -> LocalResponse {
-        let accept = req.headers.get_all("accept");
-        let accept = accept.iter().filter_map(|v| v.to_str().ok());
-        let resp = if wants_html(req.method == http::Method::GET, accept) {
-            let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            LocalResponse::redirect(forward_auth::login_location(&self.login_url, next))
-        } else {
-            self.unauthorized()
-        };
-        self.clear_cookie(resp, reason)
-    }
-
-    /// 401 naming the cookie that would have been accepted.
-    fn unauthorized(&self) -> LocalResponse {
-        LocalResponse::error(401, "unauthenticated").header(
-            "www-authenticate",
-            format!(
-                "Cookie realm=\"authflow\", cookie-name=\"{}\"",
-                self.cookie.name
-            ),
-        )
-    }
-
-    /// `resp`, clearing the browser's cookie unless it sent none.
-    fn clear_cookie(&self, resp: LocalResponse, reason: RejectReason) -> LocalResponse {
-        if reason.clears_cookie() {
-            resp.header("set-cookie", self.cookie.clear())
-        } else {
-            resp
+    /// The gateway's hop of the request's trace: a child of the caller's context when the
+    /// caller may set one (`[tracing] accept_traceparent`), else a new trace. With span
+    /// export on, the hop is the request's span, whose ids the exporter gives.
+    fn begin_trace(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
+        let incoming = self.incoming_trace(req, ctx);
+        if self.export_spans {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %format_args!("{} gateway", req.method),
+                otel.kind = "server",
+                http.request.method = %req.method,
+                url.path = %req.uri.path(),
+                authflow.request_id = %ctx.request_id,
+                http.response.status_code = tracing::field::Empty,
+                authflow.decision = tracing::field::Empty,
+            );
+            if let Some(parent) = &incoming {
+                otel::continue_trace(&span, parent);
+            }
+            ctx.trace = otel::context_of(&span);
+            ctx.span = span;
         }
+        if ctx.trace.is_none() {
+            ctx.trace = Some(incoming.map_or_else(TraceContext::start, |cx| cx.child()));
+        }
+    }
+
+    /// The caller's trace context, if it sent a valid one and may set it.
+    fn incoming_trace(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<TraceContext> {
+        let accepted = match self.accept_traceparent {
+            AcceptTraceparent::All => true,
+            AcceptTraceparent::Trusted => session_peer_trusted(ctx, &ctx.policy.trusted_proxies),
+            AcceptTraceparent::None => false,
+        };
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        accepted
+            .then(|| header(trace::TRACEPARENT))
+            .flatten()
+            .and_then(|tp| TraceContext::parse(tp, header(trace::TRACESTATE)))
     }
 
     /// The client's address (through trusted proxies) and the connection's peer.
@@ -496,6 +497,40 @@ impl Gateway {
         let unknown = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let client = client_ip::resolve(peer.unwrap_or(unknown), xff, &policy.trusted_proxies);
         (client, peer)
+    }
+}
+
+/// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
+/// gets a 401. A cookie that named a dead session is cleared.
+fn unauthenticated(s: &SessionPolicy, req: &RequestHeader, reason: RejectReason) -> LocalResponse {
+    let accept = req.headers.get_all("accept");
+    let accept = accept.iter().filter_map(|v| v.to_str().ok());
+    let resp = if wants_html(req.method == http::Method::GET, accept) {
+        let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        LocalResponse::redirect(forward_auth::login_location(&s.login_url, next))
+    } else {
+        unauthorized(s)
+    };
+    clear_cookie(s, resp, reason)
+}
+
+/// 401 naming the cookie that would have been accepted.
+fn unauthorized(s: &SessionPolicy) -> LocalResponse {
+    LocalResponse::error(401, "unauthenticated").header(
+        "www-authenticate",
+        format!(
+            "Cookie realm=\"authflow\", cookie-name=\"{}\"",
+            s.cookie.name
+        ),
+    )
+}
+
+/// `resp`, clearing the browser's cookie unless it sent none.
+fn clear_cookie(s: &SessionPolicy, resp: LocalResponse, reason: RejectReason) -> LocalResponse {
+    if reason.clears_cookie() {
+        resp.header("set-cookie", s.cookie.clear())
+    } else {
+        resp
     }
 }
 
@@ -534,6 +569,21 @@ enum ForwardAuthCall {
 fn session_peer_trusted(ctx: &RequestCtx, trusted: &[IpNet]) -> bool {
     ctx.peer_ip
         .is_some_and(|ip| client_ip::is_trusted(ip, trusted))
+}
+
+/// A child span of the request's for one step, when spans are exported.
+fn step_span(ctx: &RequestCtx, name: &'static str) -> tracing::Span {
+    if ctx.span.is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(parent: &ctx.span, "step", otel.name = name)
+}
+
+/// The upstream of the request's route, in the policy it started with.
+fn upstream_of(ctx: &RequestCtx) -> Option<&Upstream> {
+    ctx.route
+        .as_ref()
+        .and_then(|r| ctx.policy.upstreams.get(r.upstream))
 }
 
 /// 503 when the session store cannot answer: fail closed.
@@ -601,7 +651,13 @@ impl ProxyHttp for Gateway {
             identity: None,
             fingerprint: None,
             decision: Decision::Forwarded,
+            trace: None,
+            span: tracing::Span::none(),
+            upstream_span: tracing::Span::none(),
+            rule: None,
+            session_outcome: "-",
             started: Instant::now(),
+            upstream_started: None,
             policy: self.policy.load_full(),
         }
     }
@@ -615,6 +671,7 @@ impl ProxyHttp for Gateway {
                 .get("x-request-id")
                 .map(|v| v.as_bytes()),
         );
+        self.begin_trace(session.req_header(), ctx);
         match self.decide(session, ctx).await {
             Step::Continue => Ok(false),
             Step::Respond(decision, resp) => {
@@ -656,7 +713,8 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
-        let upstream = self
+        let upstream = ctx
+            .policy
             .upstreams
             .get(route.upstream)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "unknown upstream"))?;
@@ -672,6 +730,17 @@ impl ProxyHttp for Gateway {
             )
         })?;
         ctx.tried.push(peer.address().clone());
+        ctx.upstream_started = Some(Instant::now());
+        if !ctx.span.is_none() {
+            ctx.upstream_span = tracing::info_span!(
+                parent: &ctx.span,
+                "upstream",
+                otel.name = %format_args!("upstream {}", upstream.name),
+                otel.kind = "client",
+                server.address = %peer.address(),
+                http.response.status_code = tracing::field::Empty,
+            );
+        }
         Ok(peer)
     }
 
@@ -684,7 +753,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(upstream) = self.upstream_of(ctx) {
+        if let Some(upstream) = upstream_of(ctx) {
             upstream.report_failure(peer.address());
             if upstream.can_retry(&ctx.tried) {
                 e.set_retry(true);
@@ -715,16 +784,18 @@ impl ProxyHttp for Gateway {
         // the request moves on to another server if one is left; only a fresh connection's
         // failure counts against its server.
         e.retry.decide_reuse(client_reused);
-        if let Some(upstream) = self.upstream_of(ctx) {
+        let mut retry_same = false;
+        if let Some(upstream) = upstream_of(ctx) {
             if !client_reused {
                 upstream.report_failure(peer.address());
             }
             if upstream.can_retry(&ctx.tried) {
                 e.set_retry(true);
             } else if client_reused {
-                ctx.retry_same = true;
+                retry_same = true;
             }
         }
+        ctx.retry_same |= retry_same;
         e
     }
 
@@ -735,8 +806,14 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(upstream), Some(at)) = (upstream_of(ctx), ctx.upstream_started) {
+            upstream.observe_response(at.elapsed().as_secs_f64());
+        }
+        ctx.upstream_span
+            .record("http.response.status_code", resp.status.as_u16());
+        ctx.upstream_span = tracing::Span::none();
         if (502..=504).contains(&resp.status.as_u16()) {
-            if let (Some(upstream), Some(addr)) = (self.upstream_of(ctx), ctx.tried.last()) {
+            if let (Some(upstream), Some(addr)) = (upstream_of(ctx), ctx.tried.last()) {
                 upstream.report_failure(addr);
             }
         }
@@ -762,7 +839,7 @@ impl ProxyHttp for Gateway {
         }
         let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
         if !is_auth_service {
-            headers::strip_session_cookie(req, &self.cookie.name)?;
+            headers::strip_session_cookie(req, &ctx.policy.session.cookie.name)?;
         }
         if let (true, Some(fp)) = (is_auth_service, ctx.fingerprint.as_deref()) {
             req.insert_header(FINGERPRINT_HEADER, fp)?;
@@ -774,6 +851,17 @@ impl ProxyHttp for Gateway {
             }
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // The upstream's parent: the upstream call's span when spans are exported.
+        let exported = otel::context_of(&ctx.upstream_span);
+        if let Some(trace) = exported.as_ref().or(ctx.trace.as_ref()) {
+            req.insert_header(trace::TRACEPARENT, trace.traceparent())?;
+            match &trace.state {
+                Some(state) => req.insert_header(trace::TRACESTATE, state.as_str())?,
+                None => {
+                    req.remove_header(trace::TRACESTATE);
+                }
+            }
+        }
         let client_ip = ctx.client_ip.to_string();
         req.insert_header("x-forwarded-for", client_ip.as_str())?;
         req.insert_header("x-real-ip", client_ip)?;
@@ -830,19 +918,30 @@ impl ProxyHttp for Gateway {
         }
         metrics::count(ctx.decision);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let route_metrics = ctx
+            .route
+            .as_ref()
+            .map_or(RouteMetrics::unrouted(), |r| &*r.metrics);
+        route_metrics.observe(&session.req_header().method, status, elapsed.as_secs_f64());
+        ctx.span.record("http.response.status_code", status);
+        ctx.span.record("authflow.decision", ctx.decision.as_str());
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
+            trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
             client = %ctx.client_ip,
             method = %session.req_header().method,
             path = session.req_header().uri.path(),
             status,
             decision = ctx.decision.as_str(),
             route = ctx.route.as_ref().map_or("-", |r| r.prefix.as_str()),
-            upstream = self.upstream_of(ctx).map_or("-", |u| u.name.as_str()),
+            rule = ctx.rule.as_deref().unwrap_or("-"),
+            session_check = ctx.session_outcome,
+            upstream = upstream_of(ctx).map_or("-", |u| u.name.as_str()),
             user = ctx.identity.as_ref().map_or("-", |i| i.session.record.user_id.as_str()),
             session = ctx.identity.as_ref().map_or("-", |i| log_id(&i.session_id)),
-            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
     }

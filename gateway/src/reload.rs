@@ -1,14 +1,16 @@
 //! Live reload on `SIGHUP` (`authflow reload`, `systemctl reload` with the unit's own
-//! signal): the file is read and validated like `authflow check`, then the reloadable part
-//! ([`Policy`]: routes, rate-limit rules, trusted proxies, identity header rules) is swapped
-//! whole. A bad file is refused, logged with `file:line: key: reason` and counted, and the
-//! old config stays. Rate-limit rules whose name and parameters did not change keep their
-//! counters. What cannot change without a restart is named in the log line (use the
-//! zero-downtime upgrade for it).
+//! signal) or, with `watch = true`, when the file changes: the file is read and validated
+//! like `authflow check`, then the reloadable part ([`Policy`]: routes, upstream servers and
+//! their checks, rate-limit rules, trusted proxies, identity header rules, session timeouts,
+//! cookie and fingerprint) is swapped whole. A bad file is refused, logged with
+//! `file:line: key: reason` and counted, and the old config stays. Rate-limit rules whose
+//! name and parameters did not change keep their counters; upstreams that keep their name
+//! keep their balancer and the health of their servers. What cannot change without a restart
+//! is named in the log line (use the zero-downtime upgrade for it).
 
 use crate::config::GatewayConfig;
 use crate::proxy::Policy;
-use crate::upstream::Upstream;
+use crate::upstream;
 use arc_swap::ArcSwap;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::store::SharedLimits;
@@ -16,15 +18,17 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Reloads `path` into `policy` on every `SIGHUP`.
+/// Reloads `path` into `policy` on every `SIGHUP` (and on changes, with `watch`).
 pub struct Reloader {
     pub path: PathBuf,
     /// The config the process started with (what needs a restart is compared against it).
     pub started: GatewayConfig,
     pub policy: Arc<ArcSwap<Policy>>,
-    pub upstreams: Vec<Upstream>,
     pub shared_limits: Option<Arc<dyn SharedLimits>>,
+    /// Told after each swap, so the upstream checks follow the new set.
+    pub upstreams_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Why a reload was refused.
@@ -32,13 +36,13 @@ pub struct Reloader {
 pub enum ReloadError {
     #[error("{0}")]
     Invalid(String),
-    #[error("route {route:?} names upstream {upstream:?}, which this process does not have (upstreams change with an upgrade)")]
-    NewUpstream { route: String, upstream: String },
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
 }
 
 impl Reloader {
     /// One reload: validate, swap, report. The old policy stays on any error.
-    pub fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
+    pub async fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
         let cfg = GatewayConfig::from_path(&self.path).map_err(|e| {
             ReloadError::Invalid(
                 e.0.iter()
@@ -47,29 +51,40 @@ impl Reloader {
                     .join("; "),
             )
         })?;
-        for r in &cfg.routes {
-            if !self.upstreams.iter().any(|u| u.name == r.upstream) {
-                return Err(ReloadError::NewUpstream {
-                    route: r.prefix.clone(),
-                    upstream: r.upstream.clone(),
-                });
-            }
-        }
         let previous = self.policy.load_full();
-        let next = Policy::new(
-            &cfg,
-            &self.upstreams,
-            self.shared_limits.clone(),
-            Some(&previous),
-        );
+        let (upstreams, to_refresh) = upstream::rebuild(&previous.upstreams, &cfg.upstreams)?;
+        // New server lists resolve before the swap, so no request meets an empty upstream.
+        for u in &to_refresh {
+            u.refresh().await;
+        }
+        let next = Policy::new(&cfg, upstreams, self.shared_limits.clone(), Some(&previous));
         let kept = next.limiter.kept_from(&previous.limiter);
         self.policy.store(Arc::new(next));
+        self.upstreams_changed.notify_one();
         crate::metrics::config_in_force(&file_hash(&self.path));
         tracing::info!(
             rules_kept = kept,
-            "config reloaded: routes, rate-limit rules, trusted proxies, identity headers"
+            upstreams = cfg.upstreams.len(),
+            routes = cfg.routes.len(),
+            "config reloaded"
         );
         Ok(needs_restart(&self.started, &cfg))
+    }
+
+    /// Reloads and reports the outcome in logs and metrics.
+    async fn reload_and_report(&self) {
+        match self.reload().await {
+            Ok(ignored) => {
+                crate::metrics::reloaded(true);
+                if !ignored.is_empty() {
+                    tracing::warn!(keys = ?ignored, "these keys changed but need a restart (authflow gateway --upgrade); the running values stay");
+                }
+            }
+            Err(e) => {
+                crate::metrics::reloaded(false);
+                tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
+            }
+        }
     }
 }
 
@@ -85,7 +100,7 @@ fn needs_restart(running: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static s
     fn json<T: serde::Serialize>(v: &T) -> String {
         serde_json::to_string(v).unwrap_or_default()
     }
-    let pairs: [(&'static str, String, String); 9] = [
+    let pairs: [(&'static str, String, String); 10] = [
         ("listen", running.listen.clone(), new.listen.clone()),
         ("tls", json(&running.tls), json(&new.tls)),
         (
@@ -98,19 +113,30 @@ fn needs_restart(running: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static s
             json(&running.metrics_listen),
             json(&new.metrics_listen),
         ),
-        ("upstreams", json(&running.upstreams), json(&new.upstreams)),
         ("redis", json(&running.redis), json(&new.redis)),
-        ("session", json(&running.session), json(&new.session)),
         (
-            "session_check",
-            json(&running.session_check),
-            json(&new.session_check),
+            "session_check.breaker_*",
+            json(&(
+                running.session_check.breaker_threshold,
+                &running.session_check.breaker_cool_down,
+            )),
+            json(&(
+                new.session_check.breaker_threshold,
+                &new.session_check.breaker_cool_down,
+            )),
+        ),
+        (
+            "session_check.cache_entries",
+            running.session_check.cache_entries.to_string(),
+            new.session_check.cache_entries.to_string(),
         ),
         (
             "forward_auth",
             json(&running.forward_auth),
             json(&new.forward_auth),
         ),
+        ("tracing", json(&running.tracing), json(&new.tracing)),
+        ("watch", running.watch.to_string(), new.watch.to_string()),
     ];
     pairs
         .into_iter()
@@ -127,22 +153,56 @@ impl BackgroundService for Reloader {
             tracing::warn!("cannot listen for SIGHUP: live reload is off");
             return;
         };
+        let mut watch = Watch::new(&self.path, self.started.watch);
         loop {
             tokio::select! {
                 _ = hup.recv() => {}
+                _ = watch.changed() => {}
                 _ = shutdown.changed() => return,
             }
-            match self.reload() {
-                Ok(ignored) => {
-                    crate::metrics::reloaded(true);
-                    if !ignored.is_empty() {
-                        tracing::warn!(keys = ?ignored, "these keys changed but need a restart (authflow gateway --upgrade); the running values stay");
-                    }
-                }
-                Err(e) => {
-                    crate::metrics::reloaded(false);
-                    tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
-                }
+            self.reload_and_report().await;
+            watch.loaded = file_hash(&self.path);
+        }
+    }
+}
+
+/// `watch = true`: the file is polled every [`Watch::EVERY`] and a reload follows once its
+/// content has changed and stayed the same for one more poll (an editor's half-written save
+/// is not loaded). Polling, not inotify: it also sees a Kubernetes ConfigMap's symlink swap.
+struct Watch {
+    path: Option<PathBuf>,
+    /// The hash last reloaded (or seen at start), and a changed one waiting to settle.
+    loaded: String,
+    pending: Option<String>,
+}
+
+impl Watch {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new(path: &std::path::Path, on: bool) -> Self {
+        Watch {
+            path: on.then(|| path.to_path_buf()),
+            loaded: file_hash(path),
+            pending: None,
+        }
+    }
+
+    /// Resolves when the file changed and settled; never when watching is off.
+    async fn changed(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Self::EVERY).await;
+            let now = file_hash(&path);
+            if now == self.loaded {
+                self.pending = None;
+            } else if self.pending.as_deref() == Some(now.as_str()) {
+                self.loaded = now;
+                self.pending = None;
+                return;
+            } else {
+                self.pending = Some(now);
             }
         }
     }

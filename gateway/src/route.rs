@@ -3,6 +3,7 @@
 //! unless the route is `case_sensitive`.
 
 use crate::config::{AuthMode, RouteConfig};
+use crate::metrics::traffic::{route_label, RouteMetrics};
 use std::sync::Arc;
 
 /// A route, resolved against the upstream list.
@@ -17,6 +18,8 @@ pub struct Route {
     pub case_sensitive: bool,
     /// Largest request body, already defaulted from `[limits]`.
     pub max_body_bytes: u64,
+    /// The route's traffic series (label: host + prefix).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -53,22 +56,25 @@ impl Router {
         max_body_bytes: u64,
         upstream_index: impl Fn(&str) -> Option<usize>,
     ) -> Self {
-        let mut routes: Vec<Arc<Route>> = cfgs
-            .iter()
-            .filter_map(|r| {
-                Some(Arc::new(Route {
-                    prefix: r.prefix.clone(),
-                    host: r.host.as_deref().map(|h| {
+        let mut routes: Vec<Arc<Route>> =
+            cfgs.iter()
+                .filter_map(|r| {
+                    let host = r.host.as_deref().map(|h| {
                         crate::canonical::host(h).unwrap_or_else(|_| h.to_ascii_lowercase())
-                    }),
-                    upstream: upstream_index(&r.upstream)?,
-                    auth: r.auth,
-                    auth_service: r.auth_service,
-                    case_sensitive: r.case_sensitive,
-                    max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
-                }))
-            })
-            .collect();
+                    });
+                    let label = route_label(host.as_deref(), &r.prefix);
+                    Some(Arc::new(Route {
+                        prefix: r.prefix.clone(),
+                        host,
+                        metrics: Arc::new(RouteMetrics::new(label)),
+                        upstream: upstream_index(&r.upstream)?,
+                        auth: r.auth,
+                        auth_service: r.auth_service,
+                        case_sensitive: r.case_sensitive,
+                        max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
+                    }))
+                })
+                .collect();
         routes.sort_by(|a, b| {
             b.prefix
                 .len()

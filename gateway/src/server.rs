@@ -1,5 +1,5 @@
 //! Wires a validated config into a running Pingora server: the proxy service, the upstream
-//! health checks, the Redis connection and the optional metrics listener.
+//! discovery and health checks, the Redis connection and the optional metrics listener.
 
 use crate::config::AuthMode;
 use crate::config::GatewayConfig;
@@ -94,22 +94,31 @@ fn build_for(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     crate::metrics::register_session_outcomes(crate::session::all_outcomes());
-    let (upstreams, health_checks) = upstream::build(&cfg.upstreams)?;
+    let upstreams = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
     let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone());
     crate::metrics::register_all();
+    let policy = gateway.reload_handle();
+    let upstreams_changed = Arc::new(tokio::sync::Notify::new());
+    let in_force = policy.clone();
+    server.add_service(background_service(
+        "upstream discovery and health checks",
+        upstream::checks::Keeper {
+            upstreams: Arc::new(move || in_force.load().upstreams.clone()),
+            changed: upstreams_changed.clone(),
+        },
+    ));
     if let Some(path) = &process.config_path {
         crate::metrics::register_reloads();
         crate::metrics::config_in_force(&crate::reload::file_hash(path));
-        let (policy, upstreams) = gateway.reload_handle();
         server.add_service(background_service(
             "config reload",
             crate::reload::Reloader {
                 path: path.clone(),
                 started: cfg.clone(),
                 policy,
-                upstreams,
                 shared_limits,
+                upstreams_changed,
             },
         ));
     }
@@ -136,9 +145,6 @@ fn build_for(
         );
         metrics.add_tcp(addr);
         server.add_service(metrics);
-    }
-    for hc in health_checks {
-        server.add_service(hc);
     }
     if let Some((cache, feed)) = cache {
         server.add_service(background_service(

@@ -83,10 +83,32 @@ pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
     cache: Option<CacheFeed>,
     breaker: Breaker,
-    idle: Duration,
-    absolute: Duration,
-    touch_interval: Duration,
-    mismatch: MismatchPolicy,
+}
+
+/// The timeouts and policies a session is judged by: part of the reloadable policy, so a
+/// reload changes them for the next request (the cache holds records, not verdicts).
+#[derive(Debug, Clone)]
+pub struct SessionRules {
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub touch_interval: Duration,
+    pub mismatch: MismatchPolicy,
+}
+
+impl SessionRules {
+    pub fn new(contract: &SessionContract, check: &SessionCheckConfig) -> Self {
+        SessionRules {
+            idle: contract.idle_timeout.0,
+            absolute: contract.absolute_timeout.0,
+            touch_interval: check.touch_interval.0,
+            mismatch: check.on_fingerprint_mismatch,
+        }
+    }
+
+    /// Why the session is over at `now`, given the latest activity known.
+    fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
+        record.expiry_seen(now, last_seen, self.idle, self.absolute)
+    }
 }
 
 /// The cache and the feed whose reads it may keep.
@@ -96,19 +118,11 @@ struct CacheFeed {
 }
 
 impl SessionChecker {
-    pub fn new(
-        store: Arc<dyn SessionStore>,
-        contract: &SessionContract,
-        check: &SessionCheckConfig,
-    ) -> Self {
+    pub fn new(store: Arc<dyn SessionStore>, check: &SessionCheckConfig) -> Self {
         SessionChecker {
             store,
             cache: None,
             breaker: Breaker::new(check.breaker_threshold, check.breaker_cool_down.0),
-            idle: contract.idle_timeout.0,
-            absolute: contract.absolute_timeout.0,
-            touch_interval: check.touch_interval.0,
-            mismatch: check.on_fingerprint_mismatch,
         }
     }
 
@@ -124,6 +138,7 @@ impl SessionChecker {
     /// closed. Malformed cookies never reach the store.
     pub async fn check(
         &self,
+        rules: &SessionRules,
         cookie: CookieLookup<'_>,
         fingerprint: impl FnOnce() -> String,
     ) -> Result<Verdict, StoreError> {
@@ -137,23 +152,23 @@ impl SessionChecker {
         };
         let id = token.id();
         let now = authflow_shared::now_ms();
-        let Some(session) = self.find(&id, now).await? else {
+        let Some(session) = self.find(rules, &id, now).await? else {
             return Ok(Verdict::Rejected(RejectReason::Unknown));
         };
         let record = &session.record;
-        if let Some(expiry) = self.expiry(record, session.last_seen(), now) {
+        if let Some(expiry) = rules.expiry(record, session.last_seen(), now) {
             self.forget(&id, &record.user_id).await;
             return Ok(Verdict::Rejected(RejectReason::Expired(expiry)));
         }
         if !fingerprint::matches(&record.fingerprint, &fingerprint()) {
-            if self.mismatch == MismatchPolicy::Revoke {
+            if rules.mismatch == MismatchPolicy::Revoke {
                 self.forget(&id, &record.user_id).await;
             }
             return Ok(Verdict::Rejected(RejectReason::FingerprintMismatch));
         }
         session.saw(now);
-        if session.claim_touch(now, self.touch_interval.as_millis() as u64) {
-            let ttl = record.ttl(now, self.idle, self.absolute);
+        if session.claim_touch(now, rules.touch_interval.as_millis() as u64) {
+            let ttl = record.ttl(now, rules.idle, rules.absolute);
             self.touch_later(id.clone(), now, ttl);
         }
         Ok(Verdict::Valid { id, session })
@@ -161,13 +176,18 @@ impl SessionChecker {
 
     /// The session, from the cache when it holds it and it does not look idle (another
     /// instance may have seen activity since), else from the store.
-    async fn find(&self, id: &str, now: u64) -> Result<Option<Arc<Entry>>, StoreError> {
+    async fn find(
+        &self,
+        rules: &SessionRules,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
         let Some(c) = &self.cache else {
             metrics::cache_lookup(CacheOutcome::Bypass);
             return Ok(self.lookup(id).await?.map(Entry::detached));
         };
         if let Some(hit) = c.cache.get(id) {
-            if self.expiry(&hit.record, hit.last_seen(), now) != Some(Expiry::Idle) {
+            if rules.expiry(&hit.record, hit.last_seen(), now) != Some(Expiry::Idle) {
                 metrics::cache_lookup(CacheOutcome::Hit);
                 return Ok(Some(hit));
             }
@@ -187,11 +207,6 @@ impl SessionChecker {
             Err(e) => return Err(e),
         };
         Ok(record.map(|r| c.cache.insert(id, r, ticket)))
-    }
-
-    /// Why the session is over at `now`, given the latest activity known.
-    fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
-        record.expiry_seen(now, last_seen, self.idle, self.absolute)
     }
 
     /// The store's record, through the circuit breaker.

@@ -20,10 +20,12 @@ pub mod digest;
 pub mod fingerprint;
 pub mod keys;
 pub mod metrics;
+pub mod otel;
 pub mod request;
 pub mod session;
 pub mod store;
 pub mod token;
+pub mod trace;
 
 /// Milliseconds since the Unix epoch. Session timestamps use this unit so that short
 /// timeouts (tests, strict deployments) are enforced precisely.

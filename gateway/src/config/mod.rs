@@ -3,7 +3,7 @@
 
 use authflow_shared::config::{
     is_http_url, is_socket_addr, ConfigFile, EnvVar, HumanDuration, LogFormat, Problems,
-    RedisConfig, Validate,
+    RedisConfig, TracingConfig, Validate,
 };
 use authflow_shared::contract::SessionContract;
 use ipnet::IpNet;
@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     /// `text` or `json` (one object per line, the access log included).
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Reload when this file changes (polled every second), besides on `SIGHUP`.
+    #[serde(default)]
+    pub watch: bool,
     #[serde(default)]
     pub redis: RedisConfig,
     /// The session contract shared with the auth service (same table in `auth.toml`).
@@ -59,6 +62,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub forward_auth: ForwardAuthConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default)]
@@ -335,6 +340,7 @@ impl Validate for GatewayConfig {
         p.section("rate_limit", &self.rate_limit);
         p.section("limits", &self.limits);
         p.section("forward_auth", &self.forward_auth);
+        p.section("tracing", &self.tracing);
         p.each("upstreams", &self.upstreams);
         p.each("routes", &self.routes);
         self.cross_section_problems(p);
@@ -511,6 +517,9 @@ impl Validate for UpstreamConfig {
         }
         if self.resolve_interval.0 < std::time::Duration::from_secs(1) {
             p.add("resolve_interval", "must be at least 1s");
+        }
+        if self.health_check_interval.0 < std::time::Duration::from_millis(100) {
+            p.add("health_check_interval", "must be at least 100ms");
         }
     }
 }

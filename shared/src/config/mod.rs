@@ -9,11 +9,13 @@
 pub mod layers;
 pub mod redis;
 pub mod source;
+pub mod tracing;
 pub mod validate;
 
 pub use layers::{load, load_file, ConfigFile, EnvVar, Environment, Overrides, ProcessEnv};
 pub use redis::RedisConfig;
 pub use source::{ConfigError, ConfigProblem, ConfigSource};
+pub use tracing::{AcceptTraceparent, TracingConfig};
 pub use validate::{Problems, Validate};
 
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,7 @@
 mod codec;
 mod feed;
 mod memory;
+pub mod op_metrics;
 mod redis;
 
 pub use feed::RedisFeed;

@@ -3,6 +3,7 @@
 
 use super::codec::{decode, session_keys};
 use super::feed::RedisFeed;
+use super::op_metrics::{self, Op};
 use super::{
     Attempt, LoginThrottle, SessionFeed, SessionStore, SharedDecision, SharedLimits, StoreError,
     ThrottlePolicy,
@@ -52,6 +53,7 @@ impl RedisSessionStore {
     /// Checks the configuration; nothing connects until a thread first uses the store. The
     /// section's `password` (e.g. from `AUTHFLOW_REDIS_PASSWORD`) overrides the URL's.
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        op_metrics::register();
         let mut config =
             Config::from_url(&cfg.url).map_err(|e| StoreError::Config(e.details().to_owned()))?;
         if let Some(pw) = cfg.password.as_ref().filter(|p| !p.is_empty()) {
@@ -128,11 +130,17 @@ impl RedisSessionStore {
 
     /// Runs one store operation under the configured timeout; a fred error or a timeout both
     /// mean "unavailable" (commands queued while reconnecting wait at most this long).
+    /// Its time and failures are counted under `name` ([`op_metrics`]).
     async fn bounded<T>(
         &self,
+        name: Op,
         op: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, op).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.inner.timeout, op).await;
+        let failure = op_metrics::failure_of(&result);
+        op_metrics::observe(name, started.elapsed().as_secs_f64(), failure);
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -176,7 +184,11 @@ impl RedisSessionStore {
                     .await
             }
         };
-        match tokio::time::timeout(within, count).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(within, count).await;
+        let failure = op_metrics::failure_of(&result);
+        op_metrics::observe(Op::CountActive, started.elapsed().as_secs_f64(), failure);
+        match result {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -220,7 +232,7 @@ fn ms(d: Duration) -> i64 {
 impl SessionStore for RedisSessionStore {
     async fn lookup(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let raw: Vec<Option<String>> = self
-            .bounded(self.once().await?.mget(session_keys(id)))
+            .bounded(Op::Lookup, self.once().await?.mget(session_keys(id)))
             .await?;
         decode(raw)
     }
@@ -229,7 +241,10 @@ impl SessionStore for RedisSessionStore {
         let client = self.once().await?;
         let args: Vec<Value> = vec![(seen_ms as i64).into(), ms(ttl).into()];
         let _: i64 = self
-            .bounded(client.eval(scripts::TOUCH, session_keys(id), args))
+            .bounded(
+                Op::Touch,
+                client.eval(scripts::TOUCH, session_keys(id), args),
+            )
             .await?;
         Ok(())
     }
@@ -274,7 +289,7 @@ impl SessionStore for RedisSessionStore {
         ];
         let client = self.once().await?;
         let created: i64 = self
-            .bounded(client.eval(scripts::CREATE_SESSION, keys, args))
+            .bounded(Op::Create, client.eval(scripts::CREATE_SESSION, keys, args))
             .await?;
         if created == 1 {
             Ok(())
@@ -293,7 +308,7 @@ impl SessionStore for RedisSessionStore {
             let _: Value = trx.exec(true).await?;
             Ok(())
         };
-        self.bounded(op).await
+        self.bounded(Op::Delete, op).await
     }
 
     async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
@@ -307,7 +322,10 @@ impl SessionStore for RedisSessionStore {
         ];
         let client = self.once().await?;
         let n: i64 = self
-            .bounded(client.eval(scripts::REVOKE_USER, keys, args))
+            .bounded(
+                Op::RevokeUser,
+                client.eval(scripts::REVOKE_USER, keys, args),
+            )
             .await?;
         Ok(n.max(0) as usize)
     }
@@ -315,18 +333,22 @@ impl SessionStore for RedisSessionStore {
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
         let index = keys::user_sessions(user_id);
         let client = self.once().await?;
-        let ids: Vec<String> = self.bounded(client.smembers(&index)).await?;
+        let ids: Vec<String> = self.bounded(Op::ListUser, client.smembers(&index)).await?;
         let mut live = Vec::with_capacity(ids.len());
         let mut ended = Vec::new();
         for id in ids {
-            let raw: Vec<Option<String>> = self.bounded(client.mget(session_keys(&id))).await?;
+            let raw: Vec<Option<String>> = self
+                .bounded(Op::ListUser, client.mget(session_keys(&id)))
+                .await?;
             match decode(raw)? {
                 Some(record) => live.push((id, record)),
                 None => ended.push(id),
             }
         }
         if !ended.is_empty() {
-            let _: i64 = self.bounded(client.srem(&index, ended)).await?;
+            let _: i64 = self
+                .bounded(Op::ListUser, client.srem(&index, ended))
+                .await?;
         }
         Ok(live)
     }
@@ -337,7 +359,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(self.once().await?.ping::<String>(None))
+        self.bounded(Op::Ping, self.once().await?.ping::<String>(None))
             .await
             .map(|_| ())
     }
@@ -371,7 +393,10 @@ impl SharedLimits for RedisSessionStore {
             (tolerance_us.min(i64::MAX as u64) as i64).into(),
         ];
         let reply: Vec<i64> = self
-            .bounded(client.eval(scripts::GCRA, vec![key.to_owned()], args))
+            .bounded(
+                Op::RateLimit,
+                client.eval(scripts::GCRA, vec![key.to_owned()], args),
+            )
             .await?;
         match reply[..] {
             [allowed, wait, remaining] => Ok(SharedDecision {
@@ -407,7 +432,10 @@ impl LoginThrottle for RedisSessionStore {
         ];
         let client = self.once().await?;
         let out: Vec<i64> = self
-            .bounded(client.eval(scripts::BEGIN_ATTEMPT, keys, args))
+            .bounded(
+                Op::LoginAttempt,
+                client.eval(scripts::BEGIN_ATTEMPT, keys, args),
+            )
             .await?;
         match out.as_slice() {
             [0, _, now] => Ok(Attempt::Allowed {
@@ -429,18 +457,22 @@ impl LoginThrottle for RedisSessionStore {
             keys::login_lock(account),
             keys::login_total(account),
         ];
-        self.bounded(self.once().await?.del::<(), _>(keys)).await
+        self.bounded(Op::ClearAttempts, self.once().await?.del::<(), _>(keys))
+            .await
     }
 
     async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError> {
         let set: Option<String> = self
-            .bounded(self.once().await?.set(
-                keys::mail_cooldown(address),
-                1,
-                Some(Expiration::PX(ms(cooldown))),
-                Some(SetOptions::NX),
-                false,
-            ))
+            .bounded(
+                Op::MailCooldown,
+                self.once().await?.set(
+                    keys::mail_cooldown(address),
+                    1,
+                    Some(Expiration::PX(ms(cooldown))),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
             .await?;
         Ok(set.is_some())
     }

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the request path, served with the detailed `/health` on the private
 //! `metrics_listen` listener when configured.
 
+pub mod traffic;
+
 use crate::decision::Decision;
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounter};
 use std::sync::LazyLock;
@@ -236,6 +238,8 @@ pub fn register_all() {
     LazyLock::force(&CACHE_EVENTS);
     LazyLock::force(&CACHE_LIVE);
     LazyLock::force(&SESSION_CHECKS);
+    traffic::register();
+    LazyLock::force(&UPSTREAM_SERVER_UP);
     authflow_shared::metrics::build_info();
 }
 
@@ -244,5 +248,26 @@ pub fn config_in_force(hash: &str) {
     if let Some(g) = CONFIG_INFO.as_ref() {
         g.reset();
         g.with_label_values(&[hash]).set(1);
+    }
+}
+
+/// 1 for each upstream server in rotation, 0 for one marked down (by the active or the
+/// passive check).
+static UPSTREAM_SERVER_UP: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "authflow_gateway_upstream_server_up",
+        "1 when an upstream server is in rotation, 0 when a health check or live traffic took it out",
+        &["upstream", "server"]
+    )
+    .ok()
+});
+
+/// Replaces the upstream server gauges with `servers` (upstream, address, up).
+pub fn upstream_servers<'a>(servers: impl Iterator<Item = (&'a str, String, bool)>) {
+    if let Some(g) = UPSTREAM_SERVER_UP.as_ref() {
+        g.reset();
+        for (upstream, server, up) in servers {
+            g.with_label_values(&[upstream, &server]).set(i64::from(up));
+        }
     }
 }
