@@ -286,12 +286,9 @@ fn init_tracing(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    type Base = tracing_subscriber::layer::Layered<
-        tracing_subscriber::EnvFilter,
-        tracing_subscriber::Registry,
-    >;
+    use tracing_subscriber::Registry;
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = vec![match format {
+    let logs = match format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs
             .json()
@@ -299,18 +296,22 @@ fn init_tracing(
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-    }];
+    };
+    // `RUST_LOG` filters the log output only: exported spans are the services' own, whatever
+    // the log level.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![logs.with_filter(log_filter()).boxed()];
     let mut exporter = None;
     if let Some((cfg, service)) = export {
-        if let Some((layer, e)) = authflow_shared::otel::layer::<Base>(cfg, service)? {
-            layers.push(layer.boxed());
+        if let Some((layer, e)) = authflow_shared::otel::layer::<Registry>(cfg, service)? {
+            let own = tracing_subscriber::filter::Targets::new()
+                .with_target("authflow_gateway", tracing::Level::INFO)
+                .with_target("authflow_auth", tracing::Level::INFO);
+            layers.push(layer.with_filter(own).boxed());
             exporter = Some(e);
         }
     }
-    tracing_subscriber::registry()
-        .with(log_filter())
-        .with(layers)
-        .init();
+    tracing_subscriber::registry().with(layers).init();
     Ok(exporter)
 }
 

@@ -121,3 +121,130 @@ async fn a_changed_limit_takes_effect_without_restart_and_a_bad_file_changes_not
         "requests failed during reloads"
     );
 }
+
+/// Which echo server answered a GET of `path` (or the status, when it was not a 200).
+async fn served_by(gw: &Gateway, path: &str) -> String {
+    let resp = client().get(gw.url(path)).send().await.expect("request");
+    if resp.status() != 200 {
+        return resp.status().as_u16().to_string();
+    }
+    json(resp).await["server"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Writes `cfg` over the running gateway's file.
+fn rewrite(gw: &Gateway, edit: impl FnOnce(&mut GatewayConfig)) {
+    let text = std::fs::read_to_string(&gw.config_path).expect("config");
+    let mut cfg: GatewayConfig = toml::from_str(&text).expect("config");
+    edit(&mut cfg);
+    std::fs::write(&gw.config_path, toml::to_string(&cfg).expect("toml")).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_servers_new_upstreams_and_session_timeouts_reload_when_the_file_changes() {
+    let redis = Redis::start().await;
+    let (one, two) = (Upstream::start("one").await, Upstream::start("two").await);
+    let metrics_port = free_port();
+    let mut cfg = gateway_config(&redis.url(), &[one.addr()]);
+    cfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}"));
+    cfg.watch = true;
+    cfg.rate_limit.requests = 1_000_000;
+    let gw = Gateway::start(cfg).await;
+    let pid = gw.pid();
+    let store = redis.store().await;
+    // Signed in 20 s ago: valid under the 12 h absolute timeout the gateway started with.
+    let old = create_session_with(&store, "u-old", None, "127.0.0.1", UA, |r| {
+        r.created_at -= 20_000;
+    })
+    .await;
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), old.expose())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(served_by(&gw, "/public/x").await, "one");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let (url, stop, failed) = (gw.url("/public/stream"), stop.clone(), failed.clone());
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    // No signal: `watch = true` sees the file change. The upstream moves to server two, a new
+    // upstream appears with its own route, and sessions older than 10 s are over.
+    rewrite(&gw, |c| {
+        c.upstreams[0].servers = vec![two.addr()];
+        let mut extra = c.upstreams[0].clone();
+        extra.name = "extra".into();
+        extra.servers = vec![one.addr()];
+        c.upstreams.push(extra);
+        let mut route = c.routes[1].clone();
+        route.prefix = "/extra/".into();
+        route.upstream = "extra".into();
+        c.routes.push(route);
+        c.session.idle_timeout = authflow_shared::config::HumanDuration::secs(10);
+        c.session_check.touch_interval = authflow_shared::config::HumanDuration::secs(5);
+        c.session.absolute_timeout = authflow_shared::config::HumanDuration::secs(10);
+    });
+    let moved = poll(|| served_by(&gw, "/public/x"), |s| s == "two").await;
+    assert_eq!(moved, "two", "the new server list never took effect");
+    assert_eq!(served_by(&gw, "/extra/x").await, "one", "the new upstream");
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), old.expose())
+            .await
+            .status(),
+        401,
+        "the shorter absolute timeout is in force"
+    );
+    let fresh = create_session(&store, "u-new", None, "127.0.0.1", UA).await;
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), fresh.expose())
+            .await
+            .status(),
+        200
+    );
+    // The new upstream is health-checked and exported like the others.
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let wanted = [
+        format!(
+            "authflow_gateway_upstream_server_up{{server=\"{}\",upstream=\"extra\"}} 1",
+            one.addr()
+        ),
+        format!(
+            "authflow_gateway_upstream_server_up{{server=\"{}\",upstream=\"app\"}} 1",
+            two.addr()
+        ),
+        "authflow_gateway_config_reloads_total{result=\"ok\"} 1".to_owned(),
+    ];
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
+
+    // A file that names an upstream it does not define is refused; the servers stay.
+    rewrite(&gw, |c| c.routes[0].upstream = "nowhere".into());
+    let wanted = ["authflow_gateway_config_reloads_total{result=\"error\"} 1"];
+    assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
+    assert_eq!(served_by(&gw, "/public/x").await, "two");
+
+    stop.store(true, Ordering::Relaxed);
+    stream.await.expect("stream");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    assert_eq!(gw.pid(), pid, "same process throughout");
+}

@@ -11,6 +11,7 @@
 //! - [`sessions`]: sessions written the way the auth service writes them.
 //! - [`mail`]: reading the auth service's outbox.
 //! - [`gotrue`]: the Supabase Auth (GoTrue) stand-in.
+//! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
@@ -19,6 +20,7 @@ pub mod configs;
 pub mod gotrue;
 pub mod mail;
 pub mod nginx;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -33,6 +35,7 @@ pub use cluster::Cluster;
 pub use configs::*;
 pub use mail::*;
 pub use nginx::Nginx;
+pub use otlp::OtlpReceiver;
 pub use postgres::Postgres;
 pub use process::*;
 pub use redis::Redis;

@@ -12,6 +12,7 @@
 //! trusts it, and no invalidation lost with a dead connection can leave a stale record.
 
 use super::codec::{decode, session_keys};
+use super::op_metrics::{self, Op};
 use super::{ChangeSink, SessionFeed, StoreError};
 use crate::session::SessionRecord;
 use async_trait::async_trait;
@@ -175,7 +176,11 @@ impl SessionFeed for RedisFeed {
             .and_then(|c| c.clone())
             .ok_or_else(|| StoreError::Unavailable("tracking connection down".into()))?;
         let read = client.mget::<Vec<Option<String>>, _>(session_keys(id));
-        match tokio::time::timeout(self.timeout, read).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, read).await;
+        let seconds = started.elapsed().as_secs_f64();
+        op_metrics::observe(Op::Lookup, seconds, op_metrics::failure_of(&result));
+        match result {
             Ok(Ok(raw)) => decode(raw),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
