@@ -186,10 +186,9 @@ async fn traffic_upstream_and_redis_series_follow_real_requests() {
         })
         .sum();
     assert!(failures >= 1.0, "{text}");
-    let down = format!(
-        "authflow_gateway_http_requests_total{{method=\"GET\",route=\"/app/\",status=\"5xx\"}} 1"
-    );
-    assert_metric_lines(&text, &[&down]);
+    let down =
+        "authflow_gateway_http_requests_total{method=\"GET\",route=\"/app/\",status=\"5xx\"} 1";
+    assert_metric_lines(&text, &[down]);
 }
 
 /// A well-formed token of a session that does not exist.
