@@ -152,7 +152,7 @@ fn main() -> ExitCode {
                         Err(e) => return fail(&e),
                     };
                 match tokio::runtime::Runtime::new() {
-                    Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg))),
+                    Ok(rt) => report(rt.block_on(authflow_auth::server::run(&cfg, Some(&config)))),
                     Err(e) => fail(&e),
                 }
             }

@@ -171,7 +171,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let auth_task = tokio::spawn(authflow_auth::server::serve_listener(
-            api,
+            Arc::new(arc_swap::ArcSwap::new(api)),
             tokio::net::TcpListener::from_std(auth_listener).map_err(UpError::Runtime)?,
             until_stop(stop_rx.clone()),
             Duration::from_secs(5),

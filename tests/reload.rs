@@ -36,8 +36,13 @@ async fn statuses(gw: &Gateway, path: &str, n: usize) -> Vec<u16> {
 }
 
 fn reload(gw: &Gateway) {
+    signal_reload(gw.pid());
+}
+
+/// `authflow reload --pid <pid>`, which must succeed.
+fn signal_reload(pid: u32) {
     let out = Command::new(authflow_bin())
-        .args(["reload", "--pid", &gw.pid().to_string()])
+        .args(["reload", "--pid", &pid.to_string()])
         .output()
         .expect("authflow reload");
     assert!(
@@ -247,4 +252,79 @@ async fn upstream_servers_new_upstreams_and_session_timeouts_reload_when_the_fil
         "requests failed during reloads"
     );
     assert_eq!(gw.pid(), pid, "same process throughout");
+}
+
+/// A POST of `body` as JSON to `url`.
+async fn post(url: String, body: serde_json::Value) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("user-agent", UA)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Signs `email` up and straight in: the status of the sign-in.
+async fn sign_up_and_in(svc: &AuthService, email: &str) -> u16 {
+    let account = serde_json::json!({"email": email, "password": "correct horse battery"});
+    let r = post(svc.api("signup"), account.clone()).await;
+    assert!(r.status().is_success(), "signup: {}", r.status());
+    post(svc.api("signin"), account).await.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_service_reloads_its_rules_and_keeps_them_on_a_bad_file() {
+    let redis = Redis::start().await;
+    let metrics_port = free_port();
+    let mut cfg = auth_config(&redis.url());
+    cfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}"));
+    cfg.signup.require_email_verification = true;
+    let svc = AuthService::start(cfg, &[]).await;
+    let pid = svc.pid();
+    assert_eq!(
+        sign_up_and_in(&svc, "first@example.com").await,
+        403,
+        "verification required"
+    );
+
+    // Same process, new rule: accounts no longer wait for their verification mail.
+    let text = std::fs::read_to_string(svc.config_path()).expect("config");
+    let mut next: authflow_auth::AuthConfig = toml::from_str(&text).expect("config");
+    next.signup.require_email_verification = false;
+    std::fs::write(svc.config_path(), toml::to_string(&next).expect("toml")).expect("write");
+    signal_reload(pid);
+    let mut n = 0;
+    let status = poll(
+        || {
+            n += 1;
+            let email = format!("later{n}@example.com");
+            let svc = &svc;
+            async move { sign_up_and_in(svc, &email).await }
+        },
+        |s| *s == 200,
+    )
+    .await;
+    assert_eq!(status, 200, "the new signup rule never took effect");
+    assert_eq!(svc.pid(), pid);
+
+    // A bad file: refused and counted; the rule in force stays.
+    let good = toml::to_string(&next).expect("toml");
+    std::fs::write(
+        svc.config_path(),
+        good.replace(
+            "[signup]",
+            "[signup]
+speed = 3",
+        ),
+    )
+    .expect("write");
+    signal_reload(pid);
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let wanted = [
+        "authflow_auth_config_reloads_total{result=\"ok\"} 1",
+        "authflow_auth_config_reloads_total{result=\"error\"} 1",
+    ];
+    assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
+    assert_eq!(sign_up_and_in(&svc, "after-bad@example.com").await, 200);
 }

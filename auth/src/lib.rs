@@ -23,6 +23,7 @@ pub mod mail;
 pub mod metrics;
 pub mod pages;
 pub mod password;
+pub mod reload;
 pub mod server;
 pub mod sessions;
 pub mod throttle;

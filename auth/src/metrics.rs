@@ -271,9 +271,31 @@ pub fn set_active_sessions(n: i64) {
     }
 }
 
+/// Config reloads by result (`ok`, `error`: the running config stayed).
+static RELOADS: LazyLock<Option<prometheus::IntCounterVec>> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "authflow_auth_config_reloads_total",
+        "Config reloads by result (ok, error: the running config stayed)",
+        &["result"]
+    )
+    .ok()
+    .inspect(|v| {
+        v.with_label_values(&["ok"]);
+        v.with_label_values(&["error"]);
+    })
+});
+
+pub fn reloaded(ok: bool) {
+    if let Some(v) = RELOADS.as_ref() {
+        v.with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+}
+
 /// Registers every family, so that a scrape before any traffic shows them all.
 pub fn register_all() {
     authflow_shared::metrics::build_info();
+    LazyLock::force(&RELOADS);
     LazyLock::force(&REVOCATIONS);
     LazyLock::force(&SIGN_INS);
     LazyLock::force(&SIGN_UPS);

@@ -9,6 +9,7 @@ use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
 use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
 use crate::users::UserProvider;
+use arc_swap::ArcSwap;
 use authflow_shared::otel;
 use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
 use authflow_shared::trace::{self, TraceContext};
@@ -93,7 +94,7 @@ pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
 /// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish
 /// (up to `grace`).
 pub async fn serve(
-    api: Arc<Api>,
+    api: Arc<ArcSwap<Api>>,
     listen: &str,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -106,7 +107,7 @@ pub async fn serve(
 }
 
 pub async fn serve_listener(
-    api: Arc<Api>,
+    api: Arc<ArcSwap<Api>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -139,11 +140,13 @@ pub async fn serve_listener(
     }
 }
 
+/// One request, served by the API in force when it arrived (a reload swaps it).
 async fn handle(
-    api: Arc<Api>,
+    api: Arc<ArcSwap<Api>>,
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, std::convert::Infallible> {
+    let api = api.load_full();
     let span = request_span(req.method(), req.headers(), req.uri().path());
     let response = async {
         match ApiRequest::read(req, peer).await {
@@ -183,8 +186,12 @@ fn request_span(method: &http::Method, headers: &http::HeaderMap, path: &str) ->
     span
 }
 
-/// Runs the service until Ctrl-C or SIGTERM, with its metrics listener when configured.
-pub async fn run(cfg: &AuthConfig) -> Result<(), StartError> {
+/// Runs the service until Ctrl-C or SIGTERM, with its metrics listener when configured,
+/// reloading `config_path` on `SIGHUP` when given.
+pub async fn run(
+    cfg: &AuthConfig,
+    config_path: Option<&std::path::Path>,
+) -> Result<(), StartError> {
     let api = Arc::new(api_from_config(cfg).await?);
     crate::metrics::register_all();
     if let Some(addr) = &cfg.metrics_listen {
@@ -195,6 +202,17 @@ pub async fn run(cfg: &AuthConfig) -> Result<(), StartError> {
         tokio::spawn(serve_metrics(listener, Arc::new(active)));
     }
     tracing::info!(listen = %cfg.listen, provider = api.provider_name(), "auth service starting");
+    let api = Arc::new(ArcSwap::new(api));
+    if let Some(path) = config_path {
+        tokio::spawn(
+            crate::reload::Reloader {
+                path: path.to_path_buf(),
+                started: cfg.clone(),
+                api: api.clone(),
+            }
+            .run(),
+        );
+    }
     serve(api, &cfg.listen, shutdown_signal(), Duration::from_secs(10)).await
 }
 

@@ -236,6 +236,15 @@ impl AuthService {
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox")
     }
+
+    /// The config file it runs on (a test may change it and send `authflow reload`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("auth.toml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for AuthService {

@@ -1,0 +1,97 @@
+//! Live reload on `SIGHUP` (`authflow reload --pid`): the file is read and validated like
+//! `authflow check`, a whole new [`Api`] is built from it (mail, signup rules, throttle,
+//! password hashing, provider, database and Redis connections) and swapped in; requests
+//! already running finish on the old one. A bad file, or a new database or Redis that cannot
+//! be set up, is refused, logged, counted, and the running service stays as it was. The keys
+//! that need a restart (`listen`, `metrics_listen`, `log_format`, `tracing`) are named in the
+//! log line.
+
+use crate::api::Api;
+use crate::config::AuthConfig;
+use crate::server::{api_from_config, StartError};
+use arc_swap::ArcSwap;
+use authflow_shared::config::ConfigFile;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Reloads `path` into `api` on every `SIGHUP`.
+pub struct Reloader {
+    pub path: PathBuf,
+    /// The config the process started with (what needs a restart is compared against it).
+    pub started: AuthConfig,
+    pub api: Arc<ArcSwap<Api>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl Reloader {
+    /// One reload: validate, build, swap. The running API stays on any error.
+    pub async fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
+        let cfg = AuthConfig::from_path(&self.path).map_err(|e| {
+            ReloadError::Invalid(
+                e.0.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let api = api_from_config(&cfg).await?;
+        self.api.store(Arc::new(api));
+        Ok(needs_restart(&self.started, &cfg))
+    }
+
+    /// Reloads on each `SIGHUP`, forever.
+    pub async fn run(self) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: live reload is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match self.reload().await {
+                Ok(ignored) => {
+                    crate::metrics::reloaded(true);
+                    tracing::info!("config reloaded");
+                    if !ignored.is_empty() {
+                        tracing::warn!(keys = ?ignored, "these keys changed but need a restart; the running values stay");
+                    }
+                }
+                Err(e) => {
+                    crate::metrics::reloaded(false);
+                    tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
+                }
+            }
+        }
+    }
+}
+
+/// The keys that differ from the running config but only change with a restart.
+fn needs_restart(running: &AuthConfig, new: &AuthConfig) -> Vec<&'static str> {
+    fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_default()
+    }
+    [
+        ("listen", json(&running.listen), json(&new.listen)),
+        (
+            "metrics_listen",
+            json(&running.metrics_listen),
+            json(&new.metrics_listen),
+        ),
+        (
+            "log_format",
+            json(&running.log_format),
+            json(&new.log_format),
+        ),
+        ("tracing", json(&running.tracing), json(&new.tracing)),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(k, _, _)| k)
+    .collect()
+}
