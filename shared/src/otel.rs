@@ -1,6 +1,7 @@
 //! Optional OTLP export of spans, for both services: a `tracing` layer that turns spans into
 //! OpenTelemetry spans and sends them in batches over OTLP/HTTP (JSON) from a thread of its
-//! own, so the request path only records. Also the bridge between a span and the W3C
+//! own, so the request path only records. The batch processor is the SDK's own, started on
+//! the first span (see [`LazyBatch`]). Also the bridge between a span and the W3C
 //! context of [`crate::trace`]: a span continues a caller's trace, and a span's ids are what
 //! the next hop is told.
 
@@ -10,7 +11,8 @@ use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanProcessor};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,27 +45,94 @@ where
     let Some(url) = cfg.traces_url() else {
         return Ok(None);
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpJson)
-        .with_endpoint(url)
-        .with_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| ExportError(e.to_string()))?;
-    let name = cfg
-        .service_name
-        .clone()
-        .unwrap_or_else(|| service.to_owned());
+    url.parse::<http::Uri>()
+        .map_err(|e| ExportError(format!("{url}: {e}")))?;
+    let name = cfg.service_name.clone().unwrap_or_else(|| service.to_owned());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(name)
         .build();
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(LazyBatch::new(url))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("authflow");
     let layer = tracing_opentelemetry::layer().with_tracer(tracer);
     Ok(Some((layer, Exporter { provider })))
+}
+
+/// The batch processor and its HTTP client, made when the first span ends rather than at
+/// start: both run threads of their own, and the gateway's `--daemon` forks after start,
+/// which would leave them behind in the parent.
+#[derive(Debug)]
+struct LazyBatch {
+    url: String,
+    resource: Option<opentelemetry_sdk::Resource>,
+    started: std::sync::OnceLock<Option<BatchSpanProcessor>>,
+}
+
+impl LazyBatch {
+    fn new(url: String) -> Self {
+        LazyBatch {
+            url,
+            resource: None,
+            started: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The running processor; `None` when the exporter could not be built (logged once).
+    fn get(&self) -> Option<&BatchSpanProcessor> {
+        self.started
+            .get_or_init(|| {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpJson)
+                    .with_endpoint(self.url.clone())
+                    .with_timeout(std::time::Duration::from_secs(5))
+                    .build();
+                match exporter {
+                    Ok(exporter) => {
+                        let mut batch = BatchSpanProcessor::builder(exporter).build();
+                        if let Some(r) = &self.resource {
+                            batch.set_resource(r);
+                        }
+                        Some(batch)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "OTLP exporter not built: spans are not exported");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl SpanProcessor for LazyBatch {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if let Some(batch) = self.get() {
+            batch.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        match self.started.get() {
+            Some(Some(batch)) => batch.force_flush(),
+            _ => Ok(()),
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        match self.started.get() {
+            Some(Some(batch)) => batch.shutdown_with_timeout(timeout),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.resource = Some(resource.clone());
+    }
 }
 
 /// Makes `span` a child of the caller's span in `parent` (same trace).
