@@ -116,6 +116,7 @@ cache_entries = $2
 requests = 1000000000
 per = "1s"
 [[rate_limit.rules]]
+name = "limited"
 prefix = "/limited/"
 requests = 1
 per = "1h"

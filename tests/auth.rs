@@ -22,13 +22,7 @@ async fn sqlite_service(redis: &Redis, adjust: impl FnOnce(&mut AuthConfig)) -> 
 }
 
 async fn post(url: String, body: serde_json::Value) -> reqwest::Response {
-    client()
-        .post(url)
-        .header("user-agent", UA)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
+    post_json(url, body).await
 }
 
 async fn post_with_cookie(url: String, body: serde_json::Value, token: &str) -> reqwest::Response {

@@ -35,6 +35,42 @@ async fn statuses(gw: &Gateway, path: &str, n: usize) -> Vec<u16> {
     out
 }
 
+/// GETs of one URL, one after another, until stopped: how many did not get a 200.
+struct RequestStream {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RequestStream {
+    fn start(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let (stop, failed) = (stop.clone(), failed.clone());
+            tokio::spawn(async move {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        RequestStream { stop, failed, task }
+    }
+
+    /// Stops it; the number of failed requests.
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("stream");
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 fn reload(gw: &Gateway) {
     signal_reload(gw.pid());
 }
@@ -67,22 +103,7 @@ async fn a_changed_limit_takes_effect_without_restart_and_a_bad_file_changes_not
         .all(|s| *s == 200));
 
     // A steady stream elsewhere through every reload: not one request may fail.
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let stream = {
-        let (url, stop, failed) = (gw.url("/public/other"), stop.clone(), failed.clone());
-        tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {}
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
+    let stream = RequestStream::start(gw.url("/public/other"));
 
     // Same process, new file: the rule allows 2 a minute now (a changed rule starts afresh).
     let text = std::fs::read_to_string(&gw.config_path).expect("config");
@@ -118,13 +139,7 @@ async fn a_changed_limit_takes_effect_without_restart_and_a_bad_file_changes_not
         "the old config did not stay"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    stream.await.expect("stream");
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during reloads"
-    );
+    assert_eq!(stream.stop().await, 0, "requests failed during reloads");
 }
 
 /// Which echo server answered a GET of `path` (or the status, when it was not a 200).
@@ -172,22 +187,7 @@ async fn upstream_servers_new_upstreams_and_session_timeouts_reload_when_the_fil
     );
     assert_eq!(served_by(&gw, "/public/x").await, "one");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let stream = {
-        let (url, stop, failed) = (gw.url("/public/stream"), stop.clone(), failed.clone());
-        tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {}
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
+    let stream = RequestStream::start(gw.url("/public/stream"));
 
     // No signal: `watch = true` sees the file change. The upstream moves to server two, a new
     // upstream appears with its own route, and sessions older than 10 s are over.
@@ -244,33 +244,16 @@ async fn upstream_servers_new_upstreams_and_session_timeouts_reload_when_the_fil
     assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
     assert_eq!(served_by(&gw, "/public/x").await, "two");
 
-    stop.store(true, Ordering::Relaxed);
-    stream.await.expect("stream");
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during reloads"
-    );
+    assert_eq!(stream.stop().await, 0, "requests failed during reloads");
     assert_eq!(gw.pid(), pid, "same process throughout");
-}
-
-/// A POST of `body` as JSON to `url`.
-async fn post(url: String, body: serde_json::Value) -> reqwest::Response {
-    client()
-        .post(url)
-        .header("user-agent", UA)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
 }
 
 /// Signs `email` up and straight in: the status of the sign-in.
 async fn sign_up_and_in(svc: &AuthService, email: &str) -> u16 {
     let account = serde_json::json!({"email": email, "password": "correct horse battery"});
-    let r = post(svc.api("signup"), account.clone()).await;
+    let r = post_json(svc.api("signup"), account.clone()).await;
     assert!(r.status().is_success(), "signup: {}", r.status());
-    post(svc.api("signin"), account).await.status().as_u16()
+    post_json(svc.api("signin"), account).await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

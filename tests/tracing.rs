@@ -244,3 +244,65 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         "the auth span is the call's child"
     );
 }
+
+/// Kills the process named in a pid file when dropped.
+struct PidFileGuard(std::path::PathBuf);
+
+impl Drop for PidFileGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_from_a_daemonized_gateway() {
+    // `--daemon` forks after start (the systemd unit runs it so): the exporter must work in
+    // the process that serves, not only in the one that started.
+    let receiver = OtlpReceiver::start().await;
+    let app = Upstream::start("app").await;
+    let redis = Redis::start().await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    let port = free_port();
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.tracing.otlp_endpoint = Some(receiver.endpoint());
+    cfg.tracing.accept_traceparent = authflow_shared::config::AcceptTraceparent::All;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("write");
+    let pid_file = dir.path().join("gateway.pid");
+    let status = std::process::Command::new(authflow_bin())
+        .arg("gateway")
+        .arg("--config")
+        .arg(&config)
+        .arg("--daemon")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--upgrade-sock")
+        .arg(dir.path().join("upgrade.sock"))
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("authflow gateway --daemon");
+    assert!(status.success(), "the starting process exits once it has forked");
+    let _guard = PidFileGuard(pid_file);
+    assert!(wait_for_port(port, Duration::from_secs(20)).await, "daemon never listened");
+
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let resp = client()
+        .get(format!("http://127.0.0.1:{port}/public/x"))
+        .header("traceparent", traceparent(trace))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let spans = spans_of(&receiver, trace, &[("authflow-gateway", "GET gateway")]).await;
+    let request = named(&spans, "authflow-gateway", "GET gateway");
+    assert_eq!(request.parent_span_id, CALLER_SPAN);
+}

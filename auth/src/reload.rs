@@ -33,14 +33,7 @@ pub enum ReloadError {
 impl Reloader {
     /// One reload: validate, build, swap. The running API stays on any error.
     pub async fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
-        let cfg = AuthConfig::from_path(&self.path).map_err(|e| {
-            ReloadError::Invalid(
-                e.0.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let cfg = AuthConfig::from_path(&self.path).map_err(|e| ReloadError::Invalid(e.one_line()))?;
         let api = api_from_config(&cfg).await?;
         self.api.store(Arc::new(api));
         Ok(needs_restart(&self.started, &cfg))

@@ -22,7 +22,7 @@ pub struct Policy {
     pub upstreams: Vec<Upstream>,
     pub strip_headers: Vec<String>,
     pub session: SessionPolicy,
-    /// Whether a route or forward-auth needs sessions (else Redis does not decide readiness).
+    /// Whether a route is protected (else Redis does not decide readiness).
     pub needs_store: bool,
 }
 
@@ -67,8 +67,7 @@ impl Policy {
                 fingerprint: cfg.session.fingerprint.clone(),
                 login_url: cfg.session_check.login_url.clone(),
             },
-            needs_store: cfg.forward_auth.enabled
-                || cfg.routes.iter().any(|r| r.auth == AuthMode::Required),
+            needs_store: cfg.routes.iter().any(|r| r.auth == AuthMode::Required),
         }
     }
 }

@@ -35,6 +35,17 @@ pub async fn raw_request(port: u16, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A POST of `body` as JSON to `url` from the test browser (`UA`).
+pub async fn post_json(url: String, body: serde_json::Value) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("user-agent", UA)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("json body")
 }
