@@ -253,7 +253,10 @@ async fn sign_up_and_in(svc: &AuthService, email: &str) -> u16 {
     let account = serde_json::json!({"email": email, "password": "correct horse battery"});
     let r = post_json(svc.api("signup"), account.clone()).await;
     assert!(r.status().is_success(), "signup: {}", r.status());
-    post_json(svc.api("signin"), account).await.status().as_u16()
+    post_json(svc.api("signin"), account)
+        .await
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,9 +290,15 @@ async fn spans_are_exported_from_a_daemonized_gateway() {
         .stderr(std::process::Stdio::null())
         .status()
         .expect("authflow gateway --daemon");
-    assert!(status.success(), "the starting process exits once it has forked");
+    assert!(
+        status.success(),
+        "the starting process exits once it has forked"
+    );
     let _guard = PidFileGuard(pid_file);
-    assert!(wait_for_port(port, Duration::from_secs(20)).await, "daemon never listened");
+    assert!(
+        wait_for_port(port, Duration::from_secs(20)).await,
+        "daemon never listened"
+    );
 
     let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
     let resp = client()

@@ -33,7 +33,8 @@ pub enum ReloadError {
 impl Reloader {
     /// One reload: validate, build, swap. The running API stays on any error.
     pub async fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
-        let cfg = AuthConfig::from_path(&self.path).map_err(|e| ReloadError::Invalid(e.one_line()))?;
+        let cfg =
+            AuthConfig::from_path(&self.path).map_err(|e| ReloadError::Invalid(e.one_line()))?;
         let api = api_from_config(&cfg).await?;
         self.api.store(Arc::new(api));
         Ok(needs_restart(&self.started, &cfg))

@@ -43,7 +43,8 @@ pub enum ReloadError {
 impl Reloader {
     /// One reload: validate, swap, report. The old policy stays on any error.
     pub async fn reload(&self) -> Result<Vec<&'static str>, ReloadError> {
-        let cfg = GatewayConfig::from_path(&self.path).map_err(|e| ReloadError::Invalid(e.one_line()))?;
+        let cfg =
+            GatewayConfig::from_path(&self.path).map_err(|e| ReloadError::Invalid(e.one_line()))?;
         let previous = self.policy.load_full();
         let (upstreams, to_refresh) = upstream::rebuild(&previous.upstreams, &cfg.upstreams)?;
         // New server lists resolve before the swap, so no request meets an empty upstream.

@@ -47,7 +47,10 @@ where
     };
     url.parse::<http::Uri>()
         .map_err(|e| ExportError(format!("{url}: {e}")))?;
-    let name = cfg.service_name.clone().unwrap_or_else(|| service.to_owned());
+    let name = cfg
+        .service_name
+        .clone()
+        .unwrap_or_else(|| service.to_owned());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(name)
         .build();
