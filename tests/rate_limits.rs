@@ -84,3 +84,70 @@ async fn two_gateways_hold_one_shared_limit_and_fall_back_to_local_without_redis
         "{n} of 60 allowed after Redis came back"
     );
 }
+
+/// The `RateLimit-Policy` and `RateLimit` of a GET of `path`, with its status.
+async fn quota_headers(gw: &Gateway, path: &str) -> (u16, Option<String>, Option<String>) {
+    let resp = client_from(Some("127.0.0.9"))
+        .get(gw.url(path))
+        .send()
+        .await
+        .expect("request");
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    (
+        resp.status().as_u16(),
+        h("ratelimit-policy"),
+        h("ratelimit"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_responses_state_the_tightest_quota_when_asked_to() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let rule = |scope: &str| -> RateRule {
+        toml::from_str(&format!(
+            "name = \"api-{scope}\"\nprefix = \"/public/{scope}\"\nrequests = 3\nper = \"1m\"\nscope = \"{scope}\""
+        ))
+        .expect("rule")
+    };
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    cfg.rate_limit.rules = vec![rule("local"), rule("global")];
+    let quiet = Gateway::start(cfg.clone()).await;
+    cfg.rate_limit.headers = authflow_gateway::config::RateHeaders::Always;
+    let gw = Gateway::start(cfg).await;
+
+    // By default only a 429 carries them.
+    let (status, policy, state) = quota_headers(&quiet, "/public/local/x").await;
+    assert_eq!((status, policy, state), (200, None, None));
+
+    for scope in ["local", "global"] {
+        let path = format!("/public/{scope}/x");
+        for left in [2, 1, 0] {
+            let (status, policy, state) = quota_headers(&gw, &path).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                policy.as_deref(),
+                Some(format!("\"api-{scope}\";q=3;w=60").as_str())
+            );
+            let state = state.expect("RateLimit");
+            let prefix = format!("\"api-{scope}\";r={left};t=");
+            assert!(state.starts_with(&prefix), "{state} after {prefix}");
+            let t: u64 = state[prefix.len()..].parse().expect("t");
+            assert!(
+                (1..=60).contains(&t),
+                "{state}: full again within the window"
+            );
+        }
+        let (status, _, state) = quota_headers(&gw, &path).await;
+        assert_eq!(status, 429);
+        assert!(state.is_some_and(|s| s.contains(";r=0;")));
+    }
+    // Where only the default rule (100/s) applies, it is the one stated.
+    let (_, policy, _) = quota_headers(&gw, "/public/other").await;
+    assert_eq!(policy.as_deref(), Some("\"default\";q=100;w=1"));
+}

@@ -71,6 +71,13 @@ impl Gcra {
         )
     }
 
+    /// How long until the bucket is full again when `remaining` more requests would pass now
+    /// (for the shared form, whose script answers only `remaining`).
+    pub fn full_after(&self, remaining: u64) -> Duration {
+        let capacity = self.tolerance + self.interval;
+        Duration::from_nanos(capacity.saturating_sub(remaining.saturating_mul(self.interval)))
+    }
+
     /// Emission interval and tolerance in µs, for the shared (Redis) form of the same rule.
     pub fn micros(&self) -> (u64, u64) {
         ((self.interval / 1000).max(1), self.tolerance / 1000)
@@ -246,5 +253,18 @@ mod tests {
             t.check_at(8, &g, 9 * SEC),
             Outcome::Limited { .. }
         ));
+    }
+
+    #[test]
+    fn full_after_counts_the_intervals_already_used() {
+        let g = Gcra::new(3, Duration::from_secs(60), 3);
+        assert_eq!(g.full_after(3), Duration::ZERO);
+        assert_eq!(g.full_after(2), Duration::from_secs(20));
+        assert_eq!(g.full_after(0), Duration::from_secs(60));
+        // Agrees with what a local decision reports.
+        let (Outcome::Allowed { remaining, reset }, _) = g.decide(0, 1_000) else {
+            panic!("first request refused");
+        };
+        assert_eq!(g.full_after(remaining), reset);
     }
 }

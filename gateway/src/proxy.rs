@@ -14,7 +14,7 @@ use crate::metrics;
 use crate::metrics::traffic::RouteMetrics;
 pub use crate::policy::Policy;
 use crate::policy::SessionPolicy;
-use crate::rate_limit::{Phase, RateDecision};
+use crate::rate_limit::{Phase, Quota, RateDecision};
 use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch};
 use crate::session::{RejectReason, SessionChecker, Verdict};
@@ -71,6 +71,8 @@ pub struct RequestCtx {
     pub upstream_span: tracing::Span,
     /// The rate-limit rule whose 429 answered the request, for the access log.
     pub rule: Option<String>,
+    /// With `[rate_limit] headers = "always"`: the tightest quota, for the response.
+    pub quota: Option<Quota>,
     /// What the session check found (`ok`, `expired_idle`, ...; `-` when none ran).
     pub session_outcome: &'static str,
     pub started: Instant,
@@ -280,7 +282,19 @@ impl Gateway {
             user,
         };
         match ctx.policy.limiter.check(&request, phase).await {
-            RateDecision::Allow => None,
+            RateDecision::Allow(quota) => {
+                // Both phases may report: the response states the tighter one.
+                if let Some(q) = quota {
+                    if ctx
+                        .quota
+                        .as_ref()
+                        .is_none_or(|old| q.remaining < old.remaining)
+                    {
+                        ctx.quota = Some(q);
+                    }
+                }
+                None
+            }
             RateDecision::Limited(over) => {
                 let resp = LocalResponse::too_many_requests(&over);
                 ctx.rule = Some(over.policy);
@@ -655,6 +669,7 @@ impl ProxyHttp for Gateway {
             span: tracing::Span::none(),
             upstream_span: tracing::Span::none(),
             rule: None,
+            quota: None,
             session_outcome: "-",
             started: Instant::now(),
             upstream_started: None,
@@ -881,6 +896,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(q) = &ctx.quota {
+            let (policy, state) = crate::response::rate_limit_headers(
+                &q.policy,
+                q.requests,
+                q.window_secs,
+                q.remaining,
+                q.reset_secs,
+            );
+            resp.insert_header("ratelimit-policy", policy)?;
+            resp.insert_header("ratelimit", state)?;
+        }
         if crate::response::is_tls(session)
             && !resp.headers.contains_key("strict-transport-security")
         {

@@ -12,7 +12,7 @@
 //! one Redis call per wait), and when Redis cannot answer, the rule's local table decides
 //! (fail open to local limits; the session check, unlike this, fails closed).
 
-use crate::config::{KeyPart, LimitMode, RateLimitConfig, RateRule, Scope};
+use crate::config::{KeyPart, LimitMode, RateHeaders, RateLimitConfig, RateRule, Scope};
 use crate::gcra::{Gcra, Outcome, Table};
 use crate::metrics::RuleCounters;
 use authflow_shared::store::SharedLimits;
@@ -56,8 +56,21 @@ pub enum Phase {
 /// What the limiter says about one request.
 #[derive(Debug)]
 pub enum RateDecision {
-    Allow,
+    /// Allowed; with `headers = "always"`, the quota of the tightest rule that counted it.
+    Allow(Option<Quota>),
     Limited(Exceeded),
+}
+
+/// What is left of the tightest rule's quota, for `RateLimit-*` on an allowed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub policy: String,
+    pub requests: u64,
+    pub window_secs: u64,
+    /// Requests that would pass right now.
+    pub remaining: u64,
+    /// Whole seconds until the quota is full again.
+    pub reset_secs: u64,
 }
 
 /// The rule a request went over, for the 429 and its `RateLimit-*` headers.
@@ -104,6 +117,8 @@ pub struct RateLimiter {
     enabled: bool,
     ipv6_prefix: u8,
     exempt: Vec<IpNet>,
+    /// `headers = "always"`: allowed requests report the tightest quota too.
+    headers_always: bool,
     rules: Vec<Rule>,
     has_user_rules: bool,
     shared: Option<Arc<dyn SharedLimits>>,
@@ -137,6 +152,7 @@ impl RateLimiter {
             enabled: cfg.enabled,
             ipv6_prefix: cfg.ipv6_prefix,
             exempt: cfg.exempt.clone(),
+            headers_always: cfg.headers == RateHeaders::Always,
             has_user_rules: rules.iter().any(|r| r.key.contains(&KeyPart::User)),
             rules,
             shared,
@@ -164,11 +180,12 @@ impl RateLimiter {
     /// Counts the request against every rule of `phase` that matches it.
     pub async fn check(&self, req: &Request<'_>, phase: Phase) -> RateDecision {
         if !self.enabled {
-            return RateDecision::Allow;
+            return RateDecision::Allow(None);
         }
         let client = self.client_key(req.client);
         let globally_exempt = self.exempt.iter().any(|n| n.contains(&req.client));
         let mut worst: Option<(Duration, &Rule)> = None;
+        let mut tightest: Option<(u64, Duration, &Rule)> = None;
         for rule in &self.rules {
             if rule.key.contains(&KeyPart::User) != (phase == Phase::AfterSession)
                 || !rule.matches(req)
@@ -183,7 +200,13 @@ impl RateLimiter {
                 continue;
             };
             match self.decide(rule, hash, req, client).await {
-                Outcome::Allowed { .. } => rule.count(|c| &c.allowed),
+                Outcome::Allowed { remaining, reset } => {
+                    rule.count(|c| &c.allowed);
+                    let tighter = tightest.is_none_or(|(r, _, _)| remaining < r);
+                    if self.headers_always && !rule.shadow && tighter {
+                        tightest = Some((remaining, reset, rule));
+                    }
+                }
                 Outcome::Limited { retry_after } if rule.shadow => {
                     rule.count(|c| &c.shadow_limited);
                     tracing::info!(rule = %rule.name, client = %req.client, retry_after_ms = retry_after.as_millis() as u64, "rate limit exceeded (shadow: not refused)");
@@ -197,11 +220,17 @@ impl RateLimiter {
             }
         }
         match worst {
-            None => RateDecision::Allow,
+            None => RateDecision::Allow(tightest.map(|(remaining, reset, rule)| Quota {
+                policy: rule.name.clone(),
+                requests: rule.requests,
+                window_secs: rule.window_secs(),
+                remaining,
+                reset_secs: reset.as_secs_f64().ceil() as u64,
+            })),
             Some((wait, rule)) => RateDecision::Limited(Exceeded {
                 policy: rule.name.clone(),
                 requests: rule.requests,
-                window_secs: rule.per.as_secs_f64().ceil().max(1.0) as u64,
+                window_secs: rule.window_secs(),
                 retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
             }),
         }
@@ -230,7 +259,7 @@ impl RateLimiter {
         match shared.gcra(&redis_key, interval, tolerance).await {
             Ok(d) if d.allowed => Outcome::Allowed {
                 remaining: d.remaining,
-                reset: Duration::ZERO,
+                reset: rule.gcra.full_after(d.remaining),
             },
             Ok(d) => {
                 let wait = Duration::from_micros(d.wait_us.max(1));
@@ -260,6 +289,11 @@ impl RateLimiter {
 }
 
 impl Rule {
+    /// The window in whole seconds, as `RateLimit-Policy` states it (at least 1).
+    fn window_secs(&self) -> u64 {
+        self.per.as_secs_f64().ceil().max(1.0) as u64
+    }
+
     fn new(r: &RateRule, cfg: &RateLimitConfig, kept: &HashMap<&str, &Arc<RuleState>>) -> Self {
         let mode = r.mode.unwrap_or(cfg.mode);
         let signature = format!(
@@ -465,13 +499,13 @@ mod tests {
             user,
         };
         match l.check(&req, Phase::BeforeSession).await {
-            RateDecision::Allow if user.is_some() => l.check(&req, Phase::AfterSession).await,
+            RateDecision::Allow(_) if user.is_some() => l.check(&req, Phase::AfterSession).await,
             other => other,
         }
     }
 
     fn allowed(d: &RateDecision) -> bool {
-        matches!(d, RateDecision::Allow)
+        matches!(d, RateDecision::Allow(_))
     }
 
     #[tokio::test]
@@ -499,7 +533,7 @@ mod tests {
                     Some("\"default\";q=3;w=60")
                 );
             }
-            RateDecision::Allow => panic!("4th request allowed"),
+            RateDecision::Allow(_) => panic!("4th request allowed"),
         }
         assert!(allowed(&check(&l, "192.0.2.2", "/x").await));
     }
@@ -514,7 +548,7 @@ mod tests {
         assert!(allowed(&check(&l, ip, "/api/signin").await));
         match check(&l, ip, "/API/SignIn").await {
             RateDecision::Limited(e) => assert_eq!(e.policy, "signin", "other case, same rule"),
-            RateDecision::Allow => panic!("second sign-in allowed"),
+            RateDecision::Allow(_) => panic!("second sign-in allowed"),
         }
         assert!(
             allowed(&check(&l, ip, "/api/signin-help").await),
@@ -536,7 +570,7 @@ mod tests {
         assert!(allowed(&check(&l, "192.0.2.1", "/").await));
         match check(&l, "192.0.2.1", "/").await {
             RateDecision::Limited(e) => assert_eq!(e.policy, "exempt"),
-            RateDecision::Allow => panic!("not limited"),
+            RateDecision::Allow(_) => panic!("not limited"),
         }
         // Keyed by header: two keys from one address are two clients; no header, no rule.
         let mut by_key = rule("apikey", "/", 1);

@@ -55,19 +55,15 @@ impl LocalResponse {
     /// (draft-ietf-httpapi-ratelimit-headers).
     pub fn too_many_requests(limit: &Exceeded) -> Self {
         let retry = limit.retry_after;
+        let (policy, state) =
+            rate_limit_headers(&limit.policy, limit.requests, limit.window_secs, 0, retry);
         Self::json(
             429,
             serde_json::json!({ "error": "rate_limited", "retry_after": retry }),
         )
         .header("retry-after", retry.to_string())
-        .header(
-            "ratelimit-policy",
-            format!(
-                "\"{}\";q={};w={}",
-                limit.policy, limit.requests, limit.window_secs
-            ),
-        )
-        .header("ratelimit", format!("\"{}\";r=0;t={retry}", limit.policy))
+        .header("ratelimit-policy", policy)
+        .header("ratelimit", state)
     }
 
     /// Adds `name: value` to the JSON body (for a `reason` the client can act on).
@@ -143,4 +139,19 @@ fn request_has_body(session: &Session) -> bool {
         || h.get("content-length")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0")
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF draft-ietf-httpapi-ratelimit-headers) for the
+/// rule `name`: `requests` per `window_secs`, `remaining` left, full again in `reset_secs`.
+pub fn rate_limit_headers(
+    name: &str,
+    requests: u64,
+    window_secs: u64,
+    remaining: u64,
+    reset_secs: u64,
+) -> (String, String) {
+    (
+        format!("\"{name}\";q={requests};w={window_secs}"),
+        format!("\"{name}\";r={remaining};t={reset_secs}"),
+    )
 }

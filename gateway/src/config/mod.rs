@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 mod rate_limit;
-pub use rate_limit::{KeyPart, LimitMode, RateLimitConfig, RateRule, Scope};
+pub use rate_limit::{KeyPart, LimitMode, RateHeaders, RateLimitConfig, RateRule, Scope};
 
 /// The whole gateway config (`conf/gateway.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -30,7 +30,19 @@ pub struct RateLimitConfig {
     /// ...up to `burst` at once (default: `requests`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
+    /// When `RateLimit-Policy` and `RateLimit` are sent: `limited` (on 429 only) or `always`
+    /// (also on allowed responses, for the tightest rule that counted the request).
+    pub headers: RateHeaders,
     pub rules: Vec<RateRule>,
+}
+
+/// When the `RateLimit-*` headers are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateHeaders {
+    #[default]
+    Limited,
+    Always,
 }
 
 impl Default for RateLimitConfig {
@@ -44,6 +56,7 @@ impl Default for RateLimitConfig {
             requests: 100,
             per: HumanDuration::secs(1),
             burst: None,
+            headers: RateHeaders::Limited,
             rules: Vec::new(),
         }
     }
