@@ -314,3 +314,32 @@ speed = 3",
     assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
     assert_eq!(sign_up_and_in(&svc, "after-bad@example.com").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_service_with_watch_reloads_when_its_file_changes() {
+    let redis = Redis::start().await;
+    let mut cfg = auth_config(&redis.url());
+    cfg.signup.require_email_verification = true;
+    cfg.watch = true;
+    let svc = AuthService::start(cfg.clone(), &[]).await;
+    assert_eq!(sign_up_and_in(&svc, "w1@example.com").await, 403);
+    let text = std::fs::read_to_string(svc.config_path()).expect("config");
+    let mut next: authflow_auth::AuthConfig = toml::from_str(&text).expect("config");
+    next.signup.require_email_verification = false;
+    std::fs::write(svc.config_path(), toml::to_string(&next).expect("toml")).expect("write");
+    let mut n = 0;
+    let status = poll(
+        || {
+            n += 1;
+            let email = format!("w-later{n}@example.com");
+            let svc = &svc;
+            async move { sign_up_and_in(svc, &email).await }
+        },
+        |s| *s == 200,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "no signal, and the file change was still loaded"
+    );
+}

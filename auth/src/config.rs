@@ -25,6 +25,9 @@ pub struct AuthConfig {
     /// `text` or `json` (one object per line).
     #[serde(default)]
     pub log_format: authflow_shared::config::LogFormat,
+    /// Reload when this file changes (polled every second), besides on `SIGHUP`.
+    #[serde(default)]
+    pub watch: bool,
     /// Trace context and optional OTLP span export (same table as the gateway's).
     #[serde(default)]
     pub tracing: authflow_shared::config::TracingConfig,

@@ -1,4 +1,5 @@
-//! Live reload on `SIGHUP` (`authflow reload --pid`): the file is read and validated like
+//! Live reload on `SIGHUP` (`authflow reload --pid`), or when the file changes with
+//! `watch = true`: the file is read and validated like
 //! `authflow check`, a whole new [`Api`] is built from it (mail, signup rules, throttle,
 //! password hashing, provider, database and Redis connections) and swapped in; requests
 //! already running finish on the old one. A bad file, or a new database or Redis that cannot
@@ -10,6 +11,7 @@ use crate::api::Api;
 use crate::config::AuthConfig;
 use crate::server::{api_from_config, StartError};
 use arc_swap::ArcSwap;
+use authflow_shared::config::watch::Watch;
 use authflow_shared::config::ConfigFile;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,14 +42,19 @@ impl Reloader {
         Ok(needs_restart(&self.started, &cfg))
     }
 
-    /// Reloads on each `SIGHUP`, forever.
+    /// Reloads on each `SIGHUP` (and change of the file, with `watch = true`), forever.
     pub async fn run(self) {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             tracing::warn!("cannot listen for SIGHUP: live reload is off");
             return;
         };
-        while hup.recv().await.is_some() {
+        let mut watch = Watch::new(&self.path, self.started.watch);
+        loop {
+            tokio::select! {
+                signal = hup.recv() => if signal.is_none() { return },
+                _ = watch.changed() => {}
+            }
             match self.reload().await {
                 Ok(ignored) => {
                     crate::metrics::reloaded(true);
@@ -61,6 +68,7 @@ impl Reloader {
                     tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
                 }
             }
+            watch.loaded_now();
         }
     }
 }
@@ -83,6 +91,7 @@ fn needs_restart(running: &AuthConfig, new: &AuthConfig) -> Vec<&'static str> {
             json(&new.log_format),
         ),
         ("tracing", json(&running.tracing), json(&new.tracing)),
+        ("watch", json(&running.watch), json(&new.watch)),
     ]
     .into_iter()
     .filter(|(_, a, b)| a != b)

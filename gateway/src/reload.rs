@@ -12,13 +12,13 @@ use crate::config::GatewayConfig;
 use crate::proxy::Policy;
 use crate::upstream;
 use arc_swap::ArcSwap;
+use authflow_shared::config::watch::Watch;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::store::SharedLimits;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Reloads `path` into `policy` on every `SIGHUP` (and on changes, with `watch`).
 pub struct Reloader {
@@ -83,11 +83,7 @@ impl Reloader {
 }
 
 /// The first 12 hex digits of the SHA-256 of the file (for `authflow_gateway_config_info`).
-pub fn file_hash(path: &std::path::Path) -> String {
-    let mut hash = authflow_shared::digest::hash_hex(&std::fs::read(path).unwrap_or_default());
-    hash.truncate(12);
-    hash
-}
+pub use authflow_shared::config::watch::file_hash;
 
 /// The keys that differ from the running config but only change with a restart or upgrade.
 fn needs_restart(running: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
@@ -155,49 +151,7 @@ impl BackgroundService for Reloader {
                 _ = shutdown.changed() => return,
             }
             self.reload_and_report().await;
-            watch.loaded = file_hash(&self.path);
-        }
-    }
-}
-
-/// `watch = true`: the file is polled every [`Watch::EVERY`] and a reload follows once its
-/// content has changed and stayed the same for one more poll (an editor's half-written save
-/// is not loaded). Polling, not inotify: it also sees a Kubernetes ConfigMap's symlink swap.
-struct Watch {
-    path: Option<PathBuf>,
-    /// The hash last reloaded (or seen at start), and a changed one waiting to settle.
-    loaded: String,
-    pending: Option<String>,
-}
-
-impl Watch {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    fn new(path: &std::path::Path, on: bool) -> Self {
-        Watch {
-            path: on.then(|| path.to_path_buf()),
-            loaded: file_hash(path),
-            pending: None,
-        }
-    }
-
-    /// Resolves when the file changed and settled; never when watching is off.
-    async fn changed(&mut self) {
-        let Some(path) = self.path.clone() else {
-            return std::future::pending().await;
-        };
-        loop {
-            tokio::time::sleep(Self::EVERY).await;
-            let now = file_hash(&path);
-            if now == self.loaded {
-                self.pending = None;
-            } else if self.pending.as_deref() == Some(now.as_str()) {
-                self.loaded = now;
-                self.pending = None;
-                return;
-            } else {
-                self.pending = Some(now);
-            }
+            watch.loaded_now();
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod redis;
 pub mod source;
 pub mod tracing;
 pub mod validate;
+pub mod watch;
 
 pub use layers::{load, load_file, ConfigFile, EnvVar, Environment, Overrides, ProcessEnv};
 pub use redis::RedisConfig;
