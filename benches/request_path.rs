@@ -4,12 +4,14 @@
 //! end-to-end cost (with sockets, Redis and the upstream) is measured by `benches/e2e.sh`.
 
 use authflow_gateway::config::{AuthMode, RateLimitConfig, RouteConfig};
+use authflow_gateway::metrics::traffic::RouteMetrics;
 use authflow_gateway::rate_limit::{Phase, RateLimiter, Request};
 use authflow_gateway::route::{RouteMatch, Router};
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::{self, FingerprintSpec};
 use authflow_shared::session::SessionRecord;
 use authflow_shared::token::SessionToken;
+use authflow_shared::trace::TraceContext;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -126,6 +128,20 @@ per = "1m"
                 RouteMatch::Found(_)
             )
         })
+    });
+    c.bench_function("trace: continue traceparent, header value, trace id", |b| {
+        b.iter(|| {
+            let incoming = TraceContext::parse(
+                black_box("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                None,
+            );
+            let hop = incoming.map_or_else(TraceContext::start, |cx| cx.child());
+            (hop.traceparent(), hop.trace_id_hex())
+        })
+    });
+    let traffic = RouteMetrics::new("/app/".into());
+    c.bench_function("metrics: route traffic (counter + histogram)", |b| {
+        b.iter(|| traffic.observe(&http::Method::GET, black_box(200), black_box(0.0012)))
     });
     c.bench_function("canonical path and host", |b| {
         b.iter(|| {

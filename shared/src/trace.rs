@@ -81,21 +81,28 @@ impl TraceContext {
     }
 
     /// The `traceparent` header value (version 00).
+    /// Built in place, once per request on the hot path (no formatting machinery).
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push('-');
+        push_hex(&mut out, &[self.flags]);
+        out
     }
 
     pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id)
+        let mut out = String::with_capacity(32);
+        push_hex(&mut out, &self.trace_id);
+        out
     }
 
     pub fn span_id_hex(&self) -> String {
-        hex::encode(self.span_id)
+        let mut out = String::with_capacity(16);
+        push_hex(&mut out, &self.span_id);
+        out
     }
 
     pub fn sampled(&self) -> bool {
@@ -109,6 +116,15 @@ fn new_span_id() -> [u8; 8] {
         if id != [0; 8] {
             return id;
         }
+    }
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
 }
 
