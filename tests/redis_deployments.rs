@@ -54,12 +54,15 @@ async fn a_primary_failover_loses_no_session_and_refuses_no_one() {
 
     // A steady stream of protected requests (and a sign-in now and then), recorded.
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stream = {
         let (stop, base, tokens) = (stop.clone(), base.clone(), tokens.clone());
+        let sent = sent.clone();
         tokio::spawn(async move {
             let mut seen: Vec<(Instant, &'static str, u16)> = Vec::new();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
                 let token = &tokens[n % tokens.len()];
                 let status = get_with_session(format!("{base}/app/x"), token)
                     .await
@@ -100,7 +103,15 @@ async fn a_primary_failover_loses_no_session_and_refuses_no_one() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recovered = Instant::now();
+    // At least 2 s and 30 requests of the stream after recovery (a loaded machine is slower).
+    let sent_at_recovery = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..100 {
+        if sent.load(Ordering::Relaxed) > sent_at_recovery + 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let seen = stream.await.expect("stream");
 

@@ -248,6 +248,21 @@ async fn upstream_servers_new_upstreams_and_session_timeouts_reload_when_the_fil
     assert_eq!(gw.pid(), pid, "same process throughout");
 }
 
+/// New accounts `<prefix><n>@example.com` signed up and in until one gets 200 (or time is
+/// up): the last sign-in status.
+async fn until_sign_ups_pass(svc: &AuthService, prefix: &str) -> u16 {
+    let mut n = 0;
+    poll(
+        || {
+            n += 1;
+            let email = format!("{prefix}{n}@example.com");
+            async move { sign_up_and_in(svc, &email).await }
+        },
+        |s| *s == 200,
+    )
+    .await
+}
+
 /// Signs `email` up and straight in: the status of the sign-in.
 async fn sign_up_and_in(svc: &AuthService, email: &str) -> u16 {
     let account = serde_json::json!({"email": email, "password": "correct horse battery"});
@@ -280,17 +295,7 @@ async fn the_auth_service_reloads_its_rules_and_keeps_them_on_a_bad_file() {
     next.signup.require_email_verification = false;
     std::fs::write(svc.config_path(), toml::to_string(&next).expect("toml")).expect("write");
     signal_reload(pid);
-    let mut n = 0;
-    let status = poll(
-        || {
-            n += 1;
-            let email = format!("later{n}@example.com");
-            let svc = &svc;
-            async move { sign_up_and_in(svc, &email).await }
-        },
-        |s| *s == 200,
-    )
-    .await;
+    let status = until_sign_ups_pass(&svc, "later").await;
     assert_eq!(status, 200, "the new signup rule never took effect");
     assert_eq!(svc.pid(), pid);
 
@@ -327,17 +332,7 @@ async fn the_auth_service_with_watch_reloads_when_its_file_changes() {
     let mut next: authflow_auth::AuthConfig = toml::from_str(&text).expect("config");
     next.signup.require_email_verification = false;
     std::fs::write(svc.config_path(), toml::to_string(&next).expect("toml")).expect("write");
-    let mut n = 0;
-    let status = poll(
-        || {
-            n += 1;
-            let email = format!("w-later{n}@example.com");
-            let svc = &svc;
-            async move { sign_up_and_in(svc, &email).await }
-        },
-        |s| *s == 200,
-    )
-    .await;
+    let status = until_sign_ups_pass(&svc, "w-later").await;
     assert_eq!(
         status, 200,
         "no signal, and the file change was still loaded"

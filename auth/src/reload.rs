@@ -11,7 +11,7 @@ use crate::api::Api;
 use crate::config::AuthConfig;
 use crate::server::{api_from_config, StartError};
 use arc_swap::ArcSwap;
-use authflow_shared::config::watch::Watch;
+use authflow_shared::config::watch::ReloadTriggers;
 use authflow_shared::config::ConfigFile;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,17 +44,8 @@ impl Reloader {
 
     /// Reloads on each `SIGHUP` (and change of the file, with `watch = true`), forever.
     pub async fn run(self) {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP: live reload is off");
-            return;
-        };
-        let mut watch = Watch::new(&self.path, self.started.watch);
-        loop {
-            tokio::select! {
-                signal = hup.recv() => if signal.is_none() { return },
-                _ = watch.changed() => {}
-            }
+        let mut triggers = ReloadTriggers::new(&self.path, self.started.watch);
+        while triggers.next().await.is_some() {
             match self.reload().await {
                 Ok(ignored) => {
                     crate::metrics::reloaded(true);
@@ -68,7 +59,7 @@ impl Reloader {
                     tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
                 }
             }
-            watch.loaded_now();
+            triggers.reloaded();
         }
     }
 }

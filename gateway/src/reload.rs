@@ -12,7 +12,7 @@ use crate::config::GatewayConfig;
 use crate::proxy::Policy;
 use crate::upstream;
 use arc_swap::ArcSwap;
-use authflow_shared::config::watch::Watch;
+use authflow_shared::config::watch::ReloadTriggers;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::store::SharedLimits;
 use pingora::server::ShutdownWatch;
@@ -138,20 +138,14 @@ fn needs_restart(running: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static s
 #[async_trait::async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP: live reload is off");
-            return;
-        };
-        let mut watch = Watch::new(&self.path, self.started.watch);
+        let mut triggers = ReloadTriggers::new(&self.path, self.started.watch);
         loop {
             tokio::select! {
-                _ = hup.recv() => {}
-                _ = watch.changed() => {}
+                t = triggers.next() => if t.is_none() { return },
                 _ = shutdown.changed() => return,
             }
             self.reload_and_report().await;
-            watch.loaded_now();
+            triggers.reloaded();
         }
     }
 }

@@ -62,6 +62,46 @@ impl Watch {
     }
 }
 
+/// What starts a reload: `SIGHUP` (`authflow reload`), or the file changing with `watch`.
+pub struct ReloadTriggers {
+    hup: Option<tokio::signal::unix::Signal>,
+    watch: Watch,
+}
+
+impl ReloadTriggers {
+    /// Must run on a Tokio runtime. Without a `SIGHUP` handler (logged) only `watch` can
+    /// trigger.
+    pub fn new(path: &std::path::Path, watch: bool) -> Self {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        if let Err(e) = &hup {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload by signal is off");
+        }
+        ReloadTriggers {
+            hup: hup.ok(),
+            watch: Watch::new(path, watch),
+        }
+    }
+
+    /// Resolves at the next trigger; `None` once signals can no longer arrive.
+    pub async fn next(&mut self) -> Option<()> {
+        match &mut self.hup {
+            Some(hup) => tokio::select! {
+                signal = hup.recv() => signal,
+                _ = self.watch.changed() => Some(()),
+            },
+            None => {
+                self.watch.changed().await;
+                Some(())
+            }
+        }
+    }
+
+    /// The file as it is now has been loaded (so `watch` does not load it again).
+    pub fn reloaded(&mut self) {
+        self.watch.loaded_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
