@@ -10,6 +10,7 @@
 //! - [`password`], [`mail`], [`crypto`]: hashing, email, encryption at rest.
 
 pub mod api;
+pub mod build;
 pub mod config;
 pub mod credentials;
 pub mod crypto;

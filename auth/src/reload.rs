@@ -8,8 +8,8 @@
 //! log line.
 
 use crate::api::Api;
+use crate::build::{api_from_config, StartError};
 use crate::config::AuthConfig;
-use crate::server::{api_from_config, StartError};
 use arc_swap::ArcSwap;
 use authflow_shared::config::watch::ReloadTriggers;
 use authflow_shared::config::ConfigFile;

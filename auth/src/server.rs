@@ -1,17 +1,11 @@
-//! Builds the service from a validated config and serves it over HTTP/1.1 with hyper,
+//! Serves the service (built by [`crate::build`]) over HTTP/1.1 with hyper,
 //! finishing in-flight requests on shutdown.
 
 use crate::api::Api;
-use crate::config::{AuthConfig, Provider};
+use crate::config::AuthConfig;
 use crate::http::{uncached, ApiRequest, HttpResponse};
-use crate::mail::{MailError, MailGate, Mailer};
-use crate::password::{HashError, PasswordHasherPool};
-use crate::users::builtin::{self, BuiltinUsers, DbError};
-use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
-use crate::users::UserProvider;
 use arc_swap::ArcSwap;
 use authflow_shared::otel;
-use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
 use authflow_shared::trace::{self, TraceContext};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,74 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Mail(#[from] MailError),
-    #[error(transparent)]
-    Hash(#[from] HashError),
-    #[error("supabase: {0}")]
-    Supabase(#[from] SupabaseSetupError),
-    #[error("cannot listen on {0}: {1}")]
-    Listen(String, std::io::Error),
-    #[error("config: {0}")]
-    Config(String),
-}
-
-/// The user provider the config asks for; its mails go through `mail_gate`.
-pub async fn users_from_config(
-    cfg: &AuthConfig,
-    mail_gate: MailGate,
-) -> Result<Arc<dyn UserProvider>, StartError> {
-    match cfg.provider {
-        Provider::Builtin => {
-            let db = builtin::connect(
-                &cfg.database.connect_url(),
-                cfg.database.max_connections,
-                cfg.database.acquire_timeout.0,
-            )
-            .await?;
-            let p = &cfg.password;
-            let hasher = PasswordHasherPool::new(
-                p.argon2_memory_kib,
-                p.argon2_iterations,
-                p.argon2_parallelism,
-            )?;
-            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate)?);
-            Ok(Arc::new(BuiltinUsers::new(
-                db,
-                hasher,
-                mailer,
-                cfg.signup.require_email_verification,
-                cfg.signup.verification_ttl.0,
-                p.reset_token_ttl.0,
-            )))
-        }
-        Provider::Supabase => {
-            let sb = cfg
-                .supabase
-                .as_ref()
-                .ok_or_else(|| StartError::Config("[supabase] section missing".into()))?;
-            Ok(Arc::new(SupabaseUsers::new(sb)?))
-        }
-    }
-}
-
-/// The API with the Redis session store, connected.
-pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
-    let redis = RedisSessionStore::new(&cfg.redis)?;
-    if !redis.warm_up().await {
-        tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
-    }
-    let redis = Arc::new(redis);
-    let store: Arc<dyn SessionStore> = redis.clone();
-    let users = users_from_config(cfg, crate::api::mail_gate(cfg, redis.clone())).await?;
-    Ok(Api::new(cfg, users, store, redis))
-}
+pub use crate::build::{api_from_config, users_from_config, StartError};
 
 /// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish
 /// (up to `grace`).

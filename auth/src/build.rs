@@ -1,0 +1,81 @@
+//! Builds the service from a validated config: the user provider (database, hashing, mail,
+//! or Supabase) and the API around the Redis session store. Used at start and by a reload.
+
+use crate::api::Api;
+use crate::config::{AuthConfig, Provider};
+use crate::mail::{MailError, MailGate, Mailer};
+use crate::password::{HashError, PasswordHasherPool};
+use crate::users::builtin::{self, BuiltinUsers, DbError};
+use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
+use crate::users::UserProvider;
+use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("supabase: {0}")]
+    Supabase(#[from] SupabaseSetupError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// The user provider the config asks for; its mails go through `mail_gate`.
+pub async fn users_from_config(
+    cfg: &AuthConfig,
+    mail_gate: MailGate,
+) -> Result<Arc<dyn UserProvider>, StartError> {
+    match cfg.provider {
+        Provider::Builtin => {
+            let db = builtin::connect(
+                &cfg.database.connect_url(),
+                cfg.database.max_connections,
+                cfg.database.acquire_timeout.0,
+            )
+            .await?;
+            let p = &cfg.password;
+            let hasher = PasswordHasherPool::new(
+                p.argon2_memory_kib,
+                p.argon2_iterations,
+                p.argon2_parallelism,
+            )?;
+            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate)?);
+            Ok(Arc::new(BuiltinUsers::new(
+                db,
+                hasher,
+                mailer,
+                cfg.signup.require_email_verification,
+                cfg.signup.verification_ttl.0,
+                p.reset_token_ttl.0,
+            )))
+        }
+        Provider::Supabase => {
+            let sb = cfg
+                .supabase
+                .as_ref()
+                .ok_or_else(|| StartError::Config("[supabase] section missing".into()))?;
+            Ok(Arc::new(SupabaseUsers::new(sb)?))
+        }
+    }
+}
+
+/// The API with the Redis session store, connected.
+pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
+    let redis = RedisSessionStore::new(&cfg.redis)?;
+    if !redis.warm_up().await {
+        tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
+    }
+    let redis = Arc::new(redis);
+    let store: Arc<dyn SessionStore> = redis.clone();
+    let users = users_from_config(cfg, crate::api::mail_gate(cfg, redis.clone())).await?;
+    Ok(Api::new(cfg, users, store, redis))
+}
