@@ -352,7 +352,7 @@ impl Rule {
                 .host
                 .as_ref()
                 .is_none_or(|h| req.host.is_some_and(|rh| rh.eq_ignore_ascii_case(h)))
-            && under_prefix(req.path, &self.prefix)
+            && crate::route::prefix_matches(&self.prefix, req.path, false)
     }
 
     /// Writes what this rule counts by, for this request, to `write`; `None` when a part is
@@ -427,17 +427,6 @@ fn shared_key(material: &[u8]) -> String {
     let mut hex = authflow_shared::digest::hash_hex(material);
     hex.truncate(32);
     hex
-}
-
-/// Whether `path` is `prefix` or below it on a segment boundary, in any ASCII case.
-/// `prefix` is lower case without a trailing `/` (or is `/`).
-fn under_prefix(path: &str, prefix: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    path.get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
 #[cfg(test)]

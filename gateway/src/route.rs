@@ -112,8 +112,9 @@ impl Router {
     }
 }
 
-/// `/app/` matches `/app/x`; `/app` matches `/app` and `/app/x` but not `/apple`.
-fn prefix_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+/// `/app/` matches `/app/x`; `/app` matches `/app` and `/app/x` but not `/apple`. Also the
+/// rate-limit rules' match ([`crate::rate_limit`]).
+pub(crate) fn prefix_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
     let Some(head) = path.get(..prefix.len()) else {
         return false;
     };
