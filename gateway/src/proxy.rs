@@ -866,8 +866,11 @@ impl ProxyHttp for Gateway {
             }
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
-        // The upstream's parent: the upstream call's span when spans are exported.
-        let exported = otel::context_of(&ctx.upstream_span);
+        // The upstream's parent: the upstream call's span when spans are exported (only then
+        // is there a span to ask).
+        let exported = (!ctx.upstream_span.is_none())
+            .then(|| otel::context_of(&ctx.upstream_span))
+            .flatten();
         if let Some(trace) = exported.as_ref().or(ctx.trace.as_ref()) {
             req.insert_header(trace::TRACEPARENT, trace.traceparent())?;
             match &trace.state {
