@@ -11,7 +11,7 @@ use crate::api::Api;
 use crate::build::{api_from_config, StartError};
 use crate::config::AuthConfig;
 use arc_swap::ArcSwap;
-use authflow_shared::config::watch::ReloadTriggers;
+use authflow_shared::config::watch::{log_reload, ReloadTriggers};
 use authflow_shared::config::ConfigFile;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,19 +46,8 @@ impl Reloader {
     pub async fn run(self) {
         let mut triggers = ReloadTriggers::new(&self.path, self.started.watch);
         while triggers.next().await.is_some() {
-            match self.reload().await {
-                Ok(ignored) => {
-                    crate::metrics::reloaded(true);
-                    tracing::info!("config reloaded");
-                    if !ignored.is_empty() {
-                        tracing::warn!(keys = ?ignored, "these keys changed but need a restart; the running values stay");
-                    }
-                }
-                Err(e) => {
-                    crate::metrics::reloaded(false);
-                    tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
-                }
-            }
+            let ok = log_reload(&self.path, self.reload().await, "a restart");
+            crate::metrics::reloaded(ok);
             triggers.reloaded();
         }
     }

@@ -12,7 +12,7 @@ use crate::config::GatewayConfig;
 use crate::proxy::Policy;
 use crate::upstream;
 use arc_swap::ArcSwap;
-use authflow_shared::config::watch::ReloadTriggers;
+use authflow_shared::config::watch::{log_reload, ReloadTriggers};
 use authflow_shared::config::ConfigFile;
 use authflow_shared::store::SharedLimits;
 use pingora::server::ShutdownWatch;
@@ -60,25 +60,16 @@ impl Reloader {
             rules_kept = kept,
             upstreams = cfg.upstreams.len(),
             routes = cfg.routes.len(),
-            "config reloaded"
+            "new policy in force"
         );
         Ok(needs_restart(&self.started, &cfg))
     }
 
     /// Reloads and reports the outcome in logs and metrics.
     async fn reload_and_report(&self) {
-        match self.reload().await {
-            Ok(ignored) => {
-                crate::metrics::reloaded(true);
-                if !ignored.is_empty() {
-                    tracing::warn!(keys = ?ignored, "these keys changed but need a restart (authflow gateway --upgrade); the running values stay");
-                }
-            }
-            Err(e) => {
-                crate::metrics::reloaded(false);
-                tracing::error!(file = %self.path.display(), error = %e, "config reload refused; the running config stays");
-            }
-        }
+        let how = "an upgrade (authflow gateway --upgrade)";
+        let ok = log_reload(&self.path, self.reload().await, how);
+        crate::metrics::reloaded(ok);
     }
 }
 

@@ -102,6 +102,28 @@ impl ReloadTriggers {
     }
 }
 
+/// Logs the outcome of one reload of `path`: the keys that changed but need `restart_how`,
+/// or why the file was refused. Whether it went through (for the caller's counter).
+pub fn log_reload<E: std::fmt::Display>(
+    path: &std::path::Path,
+    result: Result<Vec<&'static str>, E>,
+    restart_how: &str,
+) -> bool {
+    match result {
+        Ok(ignored) => {
+            tracing::info!(file = %path.display(), "config reloaded");
+            if !ignored.is_empty() {
+                tracing::warn!(keys = ?ignored, "these keys changed but need {restart_how}; the running values stay");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "config reload refused; the running config stays");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
