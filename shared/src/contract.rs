@@ -47,8 +47,15 @@ impl Validate for SessionContract {
                 format!("{:?} is not a valid cookie name", self.cookie_name),
             );
         }
-        if self.cookie_name.starts_with("__Host-") && !self.cookie_secure {
-            p.add("cookie_secure", "a __Host- cookie must be Secure");
+        if let Some(prefix) = crate::cookie::secure_prefix(&self.cookie_name) {
+            if !self.cookie_secure {
+                p.add(
+                    "cookie_secure",
+                    format!(
+                        "a {prefix} cookie must be Secure (browsers match the prefix in any case)"
+                    ),
+                );
+            }
         }
         if self.idle_timeout.0.is_zero() {
             p.add("idle_timeout", "must be greater than 0");
@@ -165,6 +172,38 @@ mod tests {
                 "fingerprint.components"
             ]
         );
+    }
+
+    /// Browsers refuse a `__Host-` or `__Secure-` cookie without `Secure` whatever the case
+    /// of the prefix, so a config naming one in any case must ask for `Secure`.
+    #[test]
+    fn prefixed_cookie_names_need_secure_in_any_case() {
+        for name in [
+            "__Host-x",
+            "__host-x",
+            "__HOST-x",
+            "__Secure-x",
+            "__secure-x",
+        ] {
+            let c = SessionContract {
+                cookie_name: name.into(),
+                cookie_secure: false,
+                ..SessionContract::default()
+            };
+            let keys: Vec<_> = problems_of(&c).into_iter().map(|p| p.0).collect();
+            assert_eq!(keys, vec!["cookie_secure"], "{name}");
+            let secure = SessionContract {
+                cookie_secure: true,
+                ..c
+            };
+            assert!(problems_of(&secure).is_empty(), "{name}");
+        }
+        let plain = SessionContract {
+            cookie_name: "host-x".into(),
+            cookie_secure: false,
+            ..SessionContract::default()
+        };
+        assert!(problems_of(&plain).is_empty());
     }
 
     #[test]

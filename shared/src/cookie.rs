@@ -93,9 +93,39 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
+/// The name prefixes a browser only accepts on a `Secure` cookie (RFC 6265bis §4.1.3):
+/// `__Host-` (also bound to the host, `Path=/`) and `__Secure-`. Browsers match them
+/// without regard to case (`__host-sid` is held to the same rules), so this does too.
+/// Returns the prefix as it is usually spelt, or `None`.
+pub fn secure_prefix(name: &str) -> Option<&'static str> {
+    ["__Host-", "__Secure-"].into_iter().find(|p| {
+        name.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_prefixes_match_in_any_case() {
+        for (name, want) in [
+            ("__Host-sid", Some("__Host-")),
+            ("__host-sid", Some("__Host-")),
+            ("__HOST-sid", Some("__Host-")),
+            ("__Secure-sid", Some("__Secure-")),
+            ("__secure-sid", Some("__Secure-")),
+            ("__SeCuRe-", Some("__Secure-")),
+            ("sid", None),
+            ("__Hostsid", None),
+            ("_Host-sid", None),
+            ("__Hos", None),
+            ("é__Host-", None),
+        ] {
+            assert_eq!(secure_prefix(name), want, "{name}");
+        }
+    }
 
     #[test]
     fn finds_one_many_or_none() {
