@@ -168,3 +168,54 @@ async fn json_logs_give_one_access_object_per_request() {
         );
     }
 }
+
+/// A path is the client's text: the auth service's text log quotes and escapes it (as the
+/// JSON log does), so a `"` in a path cannot end the field early and forge another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_text_log_escapes_paths() {
+    let redis = Redis::start().await;
+    let auth = AuthService::start_logging(auth_config(&redis.url()), "info").await;
+    let forged = r#"/api/v1/simple_auth/nope"user="admin"#;
+    let answer = raw_request(
+        auth.port,
+        &format!("GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let path = auth.log.clone().expect("log");
+    let text = poll(
+        || async { without_ansi(&std::fs::read_to_string(&path).unwrap_or_default()) },
+        |t| t.contains("request refused"),
+    )
+    .await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("request refused"))
+        .expect("the refusal is logged");
+    assert!(
+        line.contains(r#"path="/api/v1/simple_auth/nope\"user=\"admin""#),
+        "the path is not quoted and escaped: {line}"
+    );
+    assert!(
+        !text.contains(r#"nope"user"#),
+        "a raw quote from the path reached the log:\n{text}"
+    );
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

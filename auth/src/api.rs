@@ -95,7 +95,7 @@ impl Api {
             }
         }
         if req.method == Method::POST && req.is_cross_site() {
-            tracing::warn!(path = %req.path, "cross-site POST refused");
+            tracing::warn!(path = req.path.as_str(), "cross-site POST refused");
             return ApiError::CrossSite.response();
         }
         let endpoint = Endpoint::from_path(&req.path);
@@ -112,9 +112,9 @@ impl Api {
         result.unwrap_or_else(|e| {
             match &e {
                 ApiError::SessionStore(m) | ApiError::UserStore(m) => {
-                    tracing::error!(path = %req.path, error = %m, "dependency unavailable")
+                    tracing::error!(path = req.path.as_str(), error = %m, "dependency unavailable")
                 }
-                other => tracing::info!(path = %req.path, error = %other, "request refused"),
+                other => tracing::info!(path = req.path.as_str(), error = %other, "request refused"),
             }
             e.response()
         })

@@ -94,13 +94,17 @@ fn request_span(method: &http::Method, headers: &http::HeaderMap, path: &str) ->
     let request_id = header("x-request-id")
         .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("-");
+    // Every field that carries what the client sent is recorded as a string, never with
+    // `%` (Display): the text log then quotes and escapes it, as the JSON log does, so a
+    // path like `/x"user="admin` cannot forge a field of its own in the line.
+    let name = format!("{method} {path}");
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{method} {path}"),
+        otel.name = name.as_str(),
         otel.kind = "server",
-        request_id = %request_id,
+        request_id = request_id,
         trace_id = tracing::field::Empty,
-        path = %path,
+        path = path,
     );
     if let Some(parent) = &incoming {
         otel::continue_trace(&span, parent);
