@@ -114,7 +114,9 @@ impl Api {
                 ApiError::SessionStore(m) | ApiError::UserStore(m) => {
                     tracing::error!(path = req.path.as_str(), error = %m, "dependency unavailable")
                 }
-                other => tracing::info!(path = req.path.as_str(), error = %other, "request refused"),
+                other => {
+                    tracing::info!(path = req.path.as_str(), error = %other, "request refused")
+                }
             }
             e.response()
         })
