@@ -112,6 +112,9 @@ per = "1m"
         auth_service: false,
         case_sensitive: false,
         max_body_bytes: None,
+        websocket: false,
+        allow_trace: false,
+        pass_headers: Vec::new(),
     };
     let routes = vec![
         route("/", "demo", AuthMode::Public),

@@ -11,6 +11,10 @@ use std::fmt;
 pub enum Rejection {
     /// Not starting with `/`.
     NotAbsolute,
+    /// A request-target that is not origin-form (`/...`), `http(s)` absolute-form, or `*`
+    /// with `OPTIONS` (RFC 9112 §3.2): `app/x`, `%2Fapp`, `x:/app`, an authority. Pingora
+    /// keeps such bytes for the wire and routes them as `/`, so they are never autocorrected.
+    TargetForm,
     /// `%` not followed by two hex digits.
     BadEscape,
     /// An encoded `/`, `\` or NUL: the upstream could split segments where the gateway did not.
@@ -33,6 +37,7 @@ impl Rejection {
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::NotAbsolute => "path_not_absolute",
+            Rejection::TargetForm => "request_target_form",
             Rejection::BadEscape => "bad_percent_escape",
             Rejection::EncodedSeparator => "encoded_separator",
             Rejection::BadByte => "bad_character",
@@ -47,6 +52,32 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The accepted forms of a request-target (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`.
+    Origin,
+    /// `http://host/path?query` or `https://...`: the path component is judged, the host
+    /// must agree with `Host`.
+    Absolute,
+    /// `*`, with `OPTIONS` only: a question about the server, answered by the gateway.
+    Asterisk,
+}
+
+/// Which form the raw request-target `raw` (the bytes the client sent, as Pingora keeps them
+/// in `raw_path()`) has, or [`Rejection::TargetForm`]. `is_options`: the method is `OPTIONS`.
+pub fn target_form(raw: &[u8], is_options: bool) -> Result<TargetForm, Rejection> {
+    let has_scheme = |scheme: &[u8]| {
+        raw.len() > scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    match raw.first() {
+        Some(b'/') => Ok(TargetForm::Origin),
+        Some(b'*') if raw.len() == 1 && is_options => Ok(TargetForm::Asterisk),
+        _ if has_scheme(b"http://") || has_scheme(b"https://") => Ok(TargetForm::Absolute),
+        _ => Err(Rejection::TargetForm),
     }
 }
 
@@ -196,6 +227,40 @@ mod tests {
         ] {
             assert_eq!(path(raw), Err(why), "{raw}");
         }
+    }
+
+    #[test]
+    fn only_origin_absolute_http_and_options_asterisk_targets_are_accepted() {
+        for (raw, options, form) in [
+            ("/", false, TargetForm::Origin),
+            ("/app/x?q", false, TargetForm::Origin),
+            ("http://h/app", false, TargetForm::Absolute),
+            ("HTTPS://h", false, TargetForm::Absolute),
+            ("*", true, TargetForm::Asterisk),
+        ] {
+            assert_eq!(target_form(raw.as_bytes(), options), Ok(form), "{raw}");
+        }
+        for raw in [
+            "app/secret",
+            "%2Fapp/secret",
+            "x:/app/secret",
+            "*/app/x",
+            "*",
+            "127.0.0.1:9000",
+            "",
+            " /app/x",
+            "http:/app",
+            "http://",
+            "ftp://h/app",
+            "httpx://h/app",
+        ] {
+            assert_eq!(
+                target_form(raw.as_bytes(), false),
+                Err(Rejection::TargetForm),
+                "{raw}"
+            );
+        }
+        assert_eq!(target_form(b"*/x", true), Err(Rejection::TargetForm));
     }
 
     #[test]

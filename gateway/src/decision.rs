@@ -25,10 +25,14 @@ pub enum Decision {
     StoreUnavailable,
     /// The upstream failed or timed out: 502 or 504.
     UpstreamError,
+    /// `OPTIONS *`, answered by the gateway.
+    ServerOptions,
+    /// A method the route does not allow (`TRACE`): 405.
+    MethodNotAllowed,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 10] = [
+    pub const ALL: [Decision; 12] = [
         Decision::Forwarded,
         Decision::Verified,
         Decision::BadRequest,
@@ -39,6 +43,8 @@ impl Decision {
         Decision::Unauthenticated,
         Decision::StoreUnavailable,
         Decision::UpstreamError,
+        Decision::ServerOptions,
+        Decision::MethodNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Decision {
             Decision::Unauthenticated => "unauthenticated",
             Decision::StoreUnavailable => "store_unavailable",
             Decision::UpstreamError => "upstream_error",
+            Decision::ServerOptions => "server_options",
+            Decision::MethodNotAllowed => "method_not_allowed",
         }
     }
 

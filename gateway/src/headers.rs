@@ -1,30 +1,67 @@
 //! Headers the gateway owns: what it strips from clients and what it adds for upstreams.
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Header-name prefixes the gateway owns: identities (`X-User-Id`, `X-User-Email`,
-/// `X-User-Role`...), session data and its own internal headers. Never passed from a client.
+/// `X-User-Role`...), session data and its own internal headers. Never passed from a client,
+/// whatever a route says.
 const OWNED_PREFIXES: [&str; 3] = ["x-user-", "x-session-", "x-authflow-"];
-/// Headers that describe the client or the original request. Only the gateway may set them
-/// (it sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP` itself),
-/// so an upstream that trusts them cannot be lied to.
-const FORWARDING_HEADERS: [&str; 7] = [
-    "forwarded",
-    "x-real-ip",
+/// Headers the gateway sets itself on every forwarded request. Never passed from a client.
+const SET_BY_GATEWAY: [&str; 6] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-request-id",
+    "forwarded",
+];
+/// Prefixes of headers that describe the client, the original request or another auth proxy's
+/// verdict (`X-Forwarded-*`, nginx's `X-Original-URI`, oauth2-proxy's `X-Auth-Request-*`):
+/// stripped unless a route passes one (`pass_headers`), so an upstream that trusts them cannot
+/// be lied to.
+const DESCRIBING_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-auth-request-"];
+/// Single headers of the same kind: client addresses set by CDNs, rewritten URLs, identities
+/// set by Authelia-style proxies, and method overrides that change what a framework routes.
+const DESCRIBING_HEADERS: [&str; 16] = [
+    "x-rewrite-url",
+    "x-envoy-original-path",
+    "x-host",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "x-remote-user",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
-/// Whether a client header named `name` (lower case) must not reach an upstream. `_` counts
-/// as `-`: CGI, WSGI and PHP map both `X-User-Id` and `X_User_Id` to `HTTP_X_USER_ID`.
-/// Runs for every header of every request, so it compares in place, without allocating.
-pub fn is_owned(name: &str, extra: &[String]) -> bool {
-    OWNED_PREFIXES.iter().any(|p| starts_with_folded(name, p))
-        || FORWARDING_HEADERS.iter().any(|h| eq_folded(name, h))
-        || extra.iter().any(|h| eq_folded(name, h))
+/// Whether a client header named `name` (lower case) must not reach an upstream: the gateway
+/// owns it, or it describes the request and the route does not `keep` it, or it is in `extra`
+/// (`[identity] strip_headers`). `_` counts as `-`: CGI, WSGI and PHP map both `X-User-Id` and
+/// `X_User_Id` to `HTTP_X_USER_ID`. Runs for every header of every request, so it compares in
+/// place, without allocating.
+pub fn is_owned(name: &str, extra: &[String], keep: &[String]) -> bool {
+    if !may_pass(name) || extra.iter().any(|h| eq_folded(name, h)) {
+        return true;
+    }
+    let describing = DESCRIBING_PREFIXES
+        .iter()
+        .any(|p| starts_with_folded(name, p))
+        || DESCRIBING_HEADERS.iter().any(|h| eq_folded(name, h));
+    describing && !keep.iter().any(|h| eq_folded(name, h))
+}
+
+/// Whether a route may pass the client's `name` (lower case) at all: not an identity or
+/// gateway-internal header, not one the gateway sets itself.
+pub fn may_pass(name: &str) -> bool {
+    !(OWNED_PREFIXES.iter().any(|p| starts_with_folded(name, p))
+        || SET_BY_GATEWAY.iter().any(|h| eq_folded(name, h)))
 }
 
 /// `name` starts with `prefix` once its `_` are read as `-`.
@@ -40,14 +77,13 @@ fn eq_folded(name: &str, target: &str) -> bool {
     name.len() == target.len() && starts_with_folded(name, target)
 }
 
-/// Removes every header the gateway owns and every header in `extra` (lower-case names,
-/// `_` folded to `-`), whatever the spelling.
-pub fn strip_identity(req: &mut RequestHeader, extra: &[String]) {
+/// Removes every header [`is_owned`] names, whatever the spelling.
+pub fn strip_identity(req: &mut RequestHeader, extra: &[String], keep: &[String]) {
     let doomed: Vec<String> = req
         .headers
         .keys()
         .map(|k| k.as_str())
-        .filter(|k| is_owned(k, extra))
+        .filter(|k| is_owned(k, extra, keep))
         .map(str::to_owned)
         .collect();
     for name in doomed {
@@ -69,6 +105,52 @@ pub fn strip_session_cookie(req: &mut RequestHeader, cookie_name: &str) -> pingo
         req.insert_header("cookie", kept.join("; "))?;
     }
     Ok(())
+}
+
+/// Removes an upstream's `Set-Cookie` for the session cookie (any case, with or without a
+/// `__Host-`/`__Secure-` prefix): only the auth service sets it, so an upstream cannot plant a
+/// session (fixation) or shadow the real cookie. Returns how many were dropped.
+pub fn drop_session_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) -> usize {
+    let session = cookie_base(cookie_name);
+    let total = resp.headers.get_all("set-cookie").iter().count();
+    if total == 0 {
+        return 0;
+    }
+    let kept: Vec<http::HeaderValue> = resp
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter(|v| {
+            let name = v
+                .as_bytes()
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default();
+            !cookie_base(&String::from_utf8_lossy(name)).eq_ignore_ascii_case(session)
+        })
+        .cloned()
+        .collect();
+    let dropped = total - kept.len();
+    if dropped > 0 {
+        resp.remove_header("set-cookie");
+        for v in kept {
+            // Appending a value that was already a valid header value cannot fail.
+            let _ = resp.append_header("set-cookie", v);
+        }
+    }
+    dropped
+}
+
+/// A cookie name without surrounding space and without its `__Host-`/`__Secure-` prefix
+/// (browsers compare the prefixes case-insensitively).
+fn cookie_base(name: &str) -> &str {
+    let name = name.trim();
+    for prefix in ["__host-", "__secure-"] {
+        if name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            return &name[prefix.len()..];
+        }
+    }
+    name
 }
 
 /// The client's `X-Request-Id` if it is well formed (1 to 128 of `[A-Za-z0-9._-]`), else a
@@ -117,9 +199,55 @@ mod tests {
             ("X-Forwarded-Prefix", "/x"),
             ("Accept", "*/*"),
         ]);
-        strip_identity(&mut r, &["x-tenant".into()]);
+        strip_identity(&mut r, &["x-tenant".into()], &[]);
         let left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn look_alike_forwarding_headers_are_stripped_unless_the_route_passes_one() {
+        let sent = [
+            ("X-Forwarded-Uri", "/public"),
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Server", "evil"),
+            ("X-Original-URI", "/public"),
+            ("X-Original-URL", "/public"),
+            ("X-Rewrite-URL", "/public"),
+            ("True-Client-IP", "1.2.3.4"),
+            ("CF-Connecting-IP", "1.2.3.4"),
+            ("X-Client-IP", "1.2.3.4"),
+            ("X-Auth-Request-User", "admin"),
+            ("X-Auth-Request-Email", "root@evil"),
+            ("Remote-User", "admin"),
+            ("Remote_Groups", "admins"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("Accept", "*/*"),
+        ];
+        let mut r = req(&sent);
+        strip_identity(&mut r, &[], &[]);
+        let left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(left, vec!["accept"]);
+        let mut r = req(&sent);
+        let keep = ["true-client-ip".to_owned(), "x-user-id".to_owned()];
+        strip_identity(&mut r, &[], &keep);
+        let mut left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "true-client-ip"]);
+    }
+
+    #[test]
+    fn identity_and_gateway_set_headers_may_never_be_passed() {
+        for name in [
+            "x-user-id",
+            "x_user_email",
+            "x-forwarded-for",
+            "x-request-id",
+        ] {
+            assert!(!may_pass(name), "{name}");
+        }
+        for name in ["true-client-ip", "x-forwarded-uri", "remote-user"] {
+            assert!(may_pass(name), "{name}");
+        }
     }
 
     #[test]
@@ -134,6 +262,25 @@ mod tests {
         let mut r = req(&[("cookie", "sid=x")]);
         strip_session_cookie(&mut r, "sid").expect("strip");
         assert!(r.headers.get("cookie").is_none());
+    }
+
+    #[test]
+    fn an_upstreams_set_cookie_for_the_session_cookie_is_dropped_in_any_spelling() {
+        let mut resp = ResponseHeader::build(200, None).expect("resp");
+        for v in [
+            "sid=planted; Path=/",
+            "SID=planted",
+            "__Host-sid=planted; Secure; Path=/",
+            "__secure-Sid=planted; Secure",
+            " sid =x",
+            "theme=dark",
+            "sidecar=1",
+        ] {
+            resp.append_header("set-cookie", v).expect("header");
+        }
+        assert_eq!(drop_session_set_cookies(&mut resp, "__Host-sid"), 5);
+        let left: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(left, vec!["theme=dark", "sidecar=1"]);
     }
 
     #[test]

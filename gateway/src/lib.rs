@@ -13,6 +13,7 @@ pub mod gcra;
 pub mod headers;
 pub mod health;
 pub mod in_flight;
+pub mod message;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -23,6 +24,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_cache;
+pub mod unknown_cookies;
 pub mod upstream;
 
 pub use config::GatewayConfig;

@@ -3,13 +3,14 @@
 //! limit → session → fingerprint; each step lives in its own module and returns a decision,
 //! and one place sends local responses.
 
-use crate::canonical::{self, Rejection};
+use crate::canonical::{self, Rejection, TargetForm};
 use crate::config::{AuthMode, ForwardAuthConfig, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::forward_auth;
 use crate::headers;
 use crate::health::{Health, Probe};
 use crate::in_flight::InFlight;
+use crate::message;
 use crate::metrics;
 use crate::metrics::traffic::RouteMetrics;
 pub use crate::policy::Policy;
@@ -80,6 +81,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// The policy this request started with (see [`Policy`]).
     pub policy: Arc<Policy>,
+    /// The request-target sent upstream (the judged path and the query), for the log.
+    pub upstream_target: Option<String>,
 }
 
 /// Who the upstream is told the client is.
@@ -187,12 +190,19 @@ impl Gateway {
             return Step::Respond(Decision::TooLarge, resp);
         }
         match request_target(req) {
-            Ok((path, host)) => (ctx.path, ctx.host) = (path, host),
+            Ok(Target::Resource(path, host)) => (ctx.path, ctx.host) = (path, host),
+            Ok(Target::Server) => return Step::Respond(Decision::ServerOptions, server_options()),
             Err(why) => {
                 let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
                 return Step::Respond(Decision::BadRequest, resp);
             }
         }
+        let declared = match message::check_method(&req.method)
+            .and_then(|()| message::declared_length(&req.headers))
+        {
+            Ok(declared) => declared,
+            Err(refusal) => return refused(refusal),
+        };
         match self.forward_auth_call(session, &ctx.path) {
             ForwardAuthCall::Check(suffix) => {
                 return self.verify(session.req_header(), ctx, &suffix).await
@@ -203,7 +213,8 @@ impl Gateway {
             ForwardAuthCall::No => {}
         }
         let span = step_span(ctx, "rate limit");
-        if let Some(refused) = self.admit(session.req_header(), ctx).instrument(span).await {
+        let req = session.req_header();
+        if let Some(refused) = self.admit(req, &req.method, ctx).instrument(span).await {
             return refused;
         }
         let req = session.req_header();
@@ -216,10 +227,23 @@ impl Gateway {
                 return Step::Respond(Decision::NoRoute, LocalResponse::error(404, "not_found"))
             }
         };
-        let declared = declared_body_len(req);
         if declared.is_some_and(|n| n > route.max_body_bytes) {
             return Step::Respond(Decision::TooLarge, body_too_large());
         }
+        let upgrade = message::upgrade(&req.headers);
+        if let Err(refusal) =
+            message::route_admits(&req.method, upgrade, route.allow_trace, route.websocket)
+        {
+            return refused(refusal);
+        }
+        if upgrade == message::Upgrade::Other {
+            // Served as plain HTTP/1.1: neither the upstream nor Pingora sees an upgrade, so
+            // no tunnel (h2c smuggling) can open.
+            let req = session.req_header_mut();
+            req.remove_header("upgrade");
+            req.remove_header("http2-settings");
+        }
+        let req = session.req_header();
         // A timer per request costs; only a request with a body has a body to wait for.
         if declared.is_some_and(|n| n > 0) || req.headers.contains_key("transfer-encoding") {
             session.set_read_timeout(Some(self.limits.body_read_timeout.0));
@@ -238,8 +262,14 @@ impl Gateway {
     }
 
     /// The per-client limits: the rate-limit rules not keyed by user, then the in-flight cap.
-    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Step> {
-        if let Some(refused) = self.limit(req, ctx, None, Phase::BeforeSession).await {
+    async fn admit(
+        &self,
+        req: &RequestHeader,
+        method: &http::Method,
+        ctx: &mut RequestCtx,
+    ) -> Option<Step> {
+        let phase = Phase::BeforeSession;
+        if let Some(refused) = self.limit(req, method, ctx, None, phase).await {
             return Some(refused);
         }
         match self.in_flight.enter(ctx.client_ip) {
@@ -257,25 +287,29 @@ impl Gateway {
     async fn admit_user(
         &self,
         req: &RequestHeader,
+        method: &http::Method,
         ctx: &mut RequestCtx,
         user: &str,
     ) -> Option<Step> {
         if !ctx.policy.limiter.has_user_rules() {
             return None;
         }
-        self.limit(req, ctx, Some(user), Phase::AfterSession).await
+        self.limit(req, method, ctx, Some(user), Phase::AfterSession)
+            .await
     }
 
+    /// The rules of `phase` for `req`, as `method` (the original request's, for forward-auth).
     async fn limit(
         &self,
         req: &RequestHeader,
+        method: &http::Method,
         ctx: &mut RequestCtx,
         user: Option<&str>,
         phase: Phase,
     ) -> Option<Step> {
         let request = crate::rate_limit::Request {
             client: ctx.client_ip,
-            method: &req.method,
+            method,
             path: &ctx.path,
             host: ctx.host.as_deref(),
             headers: &req.headers,
@@ -334,19 +368,30 @@ impl Gateway {
     async fn verify(&self, req: &RequestHeader, ctx: &mut RequestCtx, suffix: &str) -> Step {
         let trusted = session_peer_trusted(ctx, &ctx.policy.trusted_proxies);
         let original = forward_auth::original(req, suffix, trusted);
-        match canonical::path(&original.path) {
-            Ok(path) => ctx.path = path,
-            Err(why) => {
+        // The rules see the original request as a direct one would: its canonical path,
+        // host and method.
+        let host = original.host.as_deref().map(canonical::host).transpose();
+        match (canonical::path(&original.path), host) {
+            (Ok(path), Ok(host)) => {
+                ctx.path = path;
+                ctx.host = host.or(ctx.host.take());
+            }
+            (Err(why), _) | (_, Err(why)) => {
                 let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
                 return Step::Respond(Decision::BadRequest, resp);
             }
         }
-        if let Some(refused) = self.admit(req, ctx).await {
+        if let Err(refusal) = message::check_method(&original.method) {
+            return refused(refusal);
+        }
+        let method = &original.method;
+        if let Some(refused) = self.admit(req, method, ctx).await {
             return refused;
         }
         match self.session_verdict(req, ctx).await {
             Ok(Verdict::Valid { id, session }) => {
-                if let Some(refused) = self.admit_user(req, ctx, &session.record.user_id).await {
+                let user = &session.record.user_id;
+                if let Some(refused) = self.admit_user(req, method, ctx, user).await {
                     return refused;
                 }
                 let mut resp =
@@ -380,6 +425,28 @@ impl Gateway {
         }
     }
 
+    /// What an upstream's response may not do: set the session cookie (only the auth service
+    /// does), or be stored by a shared cache when it answered a protected route (ASVS 14.3.2:
+    /// `Cache-Control: private, no-store` unless the upstream chose its own `Cache-Control`).
+    fn guard_response(
+        &self,
+        resp: &mut ResponseHeader,
+        route: &Route,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        if !route.auth_service {
+            let name = &ctx.policy.session.cookie.name;
+            let dropped = headers::drop_session_set_cookies(resp, name);
+            if dropped > 0 {
+                tracing::warn!(request_id = %ctx.request_id, route = %route.prefix, dropped, "upstream tried to set the session cookie: dropped");
+            }
+        }
+        if route.auth == AuthMode::Required && !resp.headers.contains_key("cache-control") {
+            resp.insert_header("cache-control", "private, no-store")?;
+        }
+        Ok(())
+    }
+
     /// 431 when the request line and headers exceed `[limits]`.
     fn header_limits(&self, req: &RequestHeader) -> Option<LocalResponse> {
         let bytes: usize = req.method.as_str().len()
@@ -406,7 +473,8 @@ impl Gateway {
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
         match self.session_verdict(req, ctx).await {
             Ok(Verdict::Valid { id, session }) => {
-                if let Some(refused) = self.admit_user(req, ctx, &session.record.user_id).await {
+                let user = &session.record.user_id;
+                if let Some(refused) = self.admit_user(req, &req.method, ctx, user).await {
                     return refused;
                 }
                 ctx.identity = Some(Identity {
@@ -548,25 +616,69 @@ fn clear_cookie(s: &SessionPolicy, resp: LocalResponse, reason: RejectReason) ->
     }
 }
 
-/// The canonical path and host of `req`, or why it has none. HTTP/1.1 needs exactly one
-/// `Host`; HTTP/2 names the host in its `:authority`; HTTP/1.0 may name none.
-fn request_target(req: &RequestHeader) -> Result<(String, Option<String>), Rejection> {
+/// What the request-target names, once judged.
+enum Target {
+    /// A resource: its canonical path and host.
+    Resource(String, Option<String>),
+    /// `OPTIONS *`: the server itself.
+    Server,
+}
+
+/// The canonical path and host of `req`, or why it has none. The raw target bytes decide the
+/// form (Pingora routes a target it cannot classify as `/` and keeps its bytes for the wire).
+/// HTTP/1.1 needs exactly one `Host`; an absolute-form target's authority must agree with it;
+/// HTTP/2 names the host in its `:authority`; HTTP/1.0 may name none.
+fn request_target(req: &RequestHeader) -> Result<Target, Rejection> {
     if !req.raw_path_is_utf8() {
         return Err(Rejection::BadByte);
     }
+    let raw = req.raw_path();
+    let form = canonical::target_form(raw, req.method == http::Method::OPTIONS)?;
+    if form == TargetForm::Asterisk {
+        return Ok(Target::Server);
+    }
     let path = canonical::path(req.uri.path())?;
+    let authority = match form {
+        TargetForm::Absolute => Some(absolute_authority(raw)?),
+        _ => req.uri.host(),
+    };
     let mut hosts = req.headers.get_all("host").iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(Rejection::MissingHost),
         (Some(v), None) => Some(v.to_str().map_err(|_| Rejection::BadHost)?),
-        (None, _) => req.uri.host(),
+        (None, _) => authority,
     };
     let host = match host {
         Some(h) => Some(canonical::host(h)?),
         None if req.version == http::Version::HTTP_11 => return Err(Rejection::MissingHost),
         None => None,
     };
-    Ok((path, host))
+    if let (Some(named), Some(host)) = (authority, &host) {
+        if canonical::host(named)? != *host {
+            return Err(Rejection::BadHost);
+        }
+    }
+    Ok(Target::Resource(path, host))
+}
+
+/// The authority of an `http(s)://authority/...` target (no userinfo).
+fn absolute_authority(raw: &[u8]) -> Result<&str, Rejection> {
+    let text = std::str::from_utf8(raw).map_err(|_| Rejection::BadByte)?;
+    let rest = text.split_once("://").map_or("", |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains('@') {
+        return Err(Rejection::BadHost);
+    }
+    Ok(authority)
+}
+
+/// The origin-form target sent upstream: the judged path and the client's query.
+fn upstream_target(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
 }
 
 /// What a request is to the forward-auth endpoint.
@@ -606,12 +718,22 @@ fn store_unavailable(ctx: &RequestCtx, e: &StoreError) -> LocalResponse {
     LocalResponse::error(503, "session_store_unavailable").header("retry-after", "1")
 }
 
-/// The body length the client declared, if any.
-fn declared_body_len(req: &RequestHeader) -> Option<u64> {
-    req.headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+/// A request message refused by [`message`]: 400 or 405 with the reason.
+fn refused(refusal: message::Refusal) -> Step {
+    let (status, code) = refusal.answer();
+    let mut resp = LocalResponse::error(status, code);
+    let decision = if status == 405 {
+        resp = resp.header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        Decision::MethodNotAllowed
+    } else {
+        Decision::BadRequest
+    };
+    Step::Respond(decision, resp)
+}
+
+/// `OPTIONS *`: what the gateway itself allows; never forwarded (no route judges `*`).
+fn server_options() -> LocalResponse {
+    LocalResponse::empty(204).header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 }
 
 fn body_too_large() -> LocalResponse {
@@ -674,18 +796,17 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             upstream_started: None,
             policy: self.policy.load_full(),
+            upstream_target: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         (ctx.client_ip, ctx.peer_ip) = self.client_ip(session, &ctx.policy);
-        ctx.request_id = headers::request_id(
-            session
-                .req_header()
-                .headers
-                .get("x-request-id")
-                .map(|v| v.as_bytes()),
-        );
+        // A caller's request id is kept only from a trusted proxy, as its trace context is:
+        // anyone else could plant ids that collide with real ones in every log downstream.
+        let trusted = session_peer_trusted(ctx, &ctx.policy.trusted_proxies);
+        let incoming = session.req_header().headers.get("x-request-id");
+        ctx.request_id = headers::request_id(incoming.filter(|_| trusted).map(|v| v.as_bytes()));
         self.begin_trace(session.req_header(), ctx);
         match self.decide(session, ctx).await {
             Step::Continue => Ok(false),
@@ -817,7 +938,7 @@ impl ProxyHttp for Gateway {
     /// 502-504 from a server count against it, like a failed connection.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -832,6 +953,13 @@ impl ProxyHttp for Gateway {
                 upstream.report_failure(addr);
             }
         }
+        // A tunnel opens only for the websocket upgrade its route allowed (every other
+        // Upgrade was refused or removed before the request left).
+        let websocket =
+            message::upgrade(&session.req_header().headers) == message::Upgrade::WebSocket;
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !websocket {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "101 without an allowed upgrade");
+        }
         Ok(())
     }
 
@@ -841,17 +969,25 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::strip_identity(req, &ctx.policy.strip_headers);
-        if req.uri.path() != ctx.path {
-            let target = match req.uri.query() {
-                Some(q) => format!("{}?{q}", ctx.path),
-                None => ctx.path.clone(),
-            };
+        let keep = ctx.route.as_ref().map_or(&[][..], |r| &r.pass_headers[..]);
+        headers::strip_identity(req, &ctx.policy.strip_headers, keep);
+        if message::length_is_list(&req.headers) {
+            // Checked to be one value repeated: the upstream gets it once (RFC 9110 §8.6).
+            if let Ok(Some(n)) = message::declared_length(&req.headers) {
+                req.insert_header("content-length", n.to_string())?;
+            }
+        }
+        // Always the target that was judged, never the client's bytes: Pingora keeps the
+        // bytes of an absolute-form (or unclassifiable) target for the wire whatever the URI
+        // says. An origin-form target already canonical is left as it is (no allocation).
+        let target = upstream_target(&ctx.path, req.uri.query());
+        if req.raw_path() != target.as_bytes() {
             let uri = target
                 .parse::<http::Uri>()
                 .map_err(|e| Error::because(ErrorType::InternalError, "canonical path", e))?;
             req.set_uri(uri);
         }
+        ctx.upstream_target = Some(target);
         let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
         if !is_auth_service {
             headers::strip_session_cookie(req, &ctx.policy.session.cookie.name)?;
@@ -899,6 +1035,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = &ctx.route {
+            self.guard_response(resp, route, ctx)?;
+        }
         if let Some(q) = &ctx.quota {
             let (policy, state) = crate::response::rate_limit_headers(
                 &q.policy,
@@ -961,7 +1100,9 @@ impl ProxyHttp for Gateway {
             trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
             client = %ctx.client_ip,
             method = %session.req_header().method,
-            path = session.req_header().uri.path(),
+            request_target = %session.req_header().raw_path().escape_ascii(),
+            path = if ctx.path.is_empty() { "-" } else { ctx.path.as_str() },
+            upstream_target = ctx.upstream_target.as_deref().unwrap_or("-"),
             status,
             decision = ctx.decision.as_str(),
             route = ctx.route.as_ref().map_or("-", |r| r.prefix.as_str()),

@@ -18,6 +18,12 @@ pub struct Route {
     pub case_sensitive: bool,
     /// Largest request body, already defaulted from `[limits]`.
     pub max_body_bytes: u64,
+    /// `Upgrade: websocket` is let through.
+    pub websocket: bool,
+    /// `TRACE` is forwarded.
+    pub allow_trace: bool,
+    /// Headers stripped by default that this route passes (lower case).
+    pub pass_headers: Vec<String>,
     /// The route's traffic series (label: host + prefix).
     pub metrics: Arc<RouteMetrics>,
 }
@@ -72,6 +78,13 @@ impl Router {
                         auth_service: r.auth_service,
                         case_sensitive: r.case_sensitive,
                         max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
+                        websocket: r.websocket,
+                        allow_trace: r.allow_trace,
+                        pass_headers: r
+                            .pass_headers
+                            .iter()
+                            .map(|h| h.to_ascii_lowercase())
+                            .collect(),
                     }))
                 })
                 .collect();
@@ -141,6 +154,9 @@ mod tests {
             auth_service: false,
             case_sensitive: false,
             max_body_bytes: None,
+            websocket: false,
+            allow_trace: false,
+            pass_headers: Vec::new(),
         }
     }
 

@@ -64,6 +64,9 @@ pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
         auth_service: false,
         case_sensitive: false,
         max_body_bytes: None,
+        websocket: false,
+        allow_trace: false,
+        pass_headers: Vec::new(),
     }
 }
 

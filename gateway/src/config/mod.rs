@@ -108,6 +108,14 @@ pub struct SessionCheckConfig {
     /// Sessions kept in this process, kept coherent by Redis client tracking (0: no cache,
     /// every protected request reads Redis). About 1 KiB per entry.
     pub cache_entries: usize,
+    /// How long a cookie Redis did not know is answered as unknown without asking again
+    /// (0: never remembered). At most 60 s: a token only exists later if it was guessed.
+    pub unknown_cookie_cache: HumanDuration,
+    /// Lookups of cookies Redis does not know allowed per client address (IPv6: per /64)
+    /// per `unknown_cookie_window`, all at once at most; beyond, 429 without asking Redis
+    /// (0: no bound).
+    pub unknown_cookie_lookups: u64,
+    pub unknown_cookie_window: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +134,9 @@ impl Default for SessionCheckConfig {
             breaker_threshold: 5,
             breaker_cool_down: HumanDuration::secs(1),
             cache_entries: 100_000,
+            unknown_cookie_cache: HumanDuration::secs(5),
+            unknown_cookie_lookups: 100,
+            unknown_cookie_window: HumanDuration::secs(10),
         }
     }
 }
@@ -287,6 +298,19 @@ pub struct RouteConfig {
     /// Largest request body for this route; `[limits] max_body_bytes` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Let `Upgrade: websocket` through (after the route's session check). Off by default: an
+    /// upgraded connection is a tunnel the gateway no longer reads.
+    #[serde(default)]
+    pub websocket: bool,
+    /// Forward `TRACE` (answered 405 by default, as nginx does: it echoes the request,
+    /// cookies included).
+    #[serde(default)]
+    pub allow_trace: bool,
+    /// Client headers the gateway strips by default (the `X-Forwarded-*` family, `X-Original-*`,
+    /// `True-Client-IP`, `Remote-User`, ...) that this route's upstream should get as the
+    /// client sent them. Never the identity headers or those the gateway sets itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,6 +464,18 @@ impl Validate for SessionCheckConfig {
                 "must be a path starting with / or an http(s) URL",
             );
         }
+        if self.unknown_cookie_cache.0 > std::time::Duration::from_secs(60) {
+            p.add(
+                "unknown_cookie_cache",
+                "must be at most 60s (a session created later would look missing that long)",
+            );
+        }
+        if self.unknown_cookie_lookups > 0 && self.unknown_cookie_window.0.is_zero() {
+            p.add(
+                "unknown_cookie_window",
+                "must be more than 0 when unknown_cookie_lookups bounds lookups",
+            );
+        }
     }
 }
 
@@ -541,6 +577,17 @@ impl Validate for RouteConfig {
         }
         if self.auth_service && self.auth == AuthMode::Required {
             p.add("auth_service", "the auth service's route must be public");
+        }
+        for (i, h) in self.pass_headers.iter().enumerate() {
+            let key = format!("pass_headers[{i}]");
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                p.add(key, format!("{h:?} is not a header name"));
+            } else if !crate::headers::may_pass(&h.to_ascii_lowercase()) {
+                p.add(
+                    key,
+                    format!("{h:?} is set by the gateway itself or carries identity: it is never passed"),
+                );
+            }
         }
     }
 }
