@@ -378,3 +378,114 @@ async fn idle_keep_alive_connections_are_closed() {
         "connection still open: {closed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_forwarding_headers_are_stripped_unless_the_route_passes_one() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let mut cfg = deployment(&redis, &up);
+    let mut cdn = route("/cdn/", "app", AuthMode::Public);
+    cdn.pass_headers = vec!["True-Client-IP".into()];
+    cfg.routes.push(cdn);
+    let gw = Gateway::start(cfg).await;
+    let spoofed = "X-Forwarded-Uri: /admin\r\nX-Forwarded-Method: DELETE\r\n\
+        X-Forwarded-Server: evil\r\nX-Original-URI: /admin\r\nX-Original-URL: /admin\r\n\
+        X-Rewrite-URL: /admin\r\nTrue-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\n\
+        X-Client-IP: 6.6.6.6\r\nX-Auth-Request-User: admin\r\nX-Auth-Request-Email: root@evil\r\n\
+        Remote-User: admin\r\nRemote-Groups: admins\r\nX-HTTP-Method-Override: DELETE\r\n";
+    let gone = [
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-server",
+        "x-original-uri",
+        "x-original-url",
+        "x-rewrite-url",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "remote-user",
+        "remote-groups",
+        "x-http-method-override",
+    ];
+    for path in ["/public/x", "/cdn/x"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{spoofed}Connection: close\r\n\r\n");
+        let raw = raw_request(gw.port, &request).await;
+        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let echo: serde_json::Value = serde_json::from_str(body).expect("echo json");
+        let h = &echo["headers"];
+        for name in &gone {
+            assert!(
+                h.get(name).is_none(),
+                "{path}: {name} reached the upstream: {h}"
+            );
+        }
+        if path == "/cdn/x" {
+            assert_eq!(h["true-client-ip"], serde_json::json!(["6.6.6.6"]));
+        } else {
+            assert!(h.get("true-client-ip").is_none(), "{h}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_cannot_pass_identity_or_gateway_headers() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let mut cfg = deployment(&redis, &up);
+    cfg.routes[0].pass_headers = vec!["X-User-Id".into(), "X-Forwarded-For".into()];
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write_temp(dir.path(), "gw.toml", &toml::to_string(&cfg).expect("toml"));
+    let out = std::process::Command::new(authflow_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("check");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("routes[0].pass_headers[0]"), "{text}");
+    assert!(text.contains("routes[0].pass_headers[1]"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_session_cookies_are_dropped_and_protected_answers_are_not_cached() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(deployment(&redis, &up)).await;
+    let token = create_session(&redis.store().await, "u1", None, "127.0.0.1", UA).await;
+    let get = |path: &'static str| {
+        client()
+            .get(gw.url(path))
+            .header("user-agent", UA)
+            .header("cookie", format!("sid={}", token.expose()))
+            .send()
+    };
+    for path in ["/public/set-cookie/", "/app/set-cookie/"] {
+        let resp = get(path).await.expect("request");
+        assert_eq!(resp.status(), 200);
+        let cookies: Vec<_> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(cookies, vec!["theme=dark".to_owned()], "{path}");
+    }
+    let cache = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    let resp = get("/app/x").await.expect("request");
+    assert_eq!(cache(&resp).as_deref(), Some("private, no-store"));
+    let resp = get("/app/cached/").await.expect("request");
+    assert_eq!(cache(&resp).as_deref(), Some("public, max-age=60"));
+    let resp = get("/public/x").await.expect("request");
+    assert_eq!(
+        cache(&resp),
+        None,
+        "public answers are the upstream's business"
+    );
+}

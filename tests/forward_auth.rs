@@ -375,3 +375,56 @@ fn the_traefik_and_envoy_examples_name_the_right_headers_and_path() {
         "an unreachable check must deny"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_match_the_original_method_and_host_as_on_a_direct_request() {
+    use authflow_gateway::config::RateRule;
+    let rule = |name: &str, methods: Vec<String>, host: Option<String>| -> RateRule {
+        let mut r = toml::from_str::<RateRule>(&format!(
+            "name = \"{name}\"\nprefix = \"/app\"\nrequests = 2\nper = \"1m\""
+        ))
+        .expect("rule");
+        r.methods = methods;
+        r.host = host;
+        r
+    };
+    let s = stack(|cfg| {
+        cfg.rate_limit.rules = vec![
+            rule("posts", vec!["POST".into()], None),
+            rule("api-host", Vec::new(), Some("api.example.com".into())),
+        ];
+    })
+    .await;
+    let ask = |method: &'static str, host: &'static str, ip: &'static str| {
+        let s = &s;
+        async move {
+            s.verify(
+                "/verify",
+                &[
+                    ("x-forwarded-for", ip),
+                    ("x-forwarded-uri", "/app/x"),
+                    ("x-forwarded-method", method),
+                    ("x-forwarded-host", host),
+                    ("accept", "application/json"),
+                ],
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        posts.push(ask("POST", "www.example.com", "198.51.100.1").await);
+    }
+    assert_eq!(posts, [401, 401, 429], "POST rule through /verify");
+    for _ in 0..3 {
+        assert_eq!(ask("GET", "www.example.com", "198.51.100.2").await, 401);
+    }
+    let mut api = Vec::new();
+    for _ in 0..3 {
+        api.push(ask("GET", "API.example.com", "198.51.100.3").await);
+    }
+    assert_eq!(api, [401, 401, 429], "host rule through /verify");
+    assert_eq!(ask("post", "www.example.com", "198.51.100.4").await, 400);
+}

@@ -48,15 +48,6 @@ fn first(headers: &serde_json::Value, name: &str) -> Option<String> {
     headers[name][0].as_str().map(str::to_owned)
 }
 
-/// The JSON lines of a log file.
-fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_is_kept_from_trusted_callers_only_and_joins_both_logs() {
     let redis = Redis::start().await;

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 /// An upstream that answers every request with JSON describing what it received:
 /// `{"server": name, "method", "path", "headers": {name: [values]}}`. A path containing
-/// `/slow/` waits 3 s first.
+/// `/slow/` waits 3 s first; `/set-cookie/` sets `sid`, `__Host-SID` and `theme` cookies;
+/// `/cached/` answers with its own `Cache-Control`.
 pub struct Upstream {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
@@ -89,8 +90,21 @@ async fn echo(
         "path": req.uri().path(),
         "headers": headers,
     });
-    let resp = hyper::Response::builder()
-        .header("content-type", "application/json")
+    let path = req.uri().path();
+    let mut resp = hyper::Response::builder().header("content-type", "application/json");
+    if path.contains("/set-cookie/") {
+        for cookie in [
+            "sid=planted; Path=/",
+            "__Host-SID=planted; Secure; Path=/",
+            "theme=dark",
+        ] {
+            resp = resp.header("set-cookie", cookie);
+        }
+    }
+    if path.contains("/cached/") {
+        resp = resp.header("cache-control", "public, max-age=60");
+    }
+    let resp = resp
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("response");
     Ok(resp)
