@@ -49,7 +49,10 @@ async fn valid_session_is_forwarded_with_identity_and_without_the_session_cookie
         .expect("request");
     assert_eq!(resp.status(), 200);
     // Not from a trusted proxy: the client's id is replaced by the gateway's own.
-    let id = resp.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let id = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
     assert_ne!(id, "trace-42");
     let echo = json(resp).await;
     let h = &echo["headers"];
