@@ -21,6 +21,15 @@ struct Stack {
 }
 
 async fn stack(redis: Redis, gateways: usize) -> Stack {
+    stack_with(redis, gateways, |_| {}).await
+}
+
+/// The same, each gateway's config changed by `tweak` first.
+async fn stack_with(
+    redis: Redis,
+    gateways: usize,
+    tweak: impl Fn(&mut authflow_gateway::config::GatewayConfig),
+) -> Stack {
     let app = Upstream::start("app").await;
     let mut auth_cfg = auth_config(&redis.url());
     auth_cfg.signup.require_email_verification = false;
@@ -31,6 +40,7 @@ async fn stack(redis: Redis, gateways: usize) -> Stack {
         with_auth_service(&mut cfg, auth.port);
         let private = free_port();
         cfg.metrics_listen = Some(format!("127.0.0.1:{private}"));
+        tweak(&mut cfg);
         let gw = Gateway::start(cfg).await;
         wait_live(private).await;
         gws.push((gw, private));
@@ -292,4 +302,173 @@ async fn with_persistence_sessions_survive_a_restart_and_the_cache_refills() {
     let before = s.reads().await;
     assert_eq!(s.app(0, &token).await, 200);
     assert_eq!(s.reads().await, before, "the cache did not refill");
+}
+
+/// Sends `n` requests to `/app/x`, each with a fresh random well-formed session cookie no
+/// session has, from `source` (a loopback address), 16 at a time; their statuses.
+async fn unknown_cookies(gw: &Gateway, n: usize, source: &str) -> Vec<u16> {
+    let client = client_from(Some(source));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (client, url) = (client.clone(), gw.url("/app/x"));
+        workers.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in (w..n).step_by(16) {
+                let token = authflow_shared::token::SessionToken::for_user("nobody");
+                let r = client
+                    .get(&url)
+                    .header("user-agent", UA)
+                    .header("cookie", format!("sid={}", token.expose()))
+                    .send()
+                    .await
+                    .expect("request");
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(statuses) = workers.join_next().await {
+        all.extend(statuses.expect("worker"));
+    }
+    all
+}
+
+/// No bound on unknown-cookie lookups and no rate limit, so every cookie reaches Redis.
+fn unbounded(cfg: &mut authflow_gateway::config::GatewayConfig) {
+    cfg.rate_limit.requests = 1_000_000;
+    cfg.session_check.unknown_cookie_lookups = 0;
+}
+
+/// Issue 18: a flood of random well-formed cookies once grew Redis' client-tracking table by
+/// two keys per request (every miss was read on the tracking connection), without bound.
+/// Now misses are read untracked and only records that exist are tracked: 2,000 unknown
+/// cookies that all reach Redis leave `tracking_total_keys` where it was, while a real
+/// session is still cached, and its logout still reaches the cache at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_cookies_do_not_grow_the_tracking_table() {
+    let s = stack_with(Redis::start().await, 1, unbounded).await;
+    let token = s.register_and_sign_in("real@example.com").await;
+    assert_eq!(s.app(0, &token).await, 200);
+    let tracked_before = s.redis.tracking_total_keys().await;
+    assert!(tracked_before >= 1, "the real session is not tracked");
+    let memory_before = s.redis.info_field("used_memory").await;
+    let mgets_before = s.redis.command_calls("mget").await;
+
+    let statuses = unknown_cookies(s.gw(0), 2_000, "127.0.0.1").await;
+    assert!(statuses.iter().all(|c| *c == 401), "{statuses:?}");
+
+    let mgets = s.redis.command_calls("mget").await - mgets_before;
+    let tracked = s.redis.tracking_total_keys().await;
+    let memory = s.redis.info_field("used_memory").await;
+    eprintln!(
+        "2000 unknown cookies: {mgets} MGETs, tracking_total_keys {tracked_before} -> {tracked}, \
+         used_memory {memory_before} -> {memory}"
+    );
+    assert!(
+        mgets >= 1_900,
+        "the cookies did not reach Redis ({mgets} MGETs)"
+    );
+    assert!(
+        tracked <= tracked_before + 2,
+        "unknown cookies grew the tracking table: {tracked_before} -> {tracked}"
+    );
+    // The real session is still served from the cache, and its end still reaches it at once.
+    let reads = s.reads().await;
+    assert_eq!(s.app(0, &token).await, 200);
+    assert_eq!(
+        s.reads().await,
+        reads,
+        "the real session fell out of the cache"
+    );
+    assert_eq!(s.post("logout", json!({}), &token).await, 204);
+    assert_eq!(
+        s.app(0, &token).await,
+        401,
+        "a logged-out session was served"
+    );
+}
+
+/// A cookie Redis did not know is answered from a short negative cache when it comes back,
+/// and every real session read is tracked, one key per session: the `seen:` key beside it
+/// is read untracked, so activity never sends invalidations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_unknown_cookie_asks_redis_once_and_real_sessions_track_one_key() {
+    let s = stack_with(Redis::start().await, 1, unbounded).await;
+    let stale = authflow_shared::token::SessionToken::for_user("gone");
+    let before = s.redis.command_calls("mget").await;
+    for _ in 0..20 {
+        assert_eq!(s.app(0, stale.expose()).await, 401);
+    }
+    assert_eq!(s.redis.command_calls("mget").await - before, 1);
+
+    let tracked_before = s.redis.tracking_total_keys().await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let token = s.register_and_sign_in(&format!("t{i}@example.com")).await;
+        assert_eq!(s.app(0, &token).await, 200);
+        tokens.push(token);
+    }
+    let tracked = s.redis.tracking_total_keys().await;
+    assert_eq!(
+        tracked - tracked_before,
+        5,
+        "one tracked key per cached session"
+    );
+    // Revoking one of them reaches the cache at once; the others stay cached.
+    assert_eq!(s.post("logout", json!({}), &tokens[0]).await, 204);
+    assert_eq!(s.app(0, &tokens[0]).await, 401);
+    let reads = s.reads().await;
+    for t in &tokens[1..] {
+        assert_eq!(s.app(0, t).await, 200);
+    }
+    assert_eq!(s.reads().await, reads);
+}
+
+/// Past `unknown_cookie_lookups` misses in the window, an address gets 429 for unknown
+/// cookies without a Redis command, while its cached sessions and other addresses go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_cookie_lookups_are_bounded_per_address() {
+    let s = stack_with(Redis::start().await, 1, |cfg| {
+        cfg.rate_limit.requests = 1_000_000;
+        cfg.session_check.unknown_cookie_lookups = 50;
+        cfg.session_check.unknown_cookie_window = authflow_shared::config::HumanDuration::secs(60);
+    })
+    .await;
+    let token = s.register_and_sign_in("near@example.com").await;
+    assert_eq!(s.app(0, &token).await, 200);
+    let before = s.redis.command_calls("mget").await;
+    let statuses = unknown_cookies(s.gw(0), 2_000, "127.0.0.3").await;
+    let mgets = s.redis.command_calls("mget").await - before;
+    let refused = statuses.iter().filter(|c| **c == 429).count();
+    eprintln!("2000 unknown cookies from one address: {mgets} MGETs, {refused} answered 429");
+    assert!(
+        statuses.iter().all(|c| [401, 429].contains(c)),
+        "{statuses:?}"
+    );
+    // 50 in the burst, plus what the window refills while the flood runs (under a second
+    // a lookup at 50 per 60 s; a slow machine may take a few seconds).
+    assert!(mgets <= 55, "{mgets} lookups reached Redis");
+    assert!(refused >= 1_900, "only {refused} refused");
+    // A 429 for this address keeps the cookie: nothing is cleared.
+    let r = client_from(Some("127.0.0.3"))
+        .get(s.gw(0).url("/app/x"))
+        .header("user-agent", UA)
+        .header(
+            "cookie",
+            format!(
+                "sid={}",
+                authflow_shared::token::SessionToken::for_user("x").expose()
+            ),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(r.headers().get("set-cookie").is_none());
+    // Another address is not affected, nor a cached session.
+    let other = unknown_cookies(s.gw(0), 10, "127.0.0.4").await;
+    assert!(other.iter().all(|c| *c == 401), "{other:?}");
+    assert_eq!(s.app(0, &token).await, 200);
 }

@@ -421,6 +421,12 @@ impl Gateway {
                 let resp = clear_cookie(&ctx.policy.session, resp, reason);
                 Step::Respond(Decision::Unauthenticated, resp)
             }
+            // Too many unknown cookies from this address: 429, the cookie kept.
+            Ok(Verdict::Throttled(over)) => {
+                let resp = LocalResponse::too_many_requests(&over);
+                ctx.rule = Some(over.policy);
+                Step::Respond(Decision::RateLimited, resp)
+            }
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
     }
@@ -487,6 +493,12 @@ impl Gateway {
                 let resp = unauthenticated(&ctx.policy.session, req, reason);
                 Step::Respond(Decision::Unauthenticated, resp)
             }
+            // Too many unknown cookies from this address: 429, the cookie kept.
+            Ok(Verdict::Throttled(over)) => {
+                let resp = LocalResponse::too_many_requests(&over);
+                ctx.rule = Some(over.policy);
+                Step::Respond(Decision::RateLimited, resp)
+            }
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
     }
@@ -511,7 +523,7 @@ impl Gateway {
         let span = step_span(ctx, "session check");
         let verdict = self
             .sessions
-            .check(&session.rules, found, fp)
+            .check(&session.rules, found, client_ip, fp)
             .instrument(span)
             .await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());

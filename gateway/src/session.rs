@@ -1,16 +1,24 @@
 //! The session step: cookie → record (session cache, else Redis) → timeouts → device
 //! fingerprint. It returns a verdict; the proxy turns a rejection into a redirect or a 401.
+//!
+//! A cache miss is looked up through the store's ordinary connections, which Redis does not
+//! track; only a record that was found is read again through the feed, tracked, and cached.
+//! Cookies that name no session are answered from [`RecentMisses`] for a few seconds and
+//! bounded per address by [`MissBudget`] ([`crate::unknown_cookies`]).
 
 use crate::breaker::Breaker;
 use crate::config::{MismatchPolicy, SessionCheckConfig};
 use crate::metrics::{self, CacheOutcome};
+use crate::rate_limit::Exceeded;
 use crate::session_cache::{Entry, SessionCache};
+use crate::unknown_cookies::{MissBudget, RecentMisses, UnknownCookieRules};
 use authflow_shared::contract::SessionContract;
 use authflow_shared::cookie::CookieLookup;
 use authflow_shared::fingerprint;
 use authflow_shared::session::{Expiry, SessionRecord};
 use authflow_shared::store::{SessionFeed, SessionStore, StoreError};
 use authflow_shared::token::{log_id, SessionToken};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,19 +62,20 @@ impl RejectReason {
     }
 }
 
-/// The metric and log label of a session check's outcome: `ok`, a [`RejectReason`], or
-/// `store_error`.
+/// The metric and log label of a session check's outcome: `ok`, a [`RejectReason`],
+/// `throttled`, or `store_error`.
 pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
     match verdict {
         Ok(Verdict::Valid { .. }) => "ok",
         Ok(Verdict::Rejected(reason)) => reason.as_str(),
+        Ok(Verdict::Throttled(_)) => "throttled",
         Err(_) => "store_error",
     }
 }
 
 /// Every label [`outcome`] can give.
 pub fn all_outcomes() -> impl Iterator<Item = &'static str> {
-    ["ok", "store_error"]
+    ["ok", "throttled", "store_error"]
         .into_iter()
         .chain(RejectReason::ALL.iter().map(|r| r.as_str()))
 }
@@ -74,15 +83,27 @@ pub fn all_outcomes() -> impl Iterator<Item = &'static str> {
 /// What the session step found.
 #[derive(Debug)]
 pub enum Verdict {
-    Valid { id: String, session: Arc<Entry> },
+    Valid {
+        id: String,
+        session: Arc<Entry>,
+    },
     Rejected(RejectReason),
+    /// The client's address looked up too many cookies Redis did not know
+    /// (`[session_check] unknown_cookie_lookups`); this one was not looked up: 429, and the
+    /// cookie is kept (it may name a real session this gateway has not cached).
+    Throttled(Exceeded),
 }
+
+/// The name of the unknown-cookie limit in `RateLimit-Policy` and the access log.
+pub const UNKNOWN_COOKIE_POLICY: &str = "unknown_cookies";
 
 /// Checks sessions against the store, through the session cache when there is one.
 pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
     cache: Option<CacheFeed>,
     breaker: Breaker,
+    misses: RecentMisses,
+    budget: MissBudget,
 }
 
 /// The timeouts and policies a session is judged by: part of the reloadable policy, so a
@@ -93,6 +114,7 @@ pub struct SessionRules {
     pub absolute: Duration,
     pub touch_interval: Duration,
     pub mismatch: MismatchPolicy,
+    pub unknown: UnknownCookieRules,
 }
 
 impl SessionRules {
@@ -102,12 +124,39 @@ impl SessionRules {
             absolute: contract.absolute_timeout.0,
             touch_interval: check.touch_interval.0,
             mismatch: check.on_fingerprint_mismatch,
+            unknown: UnknownCookieRules::new(
+                check.unknown_cookie_cache.0,
+                check.unknown_cookie_lookups,
+                check.unknown_cookie_window.0,
+            ),
         }
     }
 
     /// Why the session is over at `now`, given the latest activity known.
     fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
         record.expiry_seen(now, last_seen, self.idle, self.absolute)
+    }
+}
+
+/// What [`SessionChecker::find`] found.
+enum Found {
+    Session(Arc<Entry>),
+    /// The store has no such session (or said so a moment ago).
+    Nothing,
+    /// Not looked up: the client is over its budget of unknown cookies for this long.
+    NotAsked(Duration),
+}
+
+/// The 429 of an address over its unknown-cookie budget.
+fn throttled(rules: &UnknownCookieRules, retry_after: Duration) -> Exceeded {
+    let (requests, window) = rules
+        .budget
+        .map_or((0, Duration::ZERO), |b| (b.lookups, b.window));
+    Exceeded {
+        policy: UNKNOWN_COOKIE_POLICY.into(),
+        requests,
+        window_secs: window.as_secs_f64().ceil().max(1.0) as u64,
+        retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
 
@@ -123,6 +172,8 @@ impl SessionChecker {
             store,
             cache: None,
             breaker: Breaker::new(check.breaker_threshold, check.breaker_cool_down.0),
+            misses: RecentMisses::default(),
+            budget: MissBudget::default(),
         }
     }
 
@@ -133,13 +184,14 @@ impl SessionChecker {
         self
     }
 
-    /// The verdict for this cookie and the client's fingerprint (computed only once a
-    /// session is found). `Err` means the store could not answer: the caller must fail
-    /// closed. Malformed cookies never reach the store.
+    /// The verdict for this cookie from `client` (its address) and the client's
+    /// fingerprint (computed only once a session is found). `Err` means the store could not
+    /// answer: the caller must fail closed. Malformed cookies never reach the store.
     pub async fn check(
         &self,
         rules: &SessionRules,
         cookie: CookieLookup<'_>,
+        client: IpAddr,
         fingerprint: impl FnOnce() -> String,
     ) -> Result<Verdict, StoreError> {
         let token = match cookie {
@@ -152,8 +204,12 @@ impl SessionChecker {
         };
         let id = token.id();
         let now = authflow_shared::now_ms();
-        let Some(session) = self.find(rules, &id, now).await? else {
-            return Ok(Verdict::Rejected(RejectReason::Unknown));
+        let session = match self.find(rules, &id, client, now).await? {
+            Found::Session(session) => session,
+            Found::Nothing => return Ok(Verdict::Rejected(RejectReason::Unknown)),
+            Found::NotAsked(retry_after) => {
+                return Ok(Verdict::Throttled(throttled(&rules.unknown, retry_after)))
+            }
         };
         let record = &session.record;
         if let Some(expiry) = rules.expiry(record, session.last_seen(), now) {
@@ -175,38 +231,76 @@ impl SessionChecker {
     }
 
     /// The session, from the cache when it holds it and it does not look idle (another
-    /// instance may have seen activity since), else from the store.
+    /// instance may have seen activity since), else from the store; unless the cookie was
+    /// just found unknown, or `client` has no lookups of unknown cookies left.
     async fn find(
         &self,
         rules: &SessionRules,
         id: &str,
+        client: IpAddr,
         now: u64,
-    ) -> Result<Option<Arc<Entry>>, StoreError> {
-        let Some(c) = &self.cache else {
-            metrics::cache_lookup(CacheOutcome::Bypass);
-            return Ok(self.lookup(id).await?.map(Entry::detached));
-        };
-        if let Some(hit) = c.cache.get(id) {
-            if rules.expiry(&hit.record, hit.last_seen(), now) != Some(Expiry::Idle) {
-                metrics::cache_lookup(CacheOutcome::Hit);
-                return Ok(Some(hit));
+    ) -> Result<Found, StoreError> {
+        if let Some(c) = &self.cache {
+            if let Some(hit) = c.cache.get(id) {
+                if rules.expiry(&hit.record, hit.last_seen(), now) != Some(Expiry::Idle) {
+                    metrics::cache_lookup(CacheOutcome::Hit);
+                    return Ok(Found::Session(hit));
+                }
             }
         }
-        let Some(ticket) = c.cache.ticket(id) else {
-            metrics::cache_lookup(CacheOutcome::Bypass);
-            return Ok(self.lookup(id).await?.map(Entry::detached));
+        let unknown = &rules.unknown;
+        if self.misses.remembers(id, unknown) {
+            return Ok(Found::Nothing);
+        }
+        if let Some(wait) = unknown.budget.and_then(|l| self.budget.take(client, &l)) {
+            return Ok(Found::NotAsked(wait));
+        }
+        let cached = self.cache.as_ref().is_some_and(|c| c.cache.is_live());
+        metrics::cache_lookup(if cached {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Bypass
+        });
+        let looked = self.lookup(id).await;
+        if let (Some(limit), false) = (&unknown.budget, matches!(looked, Ok(None))) {
+            // Only misses spend the budget (an outage answers 503, not 429).
+            self.budget.give_back(client, limit);
+        }
+        let Some(found) = looked? else {
+            self.misses.missed(id, unknown);
+            return Ok(Found::Nothing);
         };
-        metrics::cache_lookup(CacheOutcome::Miss);
-        let read = self.guarded(c.feed.lookup_tracked(id)).await;
-        let record = match read {
-            Ok(r) => r,
-            // The feed dropped during the read: ask Redis directly, keep nothing.
-            Err(StoreError::Unavailable(_)) if !c.cache.is_live() => {
-                return Ok(self.lookup(id).await?.map(Entry::detached));
+        match self.keep(id, found).await {
+            Some(entry) => Ok(Found::Session(entry)),
+            None => {
+                // It ended between the two reads.
+                self.misses.missed(id, unknown);
+                Ok(Found::Nothing)
             }
-            Err(e) => return Err(e),
+        }
+    }
+
+    /// A record the store just returned, cached when the cache is live: read again through
+    /// the feed, tracked, and what that read returns is kept (it may have changed or ended
+    /// since; `None`). If the feed cannot read it, the record is served uncached.
+    async fn keep(&self, id: &str, found: SessionRecord) -> Option<Arc<Entry>> {
+        let Some(c) = &self.cache else {
+            return Some(Entry::detached(found));
         };
-        Ok(record.map(|r| c.cache.insert(id, r, ticket)))
+        let Some(ticket) = c.cache.ticket(id) else {
+            return Some(Entry::detached(found));
+        };
+        match c.feed.track(id).await {
+            Ok(Some(mut record)) => {
+                record.last_seen_at = record.last_seen_at.max(found.last_seen_at);
+                Some(c.cache.insert(id, record, ticket))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(session = log_id(id), error = %e, "tracked read failed: session served uncached");
+                Some(Entry::detached(found))
+            }
+        }
     }
 
     /// The store's record, through the circuit breaker.

@@ -141,6 +141,28 @@ impl Redis {
             .unwrap_or(0)
     }
 
+    /// A numeric field of `INFO` (e.g. `"tracking_total_keys"`, `"used_memory"`), 0 if absent.
+    pub async fn info_field(&self, field: &str) -> u64 {
+        use fred::interfaces::ClientLike;
+        let info: String = self
+            .client()
+            .await
+            .info(Some(fred::types::InfoKind::All))
+            .await
+            .expect("info");
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How many keys Redis remembers for client-side caching (`CLIENT TRACKING`), over
+    /// every client: the table a flood of unknown cookies must not grow.
+    pub async fn tracking_total_keys(&self) -> u64 {
+        self.info_field("tracking_total_keys").await
+    }
+
     /// A raw fred client for looking at keys.
     pub async fn client(&self) -> fred::clients::Client {
         use fred::interfaces::ClientLike;

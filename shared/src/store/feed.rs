@@ -1,25 +1,31 @@
 //! [`RedisFeed`]: Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING`) for
 //! the gateway's session cache.
 //!
-//! One dedicated connection (one per node on a Cluster) with tracking on, in the default
-//! mode: Redis remembers which keys this connection read and pushes an invalidation on the
-//! same connection when any client changes one of them (logout, revoke, reset, expiry).
-//! Cache misses are read through this connection, so whatever is cached is tracked.
+//! One dedicated connection (one per node on a Cluster) with tracking on in `OPTIN` mode:
+//! Redis remembers only the keys this connection reads right after `CLIENT CACHING yes`,
+//! and pushes an invalidation on the same connection when any client changes one of them
+//! (logout, revoke, reset, expiry). The gateway looks sessions up through its ordinary,
+//! untracked pool; only a record that was found, and will be cached, is read again here
+//! ([`SessionFeed::track`]), so whatever is cached is tracked and nothing else is. (In the
+//! default mode every miss was read here: a flood of 1,904 random cookies grew Redis'
+//! `tracking_total_keys` by 3,808 and its memory by ~700 KB, without bound; issue 18.) Only
+//! the `session:` key is tracked, not `seen:`: activity must not send invalidations.
 //!
 //! The connection is never reconnected behind our back: fred's reconnect policy is off and
 //! this loop builds a new client after every failure, telling the sink to forget everything
 //! first. So no read can land on a fresh, untracked connection while the cache still
 //! trusts it, and no invalidation lost with a dead connection can leave a stale record.
 
-use super::codec::{decode, session_keys};
+use super::codec::decode_record;
 use super::op_metrics::{self, Op};
 use super::{ChangeSink, SessionFeed, StoreError};
+use crate::keys;
 use crate::session::SessionRecord;
 use async_trait::async_trait;
 use fred::error::ErrorKind;
 use fred::interfaces::TrackingInterface;
 use fred::prelude::*;
-use fred::types::RespVersion;
+use fred::types::{ClusterHash, RespVersion};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -82,8 +88,9 @@ impl RedisFeed {
             .map_err(|e| Ended::Refused(e.to_string()))
     }
 
-    /// Connects and turns tracking on; the receivers are subscribed before tracking starts,
-    /// so no invalidation can be missed.
+    /// Connects and turns tracking on (`OPTIN`: nothing is tracked until [`Self::read_tracked`]
+    /// asks); the receivers are subscribed before tracking starts, so no invalidation can
+    /// be missed.
     async fn connect(&self) -> Result<(Client, Receivers), Ended> {
         let client = self.build()?;
         let receivers = Receivers {
@@ -96,10 +103,7 @@ impl RedisFeed {
             Ok(Err(e)) => return Err(classify(&e)),
             Err(_) => return Err(Ended::Down("connect timed out".into())),
         }
-        if let Err(e) = client
-            .start_tracking(None, false, false, false, false)
-            .await
-        {
+        if let Err(e) = client.start_tracking(None, false, true, false, false).await {
             let _ = client.quit().await;
             return Err(classify(&e));
         }
@@ -142,6 +146,33 @@ impl RedisFeed {
         }
     }
 
+    /// `GET session:{id}` on the tracking connection, tracked: `MULTI`, `CLIENT CACHING
+    /// yes`, `GET`, `EXEC`. Redis tracks the reads of the command right after `CLIENT
+    /// CACHING yes`, or of the whole transaction it is in; fred writes a transaction in one
+    /// go on one connection (its router drains the connection first and reads the replies
+    /// itself, still passing invalidations on), so no other command of this client can come
+    /// between the two. Both commands are pinned to the key's slot: on a Cluster the
+    /// key's node is the one that must track it.
+    async fn read_tracked(client: &Client, id: &str) -> Result<Option<String>, fred::error::Error> {
+        let key = keys::session(id);
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let trx = client.multi();
+        let pinned = trx.with_options(&Options {
+            cluster_hash: Some(ClusterHash::Custom(slot)),
+            ..Default::default()
+        });
+        let _: () = pinned.client_caching(true).await?;
+        let _: () = pinned.get(&key).await?;
+        let mut replies: Vec<Value> = trx.exec(true).await?;
+        match replies.pop() {
+            Some(value) if replies.len() == 1 => value.convert(),
+            _ => Err(fred::error::Error::new(
+                ErrorKind::Protocol,
+                "tracked read: unexpected EXEC reply",
+            )),
+        }
+    }
+
     fn set_client(&self, client: Option<Client>) {
         if let Ok(mut slot) = self.client.write() {
             *slot = client;
@@ -168,20 +199,19 @@ fn classify(e: &fred::error::Error) -> Ended {
 
 #[async_trait]
 impl SessionFeed for RedisFeed {
-    async fn lookup_tracked(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    async fn track(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let client = self
             .client
             .read()
             .ok()
             .and_then(|c| c.clone())
             .ok_or_else(|| StoreError::Unavailable("tracking connection down".into()))?;
-        let read = client.mget::<Vec<Option<String>>, _>(session_keys(id));
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.timeout, read).await;
+        let result = tokio::time::timeout(self.timeout, Self::read_tracked(&client, id)).await;
         let seconds = started.elapsed().as_secs_f64();
-        op_metrics::observe(Op::Lookup, seconds, op_metrics::failure_of(&result));
+        op_metrics::observe(Op::Track, seconds, op_metrics::failure_of(&result));
         match result {
-            Ok(Ok(raw)) => decode(raw),
+            Ok(Ok(raw)) => decode_record(raw),
             Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {:?}",

@@ -90,11 +90,19 @@ pub trait ChangeSink: Send + Sync {
 }
 
 /// Reads whose later changes the store reports, and the loop that reports them.
+///
+/// Only records that exist are followed: a caller looks a session up with
+/// [`SessionStore::lookup`] (which the store does not follow) and calls
+/// [`SessionFeed::track`] only for a record it found and will keep, so cookies that name
+/// no session (a flood of guesses) cost the store no memory.
 #[async_trait]
 pub trait SessionFeed: Send + Sync {
-    /// Like [`SessionStore::lookup`], read so that a later change of the record reaches the
-    /// sink given to [`SessionFeed::run`]. `Err` also when the feed is down.
-    async fn lookup_tracked(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Reads session `id`'s record again, so that from now on a change of it reaches the
+    /// sink given to [`SessionFeed::run`]; keep what this returns, not the earlier read (the
+    /// record may have changed or ended in between: `None`). Its `last_seen_at` is the
+    /// record's own; the latest activity comes with [`SessionStore::lookup`]. `Err` also
+    /// when the feed is down.
+    async fn track(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Keeps the feed connected and reports to `sink` until the process ends: reconnects by
     /// itself, and calls [`ChangeSink::reset`] on every drop and every new connection.
     async fn run(&self, sink: Arc<dyn ChangeSink>);

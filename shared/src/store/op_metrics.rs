@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
     Lookup,
+    /// The gateway's tracked re-read of a found session ([`super::SessionFeed::track`]).
+    Track,
     Touch,
     Create,
     Delete,
@@ -25,8 +27,9 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 12] = [
+    const ALL: [Op; 13] = [
         Op::Lookup,
+        Op::Track,
         Op::Touch,
         Op::Create,
         Op::Delete,
@@ -43,6 +46,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Lookup => "session_lookup",
+            Op::Track => "session_track",
             Op::Touch => "session_touch",
             Op::Create => "session_create",
             Op::Delete => "session_delete",
