@@ -172,11 +172,33 @@ impl Accounts {
         Ok(())
     }
 
-    /// Confirms an address with the token from the verification link.
+    /// Confirms an address with the token from the verification link. When the link also
+    /// sets the password (the one chosen in the sign-up that sent it, which replaces any
+    /// earlier sign-up's), every session of the account ends, as for a reset and in the
+    /// same order (ASVS 5.0 7.4.3): before the change, so that a Redis outage answers 503
+    /// and leaves the link usable, and again after it. Without this, someone who signed up
+    /// first with the owner's address (and signed in, where verification is not required)
+    /// would keep their session after the owner took the account back.
     pub async fn verify_email(&self, token: Option<&str>) -> Result<(), ApiError> {
         let token = token
             .filter(|t| !t.is_empty() && t.len() <= 512)
             .ok_or(ApiError::InvalidToken)?;
-        Ok(self.users.verify_email(token).await?)
+        if let Some(account) = self.users.verification_account(token).await? {
+            let revoked = self.sessions.revoke_user(&account.user_id).await?;
+            metrics::revoked(Revocation::EmailVerified, revoked);
+        }
+        let Some(account) = self.users.verify_email(token).await? else {
+            return Ok(());
+        };
+        match self.sessions.revoke_user(&account.user_id).await {
+            Ok(revoked) => {
+                metrics::revoked(Revocation::EmailVerified, revoked);
+                tracing::info!(user = %account.user_id, revoked, "address verified with its password; all sessions revoked")
+            }
+            Err(e) => {
+                tracing::error!(user = %account.user_id, error = %e, "verification: second revoke failed")
+            }
+        }
+        Ok(())
     }
 }

@@ -149,8 +149,23 @@ impl Mailer {
         format!("{}{}?token={}", self.base_url, path, token)
     }
 
-    async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
-        let result = self.deliver(to, subject, body).await;
+    /// Sends `mail` after the caller has answered. Every account flow hands its mail here
+    /// and goes on at once, so how long a transport takes (an SMTP round trip, a file
+    /// write) never shows in an answer's timing, and answers that must look alike (a
+    /// sign-up for a new or a registered address) do the same work: one hand-over.
+    /// Failures are logged and counted.
+    pub fn queue(self: &Arc<Self>, mail: Outgoing) {
+        let mailer = self.clone();
+        tokio::spawn(async move {
+            let kind = mail.kind;
+            if let Err(e) = mailer.send(mail).await {
+                tracing::error!(kind = kind.as_str(), error = %e, "could not send mail");
+            }
+        });
+    }
+
+    async fn send(&self, mail: Outgoing) -> Result<(), MailError> {
+        let result = self.deliver(&mail.to, mail.subject, mail.body).await;
         crate::metrics::mail(if result.is_ok() { "sent" } else { "failed" });
         result
     }
@@ -190,38 +205,44 @@ impl Mailer {
         }
     }
 
-    pub async fn send_verification(&self, to: &str, token: &str) -> Result<(), MailError> {
+    /// The verification link for a sign-up.
+    pub fn verification(&self, to: &str, token: &str) -> Outgoing {
         let link = self.link(&Endpoint::VerifyEmail.path(), token);
-        self.send(
-            to,
-            "Confirm your email address",
-            format!("Welcome!\n\nConfirm your email address by opening this link:\n\n{link}\n\nIf you did not sign up, ignore this message.\n"),
-        )
-        .await
+        Outgoing {
+            kind: MailKind::Verification,
+            to: to.to_owned(),
+            subject: "Confirm your email address",
+            body: format!("Welcome!\n\nConfirm your email address by opening this link:\n\n{link}\n\nIf you did not sign up, ignore this message.\n"),
+        }
     }
 
-    pub async fn send_already_registered(&self, to: &str) -> Result<(), MailError> {
+    /// "Someone tried to register with your address", for a sign-up of a registered one.
+    pub fn already_registered(&self, to: &str) -> Outgoing {
         let link = format!("{}{}", self.base_url, Page::ForgotPassword.path());
-        self.send(
-            to,
-            "Someone tried to register with your email address",
-            format!("Someone tried to create an account with this email address, which already has one.\n\nIf it was you, sign in instead, or reset your password here:\n\n{link}\n\nIf it was not you, you can ignore this message.\n"),
-        )
-        .await
+        Outgoing {
+            kind: MailKind::AlreadyRegistered,
+            to: to.to_owned(),
+            subject: "Someone tried to register with your email address",
+            body: format!("Someone tried to create an account with this email address, which already has one.\n\nIf it was you, sign in instead, or reset your password here:\n\n{link}\n\nIf it was not you, you can ignore this message.\n"),
+        }
     }
 
-    pub async fn send_password_reset(
-        &self,
-        to: &str,
-        token: &str,
-        valid_minutes: u64,
-    ) -> Result<(), MailError> {
+    /// A password-reset link, valid `valid_minutes`.
+    pub fn password_reset(&self, to: &str, token: &str, valid_minutes: u64) -> Outgoing {
         let link = self.link(&Page::ResetPassword.path(), token);
-        self.send(
-            to,
-            "Reset your password",
-            format!("A password reset was requested for this account.\n\nChoose a new password here (valid for {valid_minutes} minutes, once):\n\n{link}\n\nIf you did not ask for this, ignore this message; your password stays as it is.\n"),
-        )
-        .await
+        Outgoing {
+            kind: MailKind::Reset,
+            to: to.to_owned(),
+            subject: "Reset your password",
+            body: format!("A password reset was requested for this account.\n\nChoose a new password here (valid for {valid_minutes} minutes, once):\n\n{link}\n\nIf you did not ask for this, ignore this message; your password stays as it is.\n"),
+        }
     }
+}
+
+/// A message built and ready to go ([`Mailer::queue`]).
+pub struct Outgoing {
+    kind: MailKind,
+    to: String,
+    subject: &'static str,
+    body: String,
 }

@@ -30,10 +30,13 @@ pub enum Revocation {
     PasswordReset,
     /// A sign-in went over `max_sessions_per_user`: the oldest ended.
     CapEvicted,
+    /// Following a verification link set the account's password (the one chosen in the
+    /// sign-up that sent it): every session of the account ended.
+    EmailVerified,
 }
 
 impl Revocation {
-    pub const ALL: [Revocation; 8] = [
+    pub const ALL: [Revocation; 9] = [
         Revocation::SignOut,
         Revocation::Replaced,
         Revocation::OwnerOne,
@@ -42,6 +45,7 @@ impl Revocation {
         Revocation::PasswordChange,
         Revocation::PasswordReset,
         Revocation::CapEvicted,
+        Revocation::EmailVerified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Revocation {
             Revocation::PasswordChange => "password_change",
             Revocation::PasswordReset => "password_reset",
             Revocation::CapEvicted => "cap_evicted",
+            Revocation::EmailVerified => "email_verified",
         }
     }
 }

@@ -125,51 +125,84 @@ impl BuiltinUsers {
 
     /// Uses up every open token of `purpose` for `user_id` (a newer one replaces them).
     async fn retire_tokens(&self, user_id: &str, purpose: &str) -> Result<(), ProviderError> {
-        sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
-        )
-        .bind(now_ms() as i64)
-        .bind(user_id)
-        .bind(purpose)
-        .execute(&self.db)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let mut conn = self.db.acquire().await.map_err(unavailable)?;
+        retire_links(&mut conn, user_id, Some(purpose), now_ms() as i64).await
     }
 
-    /// Sends a verification link for `user_id` that confirms `hash` only.
-    async fn send_verification(
+    /// The one write of every sign-up, the same statements whatever the address holds, so
+    /// that a registered address answers in the time of a new one (ASVS 5.0 6.3.8): creates
+    /// the account if the address is new, retires the account's open verification links,
+    /// and stores `token` as the new one. For an account still pending that is a live link
+    /// confirming `hash`; for a verified account it is born used (nobody receives it, and it
+    /// could confirm nothing). Returns whether the address was already verified.
+    async fn record_sign_up(
         &self,
-        user_id: &str,
         email: &str,
         hash: &str,
-    ) -> Result<(), ProviderError> {
-        let token = self
-            .issue_token(user_id, VERIFY_EMAIL, self.verification_ttl, Some(hash))
-            .await?;
-        if let Err(e) = self.mailer.send_verification(email, &token).await {
-            tracing::error!(error = %e, "could not send verification email");
-        }
-        Ok(())
-    }
-
-    async fn create_user(&self, email: &str, hash: &str) -> Result<Option<String>, ProviderError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        token: &str,
+    ) -> Result<bool, ProviderError> {
         let now = now_ms() as i64;
-        let inserted = sqlx::query(
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        sqlx::query(
             "INSERT INTO users (id, email, password_hash, email_verified_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (email) DO NOTHING",
+             VALUES ($1, $2, $3, NULL, $4, $4) ON CONFLICT (email) DO NOTHING",
         )
-        .bind(&id)
+        .bind(uuid::Uuid::new_v4().to_string())
         .bind(email)
         .bind(hash)
         .bind(now)
-        .bind(now)
-        .execute(&self.db)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok((inserted.rows_affected() == 1).then_some(id))
+        let row = sqlx::query("SELECT id, email_verified_at FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let user_id: String = row.try_get(0).map_err(unavailable)?;
+        let verified = row.try_get::<Option<i64>, _>(1).unwrap_or(None).is_some();
+        retire_links(&mut tx, &user_id, Some(VERIFY_EMAIL), now).await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at, password_hash, used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hash_hex(token.as_bytes()))
+        .bind(&user_id)
+        .bind(VERIFY_EMAIL)
+        .bind(now + self.verification_ttl.as_millis() as i64)
+        .bind(hash)
+        .bind(verified.then_some(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(verified)
     }
+}
+
+/// Uses up the open links of `user_id`: those of `purpose`, or every one (`None`: the
+/// password changed, so no earlier reset or verification link may set another).
+async fn retire_links(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    purpose: Option<&str>,
+    now: i64,
+) -> Result<(), ProviderError> {
+    let query = match purpose {
+        Some(purpose) => sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(purpose),
+        None => sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id),
+    };
+    query.execute(conn).await.map_err(unavailable)?;
+    Ok(())
 }
 
 fn unavailable(e: sqlx::Error) -> ProviderError {
@@ -178,45 +211,34 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
 
 #[async_trait]
 impl UserProvider for BuiltinUsers {
-    /// One password hash in every case (same work whatever the address), then: a new
-    /// account and its link; for a verified account, a note to its owner; for a sign-up
-    /// still pending, a fresh link that confirms *this* sign-up's password and replaces the
-    /// earlier links, so whoever signed up first with someone else's address cannot have
-    /// their password confirmed by the owner's click.
+    /// The same work whatever the address holds (ASVS 5.0 6.3.8): one password hash, one
+    /// write ([`BuiltinUsers::record_sign_up`]), one ask of the mail cooldown and one mail
+    /// handed to the queue, which sends it after the answer. A new address gets its account
+    /// and a link; a verified one, a note to its owner; a sign-up still pending, a fresh
+    /// link that confirms *this* sign-up's password and replaces the earlier links, so
+    /// whoever signed up first with someone else's address cannot have their password
+    /// confirmed by the owner's click.
     async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError> {
         let hash = self
             .hasher
             .hash(password)
             .await
             .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let Some(row) = self.find(email).await? else {
-            return match self.create_user(email, &hash).await? {
-                Some(user_id) => self.send_verification(&user_id, email, &hash).await,
-                // Lost a race with a concurrent sign-up of the same address.
-                None => Ok(()),
-            };
+        let token = random_token(32);
+        let registered = self.record_sign_up(email, &hash, &token).await?;
+        let (kind, mail) = if registered {
+            (
+                MailKind::AlreadyRegistered,
+                self.mailer.already_registered(email),
+            )
+        } else {
+            (
+                MailKind::Verification,
+                self.mailer.verification(email, &token),
+            )
         };
-        let verified: Option<i64> = row.try_get("email_verified_at").unwrap_or(None);
-        if verified.is_some() {
-            if self
-                .mailer
-                .may_send(MailKind::AlreadyRegistered, email, "")
-                .await
-            {
-                if let Err(e) = self.mailer.send_already_registered(email).await {
-                    tracing::error!(error = %e, "could not send already-registered email");
-                }
-            }
-            return Ok(());
-        }
-        let user_id: String = row.get("id");
-        self.retire_tokens(&user_id, VERIFY_EMAIL).await?;
-        if self
-            .mailer
-            .may_send(MailKind::Verification, email, "")
-            .await
-        {
-            self.send_verification(&user_id, email, &hash).await?;
+        if self.mailer.may_send(kind, email, "").await {
+            self.mailer.queue(mail);
         }
         Ok(())
     }
@@ -260,13 +282,17 @@ impl UserProvider for BuiltinUsers {
             .hash(new_password)
             .await
             .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let now = now_ms() as i64;
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
         sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(hash)
-            .bind(now_ms() as i64)
+            .bind(now)
             .bind(user_id)
-            .execute(&self.db)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        retire_links(&mut tx, user_id, None, now).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -289,13 +315,10 @@ impl UserProvider for BuiltinUsers {
         let token = self
             .issue_token(&user_id, RESET_PASSWORD, self.reset_ttl, None)
             .await?;
-        if let Err(e) = self
-            .mailer
-            .send_password_reset(email, &token, self.reset_ttl.as_secs() / 60)
-            .await
-        {
-            tracing::error!(error = %e, "could not send password-reset email");
-        }
+        self.mailer.queue(
+            self.mailer
+                .password_reset(email, &token, self.reset_ttl.as_secs() / 60),
+        );
         Ok(())
     }
 
@@ -357,13 +380,34 @@ impl UserProvider for BuiltinUsers {
         .await
         .map_err(unavailable)?
         .get(0);
+        retire_links(&mut tx, &user_id, None, now).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Account { user_id, email })
     }
 
+    async fn verification_account(&self, token: &str) -> Result<Option<Account>, ProviderError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email FROM one_time_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.purpose = $2 AND t.used_at IS NULL AND t.expires_at > $3 \
+             AND t.password_hash IS NOT NULL AND u.email_verified_at IS NULL",
+        )
+        .bind(hash_hex(token.as_bytes()))
+        .bind(VERIFY_EMAIL)
+        .bind(now_ms() as i64)
+        .fetch_optional(&self.db)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map(|row| Account {
+            user_id: row.get(0),
+            email: row.get(1),
+        }))
+    }
+
     /// Confirms the address and, with it, the password chosen in the sign-up that sent this
-    /// link. A link for an address already confirmed changes nothing.
-    async fn verify_email(&self, token: &str) -> Result<(), ProviderError> {
+    /// link; that is a password change, so the account's other open links are retired with
+    /// it, and the caller ends its sessions. A link for an address already confirmed
+    /// changes nothing.
+    async fn verify_email(&self, token: &str) -> Result<Option<Account>, ProviderError> {
         let mut tx = self.db.begin().await.map_err(unavailable)?;
         let now = now_ms() as i64;
         let row = sqlx::query(
@@ -381,18 +425,29 @@ impl UserProvider for BuiltinUsers {
         .ok_or(ProviderError::InvalidToken)?;
         let user_id: String = row.get(0);
         let chosen: Option<String> = row.try_get(1).unwrap_or(None);
-        sqlx::query(
+        let sets_password = chosen.is_some();
+        let confirmed = sqlx::query(
             "UPDATE users SET email_verified_at = $1, password_hash = COALESCE($2, password_hash), updated_at = $1 \
-             WHERE id = $3 AND email_verified_at IS NULL",
+             WHERE id = $3 AND email_verified_at IS NULL RETURNING email",
         )
         .bind(now)
         .bind(chosen)
         .bind(&user_id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
+        let replaced = match confirmed {
+            Some(row) if sets_password => {
+                retire_links(&mut tx, &user_id, None, now).await?;
+                Some(Account {
+                    user_id,
+                    email: row.get(0),
+                })
+            }
+            _ => None,
+        };
         tx.commit().await.map_err(unavailable)?;
-        Ok(())
+        Ok(replaced)
     }
 
     async fn health(&self) -> Result<(), String> {

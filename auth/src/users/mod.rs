@@ -65,9 +65,20 @@ pub trait UserProvider: Send + Sync {
         token: &str,
         new_password: &str,
     ) -> Result<Account, ProviderError>;
-    async fn verify_email(&self, token: &str) -> Result<(), ProviderError>;
+    /// The account whose password following verification link `token` would set (the
+    /// password chosen in the sign-up that sent it), without using the link up; `Ok(None)`
+    /// when the link sets no password, is not valid, or the provider cannot tell. Lets the
+    /// caller end the account's sessions *before* the password changes.
+    async fn verification_account(&self, _token: &str) -> Result<Option<Account>, ProviderError> {
+        Ok(None)
+    }
+    /// Confirms the address with verification link `token` and uses the link up;
+    /// `Some(account)` when that also set the account's password, whose sessions must then
+    /// go (someone else may have signed up first with this address and signed in).
+    async fn verify_email(&self, token: &str) -> Result<Option<Account>, ProviderError>;
     /// Sets a new password for a signed-in user who has just proved the old one; `who` is
     /// what that proof returned (Supabase: a fresh GoTrue session to make the change with).
+    /// Every open reset and verification link of the account stops working with it.
     async fn set_password(&self, who: &SignedIn, new_password: &str) -> Result<(), ProviderError>;
     /// The id of the account with `email` (for operators naming a user by address);
     /// `Ok(None)` when there is none or the provider cannot look it up.

@@ -370,7 +370,8 @@ impl UserProvider for SupabaseUsers {
         })
     }
 
-    async fn verify_email(&self, token: &str) -> Result<(), ProviderError> {
+    /// GoTrue keeps the password of a sign-up itself; confirming sets none of ours.
+    async fn verify_email(&self, token: &str) -> Result<Option<Account>, ProviderError> {
         let r = self
             .call(
                 Method::POST,
@@ -380,7 +381,7 @@ impl UserProvider for SupabaseUsers {
             )
             .await?;
         if r.status == StatusCode::OK {
-            Ok(())
+            Ok(None)
         } else {
             Err(ProviderError::InvalidToken)
         }

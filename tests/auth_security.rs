@@ -1,0 +1,158 @@
+//! The auth service against someone who knows a victim's address: a squatter who signed up
+//! with it first, old links outliving a password change, guessing that would lock the owner
+//! out, and addresses that look alike. End to end over HTTP against real Redis and SQLite
+//! (and the gateway where the cookie is what matters).
+
+mod support;
+
+use authflow_auth::AuthConfig;
+use serde_json::json;
+use support::*;
+
+const PW: &str = "correct horse battery";
+
+/// The auth service on SQLite with [`auth_config`] changed by `adjust`.
+async fn auth_service(redis: &Redis, adjust: impl FnOnce(&mut AuthConfig)) -> AuthService {
+    let mut cfg = auth_config(&redis.url());
+    adjust(&mut cfg);
+    AuthService::start(cfg, &[]).await
+}
+
+/// The newest verification link in the outbox that is not one of `seen`.
+async fn new_verification_link(svc: &AuthService, seen: &[String]) -> String {
+    poll(
+        || async {
+            outbox_messages(&svc.outbox())
+                .into_iter()
+                .filter(|m| m.contains("verify-email"))
+                .map(|m| link_token(&m))
+                .rfind(|t| !seen.contains(t))
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("a new verification link")
+}
+
+async fn follow_verification(base: &str, token: &str) -> u16 {
+    client()
+        .get(format!(
+            "{base}/api/v1/simple_auth/verify-email?token={token}"
+        ))
+        .send()
+        .await
+        .expect("verify")
+        .status()
+        .as_u16()
+}
+
+/// With `require_email_verification = false`, a squatter signs up with the owner's address
+/// and signs in. The owner then signs up and follows the mailed link, which sets the
+/// owner's password: the squatter's session must end with it (ASVS 5.0 7.4.3), through the
+/// gateway as for any other request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_verification_ends_a_squatters_session() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let auth = auth_service(&redis, |c| c.signup.require_email_verification = false).await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    with_auth_service(&mut cfg, auth.port);
+    let gw = Gateway::start(cfg).await;
+    let base = gw.url("");
+    let email = "victim@example.com";
+    let squatter_pw = "the squatter's own password";
+
+    let r = post_json(
+        gw.url("/api/v1/simple_auth/signup"),
+        json!({"email": email, "password": squatter_pw}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let squatters_link = new_verification_link(&auth, &[]).await;
+    let r = sign_in_through(&base, email, squatter_pw).await;
+    assert_eq!(r.status(), 200, "verification is not required to sign in");
+    let squatter = session_cookie(&r).expect("the squatter's session");
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &squatter).await.status(),
+        200
+    );
+
+    let r = post_json(
+        gw.url("/api/v1/simple_auth/signup"),
+        json!({"email": email, "password": PW}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let owners_link = new_verification_link(&auth, &[squatters_link]).await;
+    assert_eq!(follow_verification(&base, &owners_link).await, 200);
+
+    let r = get_with_session(gw.url("/app/x"), &squatter).await;
+    assert_eq!(
+        r.status(),
+        401,
+        "the squatter's session outlived the owner's verification"
+    );
+    assert_eq!(
+        sign_in_through(&base, email, squatter_pw).await.status(),
+        401
+    );
+    let owner = session_cookie(&sign_in_through(&base, email, PW).await).expect("owner");
+    assert_eq!(
+        get_with_session(gw.url("/app/x"), &owner).await.status(),
+        200
+    );
+}
+
+/// A password change retires every open link of the account: a reset link asked for
+/// before it, and the verification link of the sign-up (which would set the sign-up's
+/// password back), both answer 400 afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_retires_earlier_reset_and_verification_links() {
+    let redis = Redis::start().await;
+    let svc = auth_service(&redis, |c| c.signup.require_email_verification = false).await;
+    let email = "changer@example.com";
+    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let verification = new_verification_link(&svc, &[]).await;
+    let r = post_json(svc.api("forgot-password"), json!({"email": email})).await;
+    assert_eq!(r.status(), 202);
+    let reset = link_token(&wait_for_mail(&svc.outbox(), email, "reset-password").await);
+
+    let r = post_json(svc.api("signin"), json!({"email": email, "password": PW})).await;
+    let session = session_cookie(&r).expect("session");
+    let new_pw = "a freshly changed password";
+    let r = client()
+        .post(svc.api("change-password"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={session}"))
+        .json(&json!({"old_password": PW, "new_password": new_pw}))
+        .send()
+        .await
+        .expect("change");
+    assert_eq!(r.status(), 200);
+
+    let r = post_json(
+        svc.api("reset-password/update"),
+        json!({"token": reset, "new_password": "the attacker's reset password"}),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        400,
+        "a reset link from before the change still worked"
+    );
+    assert_eq!(json(r).await["error"], "invalid_token");
+    assert_eq!(
+        follow_verification(&svc.url(""), &verification).await,
+        400,
+        "a verification link from before the change still worked"
+    );
+    let r = post_json(
+        svc.api("signin"),
+        json!({"email": email, "password": new_pw}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the changed password must hold");
+    let r = post_json(svc.api("signin"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 401);
+}
