@@ -156,3 +156,67 @@ async fn a_password_change_retires_earlier_reset_and_verification_links() {
     let r = post_json(svc.api("signin"), json!({"email": email, "password": PW})).await;
     assert_eq!(r.status(), 401);
 }
+
+/// Addresses a person cannot tell apart are one account: with a zero-width space, a soft
+/// hyphen or full-width letters they sign up (the owner is told, no second account) and
+/// sign in as the same user. An address with a look-alike letter from another script is
+/// refused with a 400 that says why, wherever it is typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_addresses_are_one_account_or_refused() {
+    let redis = Redis::start().await;
+    let svc = auth_service(&redis, |_| {}).await;
+    let email = "ann@example.com";
+    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let link = new_verification_link(&svc, &[]).await;
+    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
+    let r = post_json(svc.api("signin"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 200);
+    let user_id = json(r).await["user_id"].clone();
+
+    let r = post_json(
+        svc.api("signup"),
+        json!({"email": "an\u{200B}n@Example.com", "password": "another person's password"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    wait_for_mail(&svc.outbox(), email, "tried to register").await;
+    for spelling in [
+        "a\u{00AD}nn@example.com",
+        "an\u{200B}n@example.com",
+        "\u{FF41}\u{FF4E}\u{FF4E}@example.com",
+    ] {
+        let r = post_json(
+            svc.api("signin"),
+            json!({"email": spelling, "password": PW}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{spelling:?}");
+        assert_eq!(json(r).await["user_id"], user_id, "{spelling:?}");
+    }
+    assert!(
+        !outbox_messages(&svc.outbox())
+            .iter()
+            .any(|m| m.contains("\u{200B}")),
+        "a mail went to the zero-width spelling"
+    );
+
+    let cyrillic_a = "\u{0430}nn@example.com";
+    for (endpoint, body) in [
+        ("signup", json!({"email": cyrillic_a, "password": PW})),
+        ("signin", json!({"email": cyrillic_a, "password": PW})),
+        ("forgot-password", json!({"email": cyrillic_a})),
+    ] {
+        let r = post_json(svc.api(endpoint), body).await;
+        assert_eq!(r.status(), 400, "{endpoint}");
+        let body = json(r).await;
+        assert_eq!(body["error"], "mixed_script_email", "{endpoint}: {body}");
+        assert_eq!(body["field"], "email", "{endpoint}: {body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("scripts")),
+            "{endpoint}: {body}"
+        );
+    }
+}

@@ -23,6 +23,9 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("validation: {field}: {reason}")]
     Validation { field: &'static str, reason: String },
+    /// An address whose local part (or a domain label) mixes scripts: a look-alike.
+    #[error("email mixes scripts")]
+    MixedScriptEmail,
     #[error("invalid credentials")]
     InvalidCredentials,
     /// No valid session on a request that needs one.
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Validation { .. } => "validation_failed",
+            ApiError::MixedScriptEmail => "mixed_script_email",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::EmailNotVerified => "email_not_verified",
@@ -101,7 +105,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType => 415,
             ApiError::PayloadTooLarge => 413,
-            ApiError::InvalidJson(_) | ApiError::InvalidToken => 400,
+            ApiError::InvalidJson(_) | ApiError::InvalidToken | ApiError::MixedScriptEmail => 400,
             ApiError::Validation { .. } => 422,
             ApiError::InvalidCredentials | ApiError::Unauthenticated => 401,
             ApiError::EmailNotVerified | ApiError::CrossSite => 403,
@@ -135,6 +139,12 @@ impl ApiError {
             ApiError::Validation { field, reason } => {
                 body["field"] = json!(field);
                 body["reason"] = json!(reason);
+            }
+            ApiError::MixedScriptEmail => {
+                body["field"] = json!("email");
+                body["reason"] = json!(
+                    "mixes letters from different scripts (such as Latin and Cyrillic); type the address in one script"
+                );
             }
             _ => {}
         }

@@ -4,7 +4,7 @@
 //! ([`crate::api`] answers JSON, [`crate::forms`] turns the same outcome into a redirect).
 
 use crate::credentials::{
-    looks_like_email, normalize_email, plausible_sign_in, validate_email, validate_password,
+    email_input, looks_like_email, plausible_sign_in, validate_email, validate_password,
 };
 use crate::error::ApiError;
 use crate::http::ApiRequest;
@@ -55,7 +55,7 @@ impl Accounts {
         email: &str,
         password: &str,
     ) -> Result<(SessionToken, SessionRecord), ApiError> {
-        let email = normalize_email(email);
+        let email = email_input(email)?;
         if !plausible_sign_in(&email, password) {
             return Err(ApiError::InvalidCredentials);
         }
@@ -116,7 +116,7 @@ impl Accounts {
     /// answered, so existing and unknown addresses answer alike, in the same time; at most
     /// one reset mail per address per cooldown.
     pub async fn forgot_password(&self, email: &str) -> Result<(), ApiError> {
-        let email = normalize_email(email);
+        let email = email_input(email)?;
         if !looks_like_email(&email) {
             return Ok(());
         }
