@@ -472,3 +472,80 @@ async fn unknown_cookie_lookups_are_bounded_per_address() {
     assert!(other.iter().all(|c| *c == 401), "{other:?}");
     assert_eq!(s.app(0, &token).await, 200);
 }
+
+/// Tracking is per node on a Redis Cluster: a found session is tracked on the node that
+/// holds it (`CLIENT CACHING yes` and the read go there in one transaction), so every node
+/// tracks exactly its own sessions; unknown cookies are tracked on none; and a logout still
+/// reaches the cache at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_each_node_tracks_its_own_sessions_and_no_unknown_cookie() {
+    let cluster = Cluster::start().await;
+    let app = Upstream::start("app").await;
+    let mut auth_cfg = auth_config(&cluster.url());
+    auth_cfg.signup.require_email_verification = false;
+    let auth = AuthService::start(auth_cfg, &[]).await;
+    let mut cfg = gateway_config(&cluster.url(), &[app.addr()]);
+    with_auth_service(&mut cfg, auth.port);
+    let private = free_port();
+    cfg.metrics_listen = Some(format!("127.0.0.1:{private}"));
+    unbounded(&mut cfg);
+    let gw = Gateway::start(cfg).await;
+    wait_live(private).await;
+    let tracked = || {
+        cluster
+            .ports
+            .iter()
+            .map(|p| support::redis::info_field_on(*p, "tracking_total_keys"))
+            .collect::<Vec<_>>()
+    };
+
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let email = format!("node{i}@example.com");
+        let r = client()
+            .post(auth.api("signup"))
+            .json(&json!({"email": email, "password": PW}))
+            .send()
+            .await
+            .expect("signup");
+        assert!(r.status().is_success(), "signup {}", r.status());
+        let r = sign_in_through(&gw.url(""), &email, PW).await;
+        assert_eq!(r.status(), 200);
+        let token = session_cookie(&r).expect("cookie");
+        for _ in 0..2 {
+            let status = get_with_session(gw.url("/app/x"), &token).await.status();
+            assert_eq!(status, 200);
+        }
+        tokens.push(token);
+    }
+    let sessions = cluster.keys_per_node("session:*");
+    assert!(sessions.iter().all(|n| *n > 0), "{sessions:?}");
+    let per_node = tracked();
+    assert_eq!(
+        per_node.iter().map(|n| *n as usize).collect::<Vec<_>>(),
+        sessions,
+        "tracked keys per node vs sessions per node"
+    );
+    assert_eq!(cache_state(private).await["entries"], 12);
+
+    let statuses = unknown_cookies(&gw, 300, "127.0.0.1").await;
+    assert!(statuses.iter().all(|c| *c == 401), "{statuses:?}");
+    assert_eq!(tracked(), per_node, "unknown cookies were tracked");
+
+    let r = client()
+        .post(gw.url("/api/v1/simple_auth/logout"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", tokens[0]))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 204);
+    let status = get_with_session(gw.url("/app/x"), &tokens[0])
+        .await
+        .status();
+    assert_eq!(status, 401, "a logged-out session was served");
+    let status = get_with_session(gw.url("/app/x"), &tokens[1])
+        .await
+        .status();
+    assert_eq!(status, 200);
+}

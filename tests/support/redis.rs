@@ -177,6 +177,20 @@ impl Redis {
     }
 }
 
+/// A numeric `INFO` field of the server on `port` (e.g. one node of a Cluster), 0 if absent.
+pub fn info_field_on(port: u16, field: &str) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "everything"])
+        .output()
+        .expect("redis-cli not found: run scripts/install-deps.sh");
+    let prefix = format!("{field}:");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();

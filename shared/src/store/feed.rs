@@ -93,16 +93,23 @@ impl RedisFeed {
     /// be missed.
     async fn connect(&self) -> Result<(Client, Receivers), Ended> {
         let client = self.build()?;
-        let receivers = Receivers {
-            invalidations: client.invalidation_rx(),
-            errors: client.error_rx(),
-            topology: client.cluster_change_rx(),
-        };
+        let invalidations = client.invalidation_rx();
+        let errors = client.error_rx();
         match tokio::time::timeout(Duration::from_secs(2), client.init()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(classify(&e)),
             Err(_) => return Err(Ended::Down("connect timed out".into())),
         }
+        // Cluster changes from here on: `init`'s own first sync of the slot map reports
+        // every node as added. (Listening before `init` reconnected the feed as soon as it
+        // connected, hundreds of times a second, and the cache never served on a Cluster.)
+        // A change until tracking starts is covered too: tracking goes to every node fred
+        // then knows.
+        let receivers = Receivers {
+            invalidations,
+            errors,
+            topology: client.cluster_change_rx(),
+        };
         if let Err(e) = client.start_tracking(None, false, true, false, false).await {
             let _ = client.quit().await;
             return Err(classify(&e));
