@@ -389,6 +389,33 @@ async fn unknown_cookies_do_not_grow_the_tracking_table() {
     );
 }
 
+/// The review's end-to-end symptom: with `maxmemory` and the default `noeviction`, a flood
+/// of unknown cookies once filled Redis with tracking state until the next sign-in got 503.
+/// Memory for 300 KB more than Redis used before the flood; a sign-in after it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_cookies_leaves_room_for_the_next_sign_in() {
+    let s = stack_with(Redis::start().await, 1, unbounded).await;
+    let token = s.register_and_sign_in("first@example.com").await;
+    assert_eq!(s.app(0, &token).await, 200);
+    let used = s.redis.info_field("used_memory").await;
+    let admin = s.redis.client().await;
+    let limit = (used + 300_000).to_string();
+    let _: String = fred::interfaces::ClientLike::custom(
+        &admin,
+        fred::cmd!("CONFIG"),
+        vec!["SET", "maxmemory", limit.as_str()],
+    )
+    .await
+    .expect("CONFIG SET maxmemory");
+
+    let statuses = unknown_cookies(s.gw(0), 2_000, "127.0.0.1").await;
+    assert!(statuses.iter().all(|c| *c == 401), "{statuses:?}");
+    let after = s.redis.info_field("used_memory").await;
+    eprintln!("used_memory {used} -> {after} (maxmemory {limit})");
+    let next = s.register_and_sign_in("next@example.com").await;
+    assert_eq!(s.app(0, &next).await, 200);
+}
+
 /// A cookie Redis did not know is answered from a short negative cache when it comes back,
 /// and every real session read is tracked, one key per session: the `seen:` key beside it
 /// is read untracked, so activity never sends invalidations.
