@@ -21,16 +21,6 @@ fn deployment(redis: &Redis, up: &Upstream) -> GatewayConfig {
     cfg
 }
 
-/// The status code of a raw HTTP/1.1 exchange.
-async fn status_of(port: u16, request: &str) -> (u16, String) {
-    let raw = raw_request(port, request).await;
-    let code = raw
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    (code, raw)
-}
-
 fn get(path: &str, host: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
@@ -40,7 +30,7 @@ async fn every_spelling_of_a_protected_path_is_protected_or_refused() {
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
     let gw = Gateway::start(deployment(&redis, &up)).await;
-    assert_eq!(status_of(gw.port, &get("/elsewhere", "x")).await.0, 200);
+    assert_eq!(raw_status(gw.port, &get("/elsewhere", "x")).await.0, 200);
     for path in [
         "/app/x",
         "/APP/x",
@@ -64,7 +54,7 @@ async fn every_spelling_of_a_protected_path_is_protected_or_refused() {
         "/admin;jsessionid=1",
         "/x/..;/admin",
     ] {
-        let (code, raw) = status_of(gw.port, &get(path, "x")).await;
+        let (code, raw) = raw_status(gw.port, &get(path, "x")).await;
         assert!(
             code == 401 || code == 400,
             "{path} was not protected ({code}): {raw}"
@@ -86,7 +76,7 @@ async fn a_signed_in_request_reaches_the_upstream_at_the_canonical_path() {
         "GET //APP//%78?q=%2F HTTP/1.1\r\nHost: x\r\nUser-Agent: {UA}\r\nCookie: sid={}\r\nConnection: close\r\n\r\n",
         token.expose()
     );
-    let (code, raw) = status_of(gw.port, &request).await;
+    let (code, raw) = raw_status(gw.port, &request).await;
     assert_eq!(code, 200, "{raw}");
     assert!(raw.contains("\"path\":\"/APP/x\""), "{raw}");
 }
@@ -107,25 +97,25 @@ async fn a_host_bound_protected_route_holds_for_every_spelling_of_its_host() {
         "admin.example.com:8000",
         "admin.example.com.:80",
     ] {
-        let (code, raw) = status_of(gw.port, &get("/x", host)).await;
+        let (code, raw) = raw_status(gw.port, &get("/x", host)).await;
         assert_eq!(code, 401, "Host: {host}: {raw}");
     }
     assert_eq!(
-        status_of(gw.port, &get("/x", "www.example.com")).await.0,
+        raw_status(gw.port, &get("/x", "www.example.com")).await.0,
         200
     );
     let no_host = "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n";
-    let (code, raw) = status_of(gw.port, no_host).await;
+    let (code, raw) = raw_status(gw.port, no_host).await;
     assert_eq!(code, 400, "HTTP/1.1 without Host: {raw}");
     assert!(raw.contains("missing_host"), "{raw}");
     let two_hosts =
         "GET /x HTTP/1.1\r\nHost: www.example.com\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n";
-    assert_eq!(status_of(gw.port, two_hosts).await.0, 400);
+    assert_eq!(raw_status(gw.port, two_hosts).await.0, 400);
     for bad in ["admin.example.com:x", "a b", "[::1"] {
-        assert_eq!(status_of(gw.port, &get("/x", bad)).await.0, 400, "{bad}");
+        assert_eq!(raw_status(gw.port, &get("/x", bad)).await.0, 400, "{bad}");
     }
     // HTTP/1.0 may omit Host: only host-less routes can then match.
-    let (code, _) = status_of(gw.port, "GET /x HTTP/1.0\r\n\r\n").await;
+    let (code, _) = raw_status(gw.port, "GET /x HTTP/1.0\r\n\r\n").await;
     assert_eq!(code, 200);
 }
 
@@ -207,12 +197,12 @@ async fn oversized_headers_get_431_and_oversized_bodies_413() {
     ] {
         let request =
             format!("GET /public/x HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n");
-        let (code, raw) = status_of(gw.port, &request).await;
+        let (code, raw) = raw_status(gw.port, &request).await;
         assert_eq!(code, 431, "{}", &raw[..raw.len().min(200)]);
     }
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
     let request = format!("GET /public/x HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n");
-    assert_eq!(status_of(gw.port, &request).await.0, 431);
+    assert_eq!(raw_status(gw.port, &request).await.0, 431);
 
     let post = |body: &str| {
         format!(
@@ -220,8 +210,8 @@ async fn oversized_headers_get_431_and_oversized_bodies_413() {
             body.len()
         )
     };
-    assert_eq!(status_of(gw.port, &post(&"b".repeat(1000))).await.0, 200);
-    let (code, raw) = status_of(gw.port, &post(&"b".repeat(5000))).await;
+    assert_eq!(raw_status(gw.port, &post(&"b".repeat(1000))).await.0, 200);
+    let (code, raw) = raw_status(gw.port, &post(&"b".repeat(5000))).await;
     assert_eq!(code, 413, "{raw}");
     assert!(raw.contains("payload_too_large"), "{raw}");
     let chunk = "c".repeat(3000);
@@ -229,7 +219,7 @@ async fn oversized_headers_get_431_and_oversized_bodies_413() {
         "POST /public/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
         len = chunk.len()
     );
-    let (code, raw) = status_of(gw.port, &chunked).await;
+    let (code, raw) = raw_status(gw.port, &chunked).await;
     assert_eq!(code, 413, "{raw}");
 }
 
@@ -282,7 +272,7 @@ async fn health_is_rate_limited_like_everything_else() {
     let gw = Gateway::start_unready(cfg).await;
     let mut codes = Vec::new();
     for _ in 0..5 {
-        codes.push(status_of(gw.port, &get("/health", "x")).await.0);
+        codes.push(raw_status(gw.port, &get("/health", "x")).await.0);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(codes.contains(&429), "{codes:?}");

@@ -26,12 +26,6 @@ fn deployment(redis: &Redis, upstream: &str) -> GatewayConfig {
     cfg
 }
 
-async fn status_of(port: u16, request: &str) -> (u16, String) {
-    let raw = raw_request(port, request).await;
-    let code = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, raw)
-}
-
 /// The access-log line of the request whose raw target was `target`.
 async fn access_line(gw: &Gateway, target: &str) -> serde_json::Value {
     let log = gw.log.clone().expect("gateway log");
@@ -73,7 +67,7 @@ async fn targets_that_are_not_origin_form_are_refused_before_a_lenient_upstream_
         "ftp://x/app/secret.txt",
     ] {
         let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let (code, raw) = status_of(gw.port, &req).await;
+        let (code, raw) = raw_status(gw.port, &req).await;
         assert_eq!(code, 400, "{target}: {raw}");
         assert!(!raw.contains(SECRET), "{target} reached the file: {raw}");
         assert!(raw.contains("request_target_form"), "{target}: {raw}");
@@ -82,7 +76,7 @@ async fn targets_that_are_not_origin_form_are_refused_before_a_lenient_upstream_
         assert_eq!(line["upstream_target"], "-", "{line}");
     }
     // Two spaces: whatever the parser makes of it, it is refused, never served.
-    let (code, raw) = status_of(
+    let (code, raw) = raw_status(
         gw.port,
         "GET  /app/secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -104,13 +98,13 @@ async fn absolute_form_is_judged_by_its_path_and_forwarded_in_origin_form() {
     let gw = Gateway::start_logging(deployment(&redis, &files.addr()), "info").await;
 
     let protected = "GET http://x/app/secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let (code, raw) = status_of(gw.port, protected).await;
+    let (code, raw) = raw_status(gw.port, protected).await;
     assert_eq!(code, 401, "{raw}");
     let other_host = "GET http://y/pub.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    assert_eq!(status_of(gw.port, other_host).await.0, 400);
+    assert_eq!(raw_status(gw.port, other_host).await.0, 400);
 
     let public = "GET http://x//pub.txt?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let (code, raw) = status_of(gw.port, public).await;
+    let (code, raw) = raw_status(gw.port, public).await;
     assert_eq!(code, 200, "{raw}");
     assert!(raw.contains("public"), "{raw}");
     assert_eq!(files.requests(), vec!["GET /pub.txt?a=1 HTTP/1.1"]);
@@ -124,14 +118,14 @@ async fn options_asterisk_is_answered_by_the_gateway() {
     let redis = Redis::start().await;
     let files = FileServer::start(&[("index.html", "home")]).await;
     let gw = Gateway::start(deployment(&redis, &files.addr())).await;
-    let (code, raw) = status_of(
+    let (code, raw) = raw_status(
         gw.port,
         "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(code, 204, "{raw}");
     assert!(raw.to_ascii_lowercase().contains("allow: get"), "{raw}");
-    let (code, _) = status_of(
+    let (code, _) = raw_status(
         gw.port,
         "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -148,14 +142,14 @@ async fn a_repeated_content_length_is_one_length_and_differing_ones_are_refused(
     cfg.limits.max_body_bytes = 1000;
     let gw = Gateway::start(cfg).await;
     let big = "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000, 20000000\r\nConnection: close\r\n\r\n";
-    let (code, raw) = status_of(gw.port, big).await;
+    let (code, raw) = raw_status(gw.port, big).await;
     assert_eq!(code, 413, "{raw}");
     let differing =
         "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\nConnection: close\r\n\r\nhello";
-    assert_eq!(status_of(gw.port, differing).await.0, 400);
+    assert_eq!(raw_status(gw.port, differing).await.0, 400);
     let same =
         "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello";
-    let (code, raw) = status_of(gw.port, same).await;
+    let (code, raw) = raw_status(gw.port, same).await;
     assert_eq!(code, 200, "{raw}");
     assert!(raw.contains("\"content-length\":[\"5\"]"), "{raw}");
 }
@@ -171,13 +165,13 @@ async fn lower_case_methods_and_trace_are_refused_unless_a_route_allows_trace() 
     let gw = Gateway::start(cfg).await;
     let req =
         |m: &str, p: &str| format!("{m} {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let (code, raw) = status_of(gw.port, &req("get", "/x")).await;
+    let (code, raw) = raw_status(gw.port, &req("get", "/x")).await;
     assert_eq!(code, 400, "{raw}");
     assert!(raw.contains("bad_method"), "{raw}");
-    let (code, raw) = status_of(gw.port, &req("TRACE", "/x")).await;
+    let (code, raw) = raw_status(gw.port, &req("TRACE", "/x")).await;
     assert_eq!(code, 405, "{raw}");
     assert!(!raw.contains("\"server\":\"a\""), "{raw}");
-    let (code, raw) = status_of(gw.port, &req("TRACE", "/debug/x")).await;
+    let (code, raw) = raw_status(gw.port, &req("TRACE", "/debug/x")).await;
     assert_eq!(code, 200, "{raw}");
     assert!(raw.contains("\"method\":\"TRACE\""), "{raw}");
 }

@@ -35,6 +35,16 @@ pub async fn raw_request(port: u16, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The status code and the whole raw answer of a raw HTTP/1.1 exchange.
+pub async fn raw_status(port: u16, request: &str) -> (u16, String) {
+    let raw = raw_request(port, request).await;
+    let code = raw
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    (code, raw)
+}
+
 /// A POST of `body` as JSON to `url` from the test browser (`UA`).
 pub async fn post_json(url: String, body: serde_json::Value) -> reqwest::Response {
     client()
