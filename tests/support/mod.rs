@@ -12,6 +12,7 @@
 //! - [`mail`]: reading the auth service's outbox.
 //! - [`gotrue`]: the Supabase Auth (GoTrue) stand-in.
 //! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
+//! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
@@ -23,6 +24,7 @@ pub mod nginx;
 pub mod otlp;
 pub mod postgres;
 pub mod process;
+pub mod raw_upstream;
 pub mod redis;
 pub mod sentinel;
 pub mod services;
@@ -38,6 +40,7 @@ pub use nginx::Nginx;
 pub use otlp::OtlpReceiver;
 pub use postgres::Postgres;
 pub use process::*;
+pub use raw_upstream::RawUpstream;
 pub use redis::Redis;
 pub use sentinel::Sentinels;
 pub use services::{AuthService, Gateway, Up};
