@@ -220,3 +220,78 @@ async fn look_alike_addresses_are_one_account_or_refused() {
         );
     }
 }
+
+/// A sign-in from `client` as the gateway reports it (`X-Forwarded-For` from a trusted
+/// proxy, which the harness's auth config makes loopback).
+async fn sign_in_from(svc: &AuthService, client: &str, email: &str, password: &str) -> u16 {
+    client_from(None)
+        .post(svc.api("signin"))
+        .header("user-agent", UA)
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("signin")
+        .status()
+        .as_u16()
+}
+
+/// Slow guessing from addresses the owner never signed in from must not lock the owner
+/// out: the attacker spreads guesses over several addresses until the account is past its
+/// cap for new addresses, and is then refused (429) even with the right password, while the
+/// owner, at the address they signed in from before, signs in. The attacker's own address
+/// stays locked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
+    let redis = Redis::start().await;
+    let svc = auth_service(&redis, |c| {
+        c.throttle.lock_after = 2;
+        c.throttle.max_lock = authflow_shared::config::HumanDuration::secs(1);
+        c.throttle.hard_cap = 4;
+    })
+    .await;
+    let email = "owner@example.com";
+    let home = "198.51.100.7";
+    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let link = new_verification_link(&svc, &[]).await;
+    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
+    assert_eq!(sign_in_from(&svc, home, email, PW).await, 200);
+
+    let mut answers = Vec::new();
+    for i in 0..24 {
+        let attacker = format!("203.0.113.{}", 10 + i % 6);
+        answers.push(sign_in_from(&svc, &attacker, email, "guess after guess").await);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let checked = answers.iter().filter(|c| **c == 401).count();
+    assert_eq!(
+        checked, 4,
+        "only hard_cap guesses are ever checked: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|c| *c == 401 || *c == 429),
+        "{answers:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        sign_in_from(&svc, "203.0.113.10", email, PW).await,
+        429,
+        "a new address must stay locked out past the cap, even with the password"
+    );
+    assert_eq!(
+        sign_in_from(&svc, "192.0.2.99", email, PW).await,
+        429,
+        "so must any other new address"
+    );
+    assert_eq!(
+        sign_in_from(&svc, home, email, PW).await,
+        200,
+        "the owner at a familiar address was locked out by someone else's guessing"
+    );
+    assert_eq!(
+        sign_in_from(&svc, "203.0.113.11", email, "one more guess").await,
+        429,
+        "the attacker must still be throttled"
+    );
+}

@@ -72,7 +72,7 @@ impl Api {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies)
             .with_max_per_user(cfg.max_sessions_per_user);
         let mail_gate = mail_gate(cfg, throttle.clone());
-        let throttle = SignInThrottle::new(throttle, cfg.throttle.policy());
+        let throttle = SignInThrottle::new(throttle, cfg.throttle.policy(), users.clone());
         Api {
             accounts: Accounts::new(users, sessions, throttle, mail_gate),
         }
@@ -170,7 +170,9 @@ impl Api {
             }
             Endpoint::ResetPassword => {
                 let b: ResetUpdate = req.input()?;
-                let result = accounts.reset_password(&b.token, &b.new_password).await;
+                let result = accounts
+                    .reset_password(req, &b.token, &b.new_password)
+                    .await;
                 metrics::reset_finished(&result);
                 result?;
                 Ok(json_response(200, &json!({"status": "password_updated"})))

@@ -61,7 +61,11 @@ impl Accounts {
         }
         let (who, began) = self
             .throttle
-            .guard(&email, self.users.sign_in(&email, password))
+            .guard(
+                &email,
+                self.sessions.client_ip(req),
+                self.users.sign_in(&email, password),
+            )
             .await?;
         let replaced = self.sessions.revoke_presented(req).await?;
         metrics::revoked(Revocation::Replaced, replaced.len());
@@ -87,7 +91,11 @@ impl Accounts {
         let email = record.email.clone().ok_or(ApiError::InvalidCredentials)?;
         let (who, _) = self
             .throttle
-            .guard(&email, self.users.sign_in(&email, old_password))
+            .guard(
+                &email,
+                self.sessions.client_ip(req),
+                self.users.sign_in(&email, old_password),
+            )
             .await?;
         if who.user_id != record.user_id {
             return Err(ApiError::InvalidCredentials);
@@ -139,9 +147,15 @@ impl Accounts {
     /// order that holds whatever fails: the sessions are revoked *before* the password
     /// changes (a Redis outage then answers 503 and leaves the old state and a usable link),
     /// and again after (a sign-in that checked the old password in between is refused by the
-    /// store's revoke mark, see [`Sessions::start`]). The throttle then starts afresh, which
-    /// is also what lifts a hard cap.
-    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<(), ApiError> {
+    /// store's revoke mark, see [`Sessions::start`]). The throttle then starts afresh for
+    /// the account and for the address the reset came from, which is also what lifts a
+    /// hard cap.
+    pub async fn reset_password(
+        &self,
+        req: &ApiRequest,
+        token: &str,
+        new_password: &str,
+    ) -> Result<(), ApiError> {
         validate_password(new_password)?;
         if token.is_empty() || token.len() > 512 {
             return Err(ApiError::InvalidToken);
@@ -166,7 +180,11 @@ impl Accounts {
                 tracing::error!(user = %account.user_id, error = %e, "password reset: second revoke failed")
             }
         }
-        if let Err(e) = self.throttle.reset(&account.email).await {
+        if let Err(e) = self
+            .throttle
+            .reset(&account.email, self.sessions.client_ip(req))
+            .await
+        {
             tracing::warn!(error = %e, "password reset: throttle not cleared");
         }
         Ok(())

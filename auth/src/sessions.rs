@@ -272,8 +272,9 @@ impl Sessions {
             .compute(self.client_ip(req), &req.headers)
     }
 
-    /// The client's address: the peer, or `X-Forwarded-For` from a trusted proxy.
-    fn client_ip(&self, req: &ApiRequest) -> IpAddr {
+    /// The client's address: the peer, or `X-Forwarded-For` from a trusted proxy (the
+    /// gateway, which resolves it from its own trusted proxies and sets it).
+    pub fn client_ip(&self, req: &ApiRequest) -> IpAddr {
         let peer = client_ip::canonical(req.peer.ip());
         let xff = req
             .headers

@@ -305,6 +305,60 @@ impl UserProvider for BuiltinUsers {
 
     async fn signed_out(&self, _record: &SessionRecord) {}
 
+    async fn familiar_address(
+        &self,
+        account: &str,
+        address: &str,
+        within: Duration,
+    ) -> Result<bool, ProviderError> {
+        let since = now_ms().saturating_sub(within.as_millis() as u64) as i64;
+        let row = sqlx::query(
+            "SELECT 1 FROM sign_in_addresses WHERE account = $1 AND address = $2 AND last_success_at > $3",
+        )
+        .bind(account)
+        .bind(hash_hex(address.as_bytes()))
+        .bind(since)
+        .fetch_optional(&self.db)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    /// Upserts the address, and drops the account's addresses too old to count, so an
+    /// account keeps only the few places it signs in from.
+    async fn remember_address(&self, account: &str, address: &str) -> Result<(), ProviderError> {
+        let now = now_ms() as i64;
+        let stale = now - crate::throttle::FAMILIAR_FOR.as_millis() as i64;
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO sign_in_addresses (account, address, last_success_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, address) DO UPDATE SET last_success_at = excluded.last_success_at",
+        )
+        .bind(account)
+        .bind(hash_hex(address.as_bytes()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("DELETE FROM sign_in_addresses WHERE account = $1 AND last_success_at <= $2")
+            .bind(account)
+            .bind(stale)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget_addresses(&self, account: &str) -> Result<(), ProviderError> {
+        sqlx::query("DELETE FROM sign_in_addresses WHERE account = $1")
+            .bind(account)
+            .execute(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn forgot_password(&self, email: &str) -> Result<(), ProviderError> {
         let Some(row) = self.find(email).await? else {
             return Ok(());

@@ -85,6 +85,25 @@ pub trait UserProvider: Send + Sync {
     async fn user_id_of(&self, _email: &str) -> Result<Option<String>, ProviderError> {
         Ok(None)
     }
+    /// Whether `account` (the SHA-256 of its normalized address, as the sign-in throttle
+    /// keys it) signed in successfully from `address` within `within`; `Ok(false)` when the
+    /// provider keeps no such history (then every address is new to the throttle).
+    async fn familiar_address(
+        &self,
+        _account: &str,
+        _address: &str,
+        _within: std::time::Duration,
+    ) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
+    /// Remembers a successful sign-in of `account` from `address`.
+    async fn remember_address(&self, _account: &str, _address: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    /// Forgets every address `account` signed in from (after a password reset).
+    async fn forget_addresses(&self, _account: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;
     /// A name for logs and `/health`.
