@@ -26,6 +26,11 @@ pub enum Rejection {
     PathParameter,
     /// A `.` or `..` segment, also when percent-encoded.
     DotSegment,
+    /// A segment that starts or ends with an encoded space (`/admin%20`): IIS, Windows file
+    /// names and path matchers that trim tokens read it as the segment without the space.
+    /// Pingora 0.9 also escapes a raw space it finds in a malformed request line
+    /// (`GET /admin  HTTP/1.1` becomes `/admin%20`) before the gateway sees the target.
+    EdgeSpace,
     /// An HTTP/1.1 request without `Host`, or with several.
     MissingHost,
     /// A `Host` that is not a host name or address with an optional port.
@@ -43,6 +48,7 @@ impl Rejection {
             Rejection::BadByte => "bad_character",
             Rejection::PathParameter => "path_parameter",
             Rejection::DotSegment => "dot_segment",
+            Rejection::EdgeSpace => "segment_edge_space",
             Rejection::MissingHost => "missing_host",
             Rejection::BadHost => "bad_host",
         }
@@ -141,6 +147,12 @@ pub fn path(path: &str) -> Result<String, Rejection> {
     if out.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(Rejection::DotSegment);
     }
+    if out
+        .split('/')
+        .any(|seg| seg.starts_with("%20") || seg.ends_with("%20"))
+    {
+        return Err(Rejection::EdgeSpace);
+    }
     Ok(out)
 }
 
@@ -200,6 +212,7 @@ mod tests {
             ("/app/", "/app/"),
             ("/app/..x", "/app/..x"),
             ("/%2e%2ex", "/..x"),
+            ("/files/My%20Document.pdf", "/files/My%20Document.pdf"),
         ] {
             assert_eq!(path(raw), Ok(canonical.to_owned()), "{raw}");
         }
@@ -224,6 +237,9 @@ mod tests {
             ("/a%zz", Rejection::BadEscape),
             ("/a%4", Rejection::BadEscape),
             ("/é", Rejection::BadByte),
+            ("/admin%20", Rejection::EdgeSpace),
+            ("/%20admin/x", Rejection::EdgeSpace),
+            ("/app/x%20/y", Rejection::EdgeSpace),
         ] {
             assert_eq!(path(raw), Err(why), "{raw}");
         }

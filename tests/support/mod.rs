@@ -11,6 +11,7 @@
 //! - [`sessions`]: sessions written the way the auth service writes them.
 //! - [`mail`]: reading the auth service's outbox.
 //! - [`gotrue`]: the Supabase Auth (GoTrue) stand-in.
+//! - [`file_server`]: Python's `http.server` on a directory, the lenient upstream.
 //! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
 //! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
 #![allow(dead_code, unused_imports)]
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod cluster;
 pub mod configs;
+pub mod file_server;
 pub mod gotrue;
 pub mod mail;
 pub mod nginx;
@@ -35,6 +37,7 @@ pub mod upstream;
 pub use client::*;
 pub use cluster::Cluster;
 pub use configs::*;
+pub use file_server::FileServer;
 pub use mail::*;
 pub use nginx::Nginx;
 pub use otlp::OtlpReceiver;
