@@ -343,19 +343,22 @@ fn unbounded(cfg: &mut authflow_gateway::config::GatewayConfig) {
 /// Issue 18: a flood of random well-formed cookies once grew Redis' client-tracking table by
 /// two keys per request (every miss was read on the tracking connection), without bound.
 /// Now misses are read untracked and only records that exist are tracked: 2,000 unknown
-/// cookies that all reach Redis leave `tracking_total_keys` where it was, while a real
-/// session is still cached, and its logout still reaches the cache at once.
+/// cookies that all reach Redis (1,000 through each of two gateways) leave
+/// `tracking_total_keys` where it was, while a real session stays cached on both, and its
+/// logout still reaches both caches at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_cookies_do_not_grow_the_tracking_table() {
-    let s = stack_with(Redis::start().await, 1, unbounded).await;
+    let s = stack_with(Redis::start().await, 2, unbounded).await;
     let token = s.register_and_sign_in("real@example.com").await;
     assert_eq!(s.app(0, &token).await, 200);
+    assert_eq!(s.app(1, &token).await, 200);
     let tracked_before = s.redis.tracking_total_keys().await;
     assert!(tracked_before >= 1, "the real session is not tracked");
     let memory_before = s.redis.info_field("used_memory").await;
     let mgets_before = s.redis.command_calls("mget").await;
 
-    let statuses = unknown_cookies(s.gw(0), 2_000, "127.0.0.1").await;
+    let mut statuses = unknown_cookies(s.gw(0), 1_000, "127.0.0.1").await;
+    statuses.extend(unknown_cookies(s.gw(1), 1_000, "127.0.0.1").await);
     assert!(statuses.iter().all(|c| *c == 401), "{statuses:?}");
 
     let mgets = s.redis.command_calls("mget").await - mgets_before;
@@ -373,19 +376,25 @@ async fn unknown_cookies_do_not_grow_the_tracking_table() {
         tracked <= tracked_before + 2,
         "unknown cookies grew the tracking table: {tracked_before} -> {tracked}"
     );
-    // The real session is still served from the cache, and its end still reaches it at once.
+    // The real session is still served from both caches, and its end reaches both at once.
     let reads = s.reads().await;
     assert_eq!(s.app(0, &token).await, 200);
+    assert_eq!(s.app(1, &token).await, 200);
     assert_eq!(
         s.reads().await,
         reads,
-        "the real session fell out of the cache"
+        "the real session fell out of a cache"
     );
     assert_eq!(s.post("logout", json!({}), &token).await, 204);
     assert_eq!(
         s.app(0, &token).await,
         401,
-        "a logged-out session was served"
+        "gateway 0 served a logged-out session"
+    );
+    assert_eq!(
+        s.app(1, &token).await,
+        401,
+        "gateway 1 served a logged-out session"
     );
 }
 
