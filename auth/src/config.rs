@@ -205,14 +205,16 @@ impl Default for PasswordConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
-    /// Unsuccessful sign-ins within `window` from which the account is locked (1 s, then
-    /// doubling up to `max_lock`).
+    /// Unsuccessful sign-ins within `window` from which an address is locked at an account,
+    /// and the account to new addresses (1 s, then doubling up to `max_lock`; see
+    /// [`crate::throttle`]).
     pub lock_after: u32,
     /// The sliding window the attempts are counted in.
     pub window: HumanDuration,
     pub max_lock: HumanDuration,
-    /// Unsuccessful sign-ins since the last success after which only a password reset
-    /// unlocks the account (a guess a minute cannot go on forever).
+    /// Unsuccessful sign-ins from new addresses after which only a password reset lets a
+    /// new address in (a guess a minute cannot go on forever); addresses the account signed
+    /// in from before are never capped.
     pub hard_cap: u32,
     /// At most one reset or "someone tried to register" mail per address this often.
     pub mail_cooldown: HumanDuration,
