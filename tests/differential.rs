@@ -6,9 +6,10 @@
 //! decided; the upstream's `x-request-id` joins the two. It looks for the next hole of the
 //! kind issue 18 found (`GET app/secret` routed as `/` and forwarded as sent), not the last:
 //!
-//! 1. every request that arrived names a logged request whose `upstream_target` is, byte
-//!    for byte, the target on the received request line, that target is origin-form, the
-//!    judged `path` is the target (or the target less its query), and the target the gateway
+//! 1. every request that arrived names a logged request whose `upstream_target` and judged
+//!    `path` are, byte for byte, the target on the received request line less its query (the
+//!    log leaves queries out: they may carry one-time tokens), that target is origin-form, its
+//!    query is the one the client sent, and the target the gateway
 //!    judged (`request_target`) is the one the client sent: nothing autocorrected an invalid
 //!    request line on the way (RFC 9112 §3), but for Pingora's own escaping of bytes httparse
 //!    refuses (space, controls, `<>"`, non-ASCII), which a proxy cannot turn off and which
@@ -56,7 +57,7 @@ fn pingora_escaped(request: &[u8]) -> Option<Vec<u8>> {
         .find(|&i| line[i..].starts_with(b" HTTP/") && line[i + 6].is_ascii_digit())?;
     let mut out = Vec::new();
     for &b in line.get(start..end)? {
-        if b < 0x20 || b >= 0x7f || matches!(b, b' ' | b'<' | b'>' | b'"') {
+        if !(0x20..0x7f).contains(&b) || matches!(b, b' ' | b'<' | b'>' | b'"') {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());
         } else {
             out.push(b);
@@ -65,6 +66,17 @@ fn pingora_escaped(request: &[u8]) -> Option<Vec<u8>> {
     let end = out.iter().position(|&b| b == b'#').unwrap_or(out.len());
     out.truncate(end);
     Some(out)
+}
+
+/// A target without its query.
+fn before_query(target: &[u8]) -> &[u8] {
+    target.split(|&b| b == b'?').next().unwrap_or_default()
+}
+
+/// A target's query, if it has one.
+fn query_of(target: &[u8]) -> Option<&[u8]> {
+    let at = target.iter().position(|&b| b == b'?')?;
+    Some(&target[at + 1..])
 }
 
 /// The corpus's seed unless `DIFFERENTIAL_SEED` names another.
@@ -1114,7 +1126,7 @@ fn check(probes: &[Probe], log: &[Access], received: &[Received]) -> Findings {
         }
         if let Some(a) = access {
             match &a.upstream_target {
-                Some(t) if t.as_bytes() == r.target.as_slice() => {}
+                Some(t) if t.as_bytes() == before_query(&r.target) => {}
                 Some(t) => add(
                     "1. what arrived is the logged upstream_target",
                     probe,
@@ -1126,12 +1138,7 @@ fn check(probes: &[Probe], log: &[Access], received: &[Received]) -> Findings {
                 None => {}
             }
             if let Some(p) = &a.path {
-                let target = r.target.as_slice();
-                let judged = target == p.as_bytes()
-                    || target
-                        .strip_prefix(p.as_bytes())
-                        .is_some_and(|rest| rest.starts_with(b"?"));
-                if !judged {
+                if before_query(&r.target) != p.as_bytes() {
                     add(
                         "1. what arrived is the judged path (and query)",
                         probe,
@@ -1152,14 +1159,30 @@ fn check(probes: &[Probe], log: &[Access], received: &[Received]) -> Findings {
                     .next()
                     .unwrap_or_default()
             });
+            // The one rewrite allowed: Pingora's own escaping of a request line httparse
+            // refused (it cannot be turned off, and leaves no trace); the gateway refuses
+            // what that escaping can make dangerous (`segment_edge_space`).
+            let escaped = probe.and_then(|p| pingora_escaped(&probes[p].bytes));
+            // The query goes upstream as the client sent it.
+            if let Some(sent) = sent {
+                let arrived = query_of(&r.target);
+                let as_sent = arrived == query_of(sent)
+                    || escaped.as_deref().is_some_and(|e| arrived == query_of(e));
+                if !as_sent {
+                    add(
+                        "1. the query arrives as the client sent it",
+                        probe,
+                        format!(
+                            "{line:?} arrived; the client sent {:?}",
+                            cut(&sent.escape_ascii().to_string())
+                        ),
+                    );
+                }
+            }
+            // The log shows targets without their query (it may carry tokens).
             if let (Some(sent), Some(logged)) = (sent, a.request_target.as_deref()) {
-                // The one rewrite allowed: Pingora's own escaping of a request line httparse
-                // refused (it cannot be turned off, and leaves no trace); the gateway refuses
-                // what that escaping can make dangerous (`segment_edge_space`).
-                let escaped = probe
-                    .and_then(|p| pingora_escaped(&probes[p].bytes))
-                    .map(|t| t.escape_ascii().to_string());
-                let sent = sent.escape_ascii().to_string();
+                let escaped = escaped.map(|t| before_query(&t).escape_ascii().to_string());
+                let sent = before_query(sent).escape_ascii().to_string();
                 if sent != logged && escaped.as_deref() != Some(logged) {
                     add(
                         "1. what was judged is what the client sent",

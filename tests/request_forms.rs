@@ -108,9 +108,10 @@ async fn absolute_form_is_judged_by_its_path_and_forwarded_in_origin_form() {
     assert_eq!(code, 200, "{raw}");
     assert!(raw.contains("public"), "{raw}");
     assert_eq!(files.requests(), vec!["GET /pub.txt?a=1 HTTP/1.1"]);
-    let line = access_line(&gw, "http://x//pub.txt?a=1").await;
+    // The log leaves queries out (they may carry one-time tokens).
+    let line = access_line(&gw, "http://x//pub.txt").await;
     assert_eq!(line["path"], "/pub.txt", "{line}");
-    assert_eq!(line["upstream_target"], "/pub.txt?a=1", "{line}");
+    assert_eq!(line["upstream_target"], "/pub.txt", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,8 +81,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// The policy this request started with (see [`Policy`]).
     pub policy: Arc<Policy>,
-    /// The request-target sent upstream (the judged path and the query), for the log.
-    pub upstream_target: Option<String>,
+    /// Whether the request went upstream (with the judged path), for the log.
+    pub forwarded: bool,
 }
 
 /// Who the upstream is told the client is.
@@ -421,12 +421,7 @@ impl Gateway {
                 let resp = clear_cookie(&ctx.policy.session, resp, reason);
                 Step::Respond(Decision::Unauthenticated, resp)
             }
-            // Too many unknown cookies from this address: 429, the cookie kept.
-            Ok(Verdict::Throttled(over)) => {
-                let resp = LocalResponse::too_many_requests(&over);
-                ctx.rule = Some(over.policy);
-                Step::Respond(Decision::RateLimited, resp)
-            }
+            Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
     }
@@ -493,12 +488,7 @@ impl Gateway {
                 let resp = unauthenticated(&ctx.policy.session, req, reason);
                 Step::Respond(Decision::Unauthenticated, resp)
             }
-            // Too many unknown cookies from this address: 429, the cookie kept.
-            Ok(Verdict::Throttled(over)) => {
-                let resp = LocalResponse::too_many_requests(&over);
-                ctx.rule = Some(over.policy);
-                Step::Respond(Decision::RateLimited, resp)
-            }
+            Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
     }
@@ -685,12 +675,23 @@ fn absolute_authority(raw: &[u8]) -> Result<&str, Rejection> {
     Ok(authority)
 }
 
-/// The origin-form target sent upstream: the judged path and the client's query.
-fn upstream_target(path: &str, query: Option<&str>) -> String {
+/// Whether the raw target `raw` is already `path` with `query`: then it is sent as it is.
+fn is_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
     match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+        None => raw == path.as_bytes(),
+        Some(q) => {
+            raw.len() == path.len() + 1 + q.len()
+                && raw.starts_with(path.as_bytes())
+                && raw[path.len()] == b'?'
+                && raw.ends_with(q.as_bytes())
+        }
     }
+}
+
+/// What the access log shows of a target: the part before the query, which may carry
+/// one-time tokens (`/verify-email?token=...`) that no log may hold.
+fn without_query(target: &[u8]) -> &[u8] {
+    target.split(|&b| b == b'?').next().unwrap_or_default()
 }
 
 /// What a request is to the forward-auth endpoint.
@@ -722,6 +723,14 @@ fn upstream_of(ctx: &RequestCtx) -> Option<&Upstream> {
     ctx.route
         .as_ref()
         .and_then(|r| ctx.policy.upstreams.get(r.upstream))
+}
+
+/// Too many unknown cookies from this address: 429, the cookie kept (it may be a real session
+/// this gateway has not cached; clearing it would let a flood sign people out).
+fn unknown_cookies_throttled(ctx: &mut RequestCtx, over: crate::rate_limit::Exceeded) -> Step {
+    let resp = LocalResponse::too_many_requests(&over);
+    ctx.rule = Some(over.policy);
+    Step::Respond(Decision::RateLimited, resp)
 }
 
 /// 503 when the session store cannot answer: fail closed.
@@ -808,7 +817,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             upstream_started: None,
             policy: self.policy.load_full(),
-            upstream_target: None,
+            forwarded: false,
         }
     }
 
@@ -992,14 +1001,17 @@ impl ProxyHttp for Gateway {
         // Always the target that was judged, never the client's bytes: Pingora keeps the
         // bytes of an absolute-form (or unclassifiable) target for the wire whatever the URI
         // says. An origin-form target already canonical is left as it is (no allocation).
-        let target = upstream_target(&ctx.path, req.uri.query());
-        if req.raw_path() != target.as_bytes() {
+        if !is_target(req.raw_path(), &ctx.path, req.uri.query()) {
+            let target = match req.uri.query() {
+                Some(q) => format!("{}?{q}", ctx.path),
+                None => ctx.path.clone(),
+            };
             let uri = target
                 .parse::<http::Uri>()
                 .map_err(|e| Error::because(ErrorType::InternalError, "canonical path", e))?;
             req.set_uri(uri);
         }
-        ctx.upstream_target = Some(target);
+        ctx.forwarded = true;
         let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
         if !is_auth_service {
             headers::strip_session_cookie(req, &ctx.policy.session.cookie.name)?;
@@ -1112,9 +1124,9 @@ impl ProxyHttp for Gateway {
             trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
             client = %ctx.client_ip,
             method = %session.req_header().method,
-            request_target = %session.req_header().raw_path().escape_ascii(),
+            request_target = %without_query(session.req_header().raw_path()).escape_ascii(),
             path = if ctx.path.is_empty() { "-" } else { ctx.path.as_str() },
-            upstream_target = ctx.upstream_target.as_deref().unwrap_or("-"),
+            upstream_target = if ctx.forwarded { ctx.path.as_str() } else { "-" },
             status,
             decision = ctx.decision.as_str(),
             route = ctx.route.as_ref().map_or("-", |r| r.prefix.as_str()),
