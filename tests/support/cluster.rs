@@ -10,10 +10,24 @@ pub struct Cluster {
     nodes: Vec<Child>,
 }
 
+/// A free port whose cluster bus port (port + 10000) exists and is free too: an ephemeral
+/// port above 55535 has none, and redis-server then refuses to start.
+fn node_port() -> u16 {
+    loop {
+        let port = free_port();
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return port;
+        }
+    }
+}
+
 impl Cluster {
     pub async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| node_port()).collect();
         let mut nodes = Vec::new();
         for port in &ports {
             let data = dir.path().join(port.to_string());
