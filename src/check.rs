@@ -1,7 +1,11 @@
 //! `authflow check`: validates config files without starting anything, like `nginx -t`.
 //! Given a gateway and an auth file together, it also compares what the two must agree on
-//! (the `[session]` contract and the Redis they share) and lists every disagreement.
+//! (the `[session]` contract and the Redis they share) and lists every disagreement. An auth
+//! config's pages and mails are loaded as the service would load them: every template (the
+//! embedded ones and `[pages] templates_dir`'s) rendered in every language, each error named
+//! with its file and line.
 
+use authflow_auth::pages::Pages;
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
 use authflow_shared::config::ConfigFile;
@@ -9,10 +13,11 @@ use authflow_shared::config::{ConfigError, ConfigSource, ProcessEnv};
 use authflow_shared::contract::SessionContract;
 use std::path::{Path, PathBuf};
 
-/// A config file, loaded and validated, with its text kept for line numbers.
+/// A config file, loaded and validated, with its text kept for line numbers (an auth
+/// config with its pages, built and checked).
 enum Loaded {
     Gateway(ConfigSource, Box<GatewayConfig>),
-    Auth(ConfigSource, Box<AuthConfig>),
+    Auth(ConfigSource, Box<AuthConfig>, Box<Pages>),
 }
 
 /// Problems found by `check`, one line each.
@@ -30,11 +35,10 @@ pub fn print(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
         .map(|l| format!("# {l}"))
         .collect::<Vec<_>>();
     for path in paths {
-        let loaded =
-            load(path).map_err(|e| CheckFailed(e.0.iter().map(|p| p.to_string()).collect()))?;
+        let loaded = load(path)?;
         let (file, value) = match &loaded {
             Loaded::Gateway(src, cfg) => (&src.file, toml::Value::try_from(cfg.as_ref())),
-            Loaded::Auth(src, cfg) => (&src.file, toml::Value::try_from(cfg.as_ref())),
+            Loaded::Auth(src, cfg, _) => (&src.file, toml::Value::try_from(cfg.as_ref())),
         };
         let mut value = value.map_err(|e| CheckFailed(vec![format!("{}: {e}", file.display())]))?;
         redact(&mut value);
@@ -82,7 +86,7 @@ pub fn run(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
     for path in paths {
         match load(path) {
             Ok(l) => loaded.push(l),
-            Err(e) => failures.extend(e.0.iter().map(|p| p.to_string())),
+            Err(e) => failures.extend(e.0),
         }
     }
     if !failures.is_empty() {
@@ -91,8 +95,8 @@ pub fn run(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
     let mut out: Vec<String> = loaded.iter().flat_map(summary).collect();
     if let [a, b] = loaded.as_slice() {
         match (a, b) {
-            (Loaded::Gateway(gs, g), Loaded::Auth(as_, au))
-            | (Loaded::Auth(as_, au), Loaded::Gateway(gs, g)) => {
+            (Loaded::Gateway(gs, g), Loaded::Auth(as_, au, _))
+            | (Loaded::Auth(as_, au, _), Loaded::Gateway(gs, g)) => {
                 let diffs = compare(gs, g, as_, au);
                 if !diffs.is_empty() {
                     return Err(CheckFailed(diffs));
@@ -109,14 +113,16 @@ pub fn run(paths: &[PathBuf]) -> Result<Vec<String>, CheckFailed> {
     Ok(out)
 }
 
-/// Loads `path` as the kind of config its keys say it is.
-fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let src = ConfigSource::read(path)?;
+/// Loads `path` as the kind of config its keys say it is; an auth config's pages too.
+fn load(path: &Path) -> Result<Loaded, CheckFailed> {
+    let lines = |e: ConfigError| CheckFailed(e.0.iter().map(|p| p.to_string()).collect());
+    let src = ConfigSource::read(path).map_err(lines)?;
     if authflow_auth::config::looks_like_auth_config(&src.text) {
-        let cfg = AuthConfig::from_source(&src, &ProcessEnv, |_, _| {})?;
-        Ok(Loaded::Auth(src, Box::new(cfg)))
+        let cfg = AuthConfig::from_source(&src, &ProcessEnv, |_, _| {}).map_err(lines)?;
+        let pages = Pages::new(&cfg.pages, &cfg.mail.base_url).map_err(|e| CheckFailed(e.0))?;
+        Ok(Loaded::Auth(src, Box::new(cfg), Box::new(pages)))
     } else {
-        let cfg = GatewayConfig::from_source(&src, &ProcessEnv, |_, _| {})?;
+        let cfg = GatewayConfig::from_source(&src, &ProcessEnv, |_, _| {}).map_err(lines)?;
         Ok(Loaded::Gateway(src, Box::new(cfg)))
     }
 }
@@ -137,11 +143,24 @@ fn summary(l: &Loaded) -> Vec<String> {
             ));
             out
         }
-        Loaded::Auth(src, cfg) => vec![format!(
-            "{}: ok (auth config: provider {:?})",
-            src.file.display(),
-            cfg.provider
-        )],
+        Loaded::Auth(src, cfg, pages) => {
+            let file = src.file.display();
+            let mut out: Vec<String> = pages
+                .warnings()
+                .iter()
+                .map(|w| format!("warning: {file}: {w}"))
+                .collect();
+            let overridden = match pages.overridden() {
+                [] => String::new(),
+                names => format!(", overridden: {}", names.join(" ")),
+            };
+            out.push(format!(
+                "{file}: ok (auth config: provider {:?}; pages rendered in {}{overridden})",
+                cfg.provider,
+                pages.languages().join(", ")
+            ));
+            out
+        }
     }
 }
 

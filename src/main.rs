@@ -87,11 +87,22 @@ enum Command {
         #[arg(long, default_value = "/tmp/authflow-gateway.pid")]
         pid_file: PathBuf,
     },
+    /// The auth service's pages and mails.
+    #[command(subcommand)]
+    Pages(PagesCommand),
     /// Exit 0 if `GET <url>` answers 200 within 3 s (for container health checks).
     Health {
         #[arg(long, default_value = "http://127.0.0.1:8000/livez")]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PagesCommand {
+    /// Write the embedded templates and message catalogues into DIR (which must not hold
+    /// them yet): a starting point for `[pages] templates_dir`. Keep only the files you
+    /// change; the others then follow the binary's.
+    Export { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +145,17 @@ fn main() -> ExitCode {
         Command::Up(args) => report(up::run(&args)),
         Command::Demo { listen } => report(run_demo(&listen)),
         Command::Health { url } => health(&url),
+        Command::Pages(PagesCommand::Export { dir }) => {
+            match authflow_auth::pages::templates::export(&dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Reload { pid, pid_file } => reload(pid, &pid_file),
         Command::Sessions(cmd) => match sessions::run(&cmd) {
             Ok(lines) => {

@@ -1,7 +1,7 @@
 //! `authflow sessions`: operators listing and ending a user's sessions, against the Redis
 //! (and, to turn an email into a user id, the user store) that an auth config names.
 
-use authflow_auth::server::{users_from_config, StartError};
+use authflow_auth::server::{pages_from_config, users_from_config, StartError};
 use authflow_auth::sessions::{SessionView, Sessions};
 use authflow_auth::AuthConfig;
 use authflow_shared::config::ConfigFile;
@@ -113,7 +113,7 @@ async fn resolve_user(cfg: &AuthConfig, user: &str) -> Result<String, SessionsEr
     let store =
         Arc::new(RedisSessionStore::new(&cfg.redis).map_err(|e| SessionsError::Start(e.into()))?);
     let gate = authflow_auth::api::mail_gate(cfg, store);
-    let users = users_from_config(cfg, gate).await?;
+    let users = users_from_config(cfg, gate, pages_from_config(cfg)?).await?;
     users
         .user_id_of(user)
         .await

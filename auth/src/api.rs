@@ -9,6 +9,7 @@ use crate::flows::Accounts;
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::mail::MailGate;
 use crate::metrics::{self, Revocation};
+use crate::pages::Pages;
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
@@ -57,9 +58,10 @@ pub fn mail_gate(cfg: &AuthConfig, counters: Arc<dyn LoginThrottle>) -> MailGate
     MailGate::new(counters, cfg.throttle.mail_cooldown.0)
 }
 
-/// The service: the account flows behind their endpoints.
+/// The service: the account flows behind their endpoints, and the pages.
 pub struct Api {
     pub accounts: Accounts,
+    pub pages: Arc<Pages>,
 }
 
 impl Api {
@@ -68,6 +70,7 @@ impl Api {
         users: Arc<dyn UserProvider>,
         store: Arc<dyn SessionStore>,
         throttle: Arc<dyn LoginThrottle>,
+        pages: Arc<Pages>,
     ) -> Self {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies)
             .with_max_per_user(cfg.max_sessions_per_user);
@@ -75,6 +78,7 @@ impl Api {
         let throttle = SignInThrottle::new(throttle, cfg.throttle.policy(), users.clone());
         Api {
             accounts: Accounts::new(users, sessions, throttle, mail_gate),
+            pages,
         }
     }
 
@@ -90,7 +94,10 @@ impl Api {
             if req.path == Page::Devices.path() {
                 return self.devices_page(req).await;
             }
-            if let Some(page) = crate::pages::render(&req.path, req.query.as_deref()) {
+            if let Some(page) = self
+                .pages
+                .get(&req.path, req.query.as_deref(), &req.headers)
+            {
                 return page;
             }
         }
@@ -130,7 +137,8 @@ impl Api {
             Endpoint::Readyz | Endpoint::Health => Ok(self.health().await),
             Endpoint::SignUp => {
                 let c: Credentials = req.input()?;
-                let result = accounts.sign_up(&c.email, &c.password).await;
+                let lang = self.pages.language(&req.headers);
+                let result = accounts.sign_up(&c.email, &c.password, &lang).await;
                 metrics::sign_up(&result);
                 result?;
                 Ok(json_response(
@@ -162,7 +170,8 @@ impl Api {
             }
             Endpoint::ForgotPassword => {
                 let b: EmailOnly = req.input()?;
-                accounts.forgot_password(&b.email).await?;
+                let lang = self.pages.language(&req.headers);
+                accounts.forgot_password(&b.email, &lang).await?;
                 Ok(json_response(
                     202,
                     &json!({"status": "accepted", "message": "If an account exists for this address, a reset link is on its way."}),
@@ -210,10 +219,15 @@ impl Api {
             sessions.list(&record.user_id, Some(&id)).await
         };
         match listed.await {
-            Ok(list) => {
-                crate::pages::devices(&list, authflow_shared::now_ms(), req.query.as_deref())
-            }
-            Err(ApiError::Unauthenticated) => crate::pages::render(&req.path, None)
+            Ok(list) => self.pages.devices(
+                &list,
+                authflow_shared::now_ms(),
+                req.query.as_deref(),
+                &req.headers,
+            ),
+            Err(ApiError::Unauthenticated) => self
+                .pages
+                .get(&req.path, None, &req.headers)
                 .unwrap_or_else(|| ApiError::Unauthenticated.response()),
             Err(e) => {
                 tracing::error!(error = %e, "devices page: dependency unavailable");

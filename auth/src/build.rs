@@ -1,9 +1,13 @@
-//! Builds the service from a validated config: the user provider (database, hashing, mail,
-//! or Supabase) and the API around the Redis session store. Used at start and by a reload.
+//! Builds the service from a validated config: the pages and mail templates (loaded and
+//! checked first: a broken template refuses the start or the reload), the user provider
+//! (database, hashing, mail, or Supabase) and the API around the Redis session store. Used
+//! at start and by a reload.
 
 use crate::api::Api;
 use crate::config::{AuthConfig, Provider};
 use crate::mail::{MailError, MailGate, Mailer};
+use crate::pages::templates::TemplateErrors;
+use crate::pages::Pages;
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
 use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
@@ -27,12 +31,26 @@ pub enum StartError {
     Listen(String, std::io::Error),
     #[error("config: {0}")]
     Config(String),
+    #[error("pages:\n{0}")]
+    Pages(#[from] TemplateErrors),
 }
 
-/// The user provider the config asks for; its mails go through `mail_gate`.
+/// The pages and mails of `cfg`, every template rendered in every language once; their
+/// warnings (catalogue gaps, low contrast) are logged.
+pub fn pages_from_config(cfg: &AuthConfig) -> Result<Arc<Pages>, StartError> {
+    let pages = Pages::new(&cfg.pages, &cfg.mail.base_url)?;
+    for w in pages.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(Arc::new(pages))
+}
+
+/// The user provider the config asks for; its mails go through `mail_gate` and are
+/// rendered with `pages`.
 pub async fn users_from_config(
     cfg: &AuthConfig,
     mail_gate: MailGate,
+    pages: Arc<Pages>,
 ) -> Result<Arc<dyn UserProvider>, StartError> {
     match cfg.provider {
         Provider::Builtin => {
@@ -48,7 +66,7 @@ pub async fn users_from_config(
                 p.argon2_iterations,
                 p.argon2_parallelism,
             )?;
-            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate)?);
+            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate, pages)?);
             Ok(Arc::new(BuiltinUsers::new(
                 db,
                 hasher,
@@ -70,12 +88,14 @@ pub async fn users_from_config(
 
 /// The API with the Redis session store, connected.
 pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
+    let pages = pages_from_config(cfg)?;
     let redis = RedisSessionStore::new(&cfg.redis)?;
     if !redis.warm_up().await {
         tracing::warn!("Redis is not reachable yet: sign-in answers 503 until it is");
     }
     let redis = Arc::new(redis);
     let store: Arc<dyn SessionStore> = redis.clone();
-    let users = users_from_config(cfg, crate::api::mail_gate(cfg, redis.clone())).await?;
-    Ok(Api::new(cfg, users, store, redis))
+    let gate = crate::api::mail_gate(cfg, redis.clone());
+    let users = users_from_config(cfg, gate, pages.clone()).await?;
+    Ok(Api::new(cfg, users, store, redis, pages))
 }

@@ -59,6 +59,9 @@ pub struct AuthConfig {
     pub throttle: ThrottleConfig,
     #[serde(default)]
     pub supabase: Option<SupabaseConfig>,
+    /// Branding, languages and operator overrides of the pages and mails.
+    #[serde(default)]
+    pub pages: PagesConfig,
 }
 
 fn default_listen() -> String {
@@ -73,6 +76,181 @@ pub enum Provider {
     Builtin,
     /// Users in Supabase Auth (GoTrue), reached over HTTP.
     Supabase,
+}
+
+/// `[pages]`: what the sign-in pages and the mails look like and speak. Every value that
+/// lands in an `href`, a `src` or the stylesheet is checked here, where it enters: HTML
+/// escaping does not make a `javascript:` URL or a CSS expression safe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// In titles, the logo's alt text and the mails' signature.
+    pub product_name: String,
+    /// `https://...` or a local path (`/auth/static/logo.svg`); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// Buttons and mail buttons (white text on it): `#rgb` or `#rrggbb`.
+    pub primary_color: String,
+    /// Behind the page's card: `#rgb` or `#rrggbb`.
+    pub background_color: String,
+    /// A "Help and support" link under every page and mail: `https://`, `http://` or `mailto:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support_url: Option<String>,
+    /// A line under every page and mail (plain text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub footer_text: Option<String>,
+    /// Templates and catalogues (`i18n/<lang>.toml`) that replace or add to the embedded ones
+    /// (`authflow pages export DIR` writes those out as a start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates_dir: Option<String>,
+    /// Files served under `/auth/static/` (CSS, images, fonts), cached by browsers for
+    /// `static_max_age`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<String>,
+    /// How long browsers may keep a static file (rename a file when it changes).
+    pub static_max_age: HumanDuration,
+    /// The language when `Accept-Language` names none we have.
+    pub default_language: String,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        PagesConfig {
+            product_name: "AuthFlow".into(),
+            logo_url: None,
+            primary_color: "#1f5fbf".into(),
+            background_color: "#f6f7f9".into(),
+            support_url: None,
+            footer_text: None,
+            templates_dir: None,
+            static_dir: None,
+            static_max_age: HumanDuration::secs(7 * 86_400),
+            default_language: "en".into(),
+        }
+    }
+}
+
+/// Whether `s` is a CSS colour we accept: `#rgb` or `#rrggbb`, nothing else.
+pub fn is_hex_color(s: &str) -> bool {
+    s.strip_prefix('#')
+        .is_some_and(|h| matches!(h.len(), 3 | 6) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A local URL path safe in `src`/`href` as written: `/`, then letters, digits and
+/// `-._~/`, never `//` (which a browser reads as another host).
+pub fn is_local_path(s: &str) -> bool {
+    s.starts_with('/')
+        && !s.starts_with("//")
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
+}
+
+/// `url` parsed, when it is an absolute URL of one of `schemes` with a host (for `mailto:`,
+/// a path), no credentials, and nothing a browser would reinterpret.
+pub fn parse_url(url: &str, schemes: &[&str]) -> Option<url::Url> {
+    if url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    let ok = schemes.contains(&parsed.scheme())
+        && (parsed.scheme() == "mailto" || parsed.host_str().is_some_and(|h| !h.is_empty()))
+        && parsed.username().is_empty()
+        && parsed.password().is_none();
+    ok.then_some(parsed)
+}
+
+/// The WCAG 2 contrast ratio of white text on `color` (`#rgb` / `#rrggbb`).
+pub fn contrast_with_white(color: &str) -> Option<f64> {
+    let hex = color.strip_prefix('#')?;
+    let full: String = match hex.len() {
+        3 => hex.chars().flat_map(|c| [c, c]).collect(),
+        6 => hex.to_owned(),
+        _ => return None,
+    };
+    let channel = |i: usize| -> Option<f64> {
+        let v = f64::from(u8::from_str_radix(full.get(i..i + 2)?, 16).ok()?) / 255.0;
+        Some(if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        })
+    };
+    let l = 0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?;
+    Some(1.05 / (l + 0.05))
+}
+
+fn plain_text_problem(s: &str, max: usize) -> Option<String> {
+    if s.chars().count() > max {
+        Some(format!("longer than {max} characters"))
+    } else if s.chars().any(char::is_control) {
+        Some("must not contain control characters".into())
+    } else {
+        None
+    }
+}
+
+impl Validate for PagesConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.product_name.trim().is_empty() {
+            p.add("product_name", "must not be empty");
+        } else if let Some(why) = plain_text_problem(&self.product_name, 100) {
+            p.add("product_name", why);
+        }
+        if let Some(logo) = &self.logo_url {
+            if !is_local_path(logo) && parse_url(logo, &["https"]).is_none() {
+                p.add(
+                    "logo_url",
+                    format!("{logo:?} is neither an https:// URL nor a local path like /auth/static/logo.svg (letters, digits, -._~/)"),
+                );
+            }
+        }
+        for (key, value) in [
+            ("primary_color", &self.primary_color),
+            ("background_color", &self.background_color),
+        ] {
+            if !is_hex_color(value) {
+                p.add(
+                    key,
+                    format!("{value:?} is not a colour like #1f5fbf or #15b"),
+                );
+            }
+        }
+        if let Some(url) = &self.support_url {
+            if parse_url(url, &["https", "http", "mailto"]).is_none() {
+                p.add(
+                    "support_url",
+                    format!("{url:?} is not an https://, http:// or mailto: URL"),
+                );
+            }
+        }
+        if let Some(why) = self
+            .footer_text
+            .as_deref()
+            .and_then(|t| plain_text_problem(t, 500))
+        {
+            p.add("footer_text", why);
+        }
+        for (key, dir) in [
+            ("templates_dir", &self.templates_dir),
+            ("static_dir", &self.static_dir),
+        ] {
+            if let Some(dir) = dir {
+                if !std::path::Path::new(dir).is_dir() {
+                    p.add(key, format!("{dir:?} is not a directory"));
+                }
+            }
+        }
+        if !crate::pages::i18n::valid_tag(&self.default_language) {
+            p.add(
+                "default_language",
+                format!(
+                    "{:?} is not a language tag like \"en\" or \"pt-BR\"",
+                    self.default_language
+                ),
+            );
+        }
+    }
 }
 
 /// `[database]`: where built-in users live. `sqlite://path?mode=rwc` (default, a file
@@ -340,6 +518,7 @@ impl Validate for AuthConfig {
         p.section("mail", &self.mail);
         p.section("password", &self.password);
         p.section("throttle", &self.throttle);
+        p.section("pages", &self.pages);
         if let Some(sb) = &self.supabase {
             p.section("supabase", sb);
         }

@@ -41,10 +41,11 @@ impl Accounts {
 
     /// Creates an account (or quietly mails the owner of an existing address: the answer is
     /// the same either way; the provider keeps those mails within their cooldown).
-    pub async fn sign_up(&self, email: &str, password: &str) -> Result<(), ApiError> {
+    /// Its mail is in `lang`, the language the request was answered in.
+    pub async fn sign_up(&self, email: &str, password: &str, lang: &str) -> Result<(), ApiError> {
         let email = validate_email(email)?;
         validate_password(password)?;
-        Ok(self.users.sign_up(&email, password).await?)
+        Ok(self.users.sign_up(&email, password, lang).await?)
     }
 
     /// Checks the credentials under the throttle, revokes any session the request presented
@@ -122,8 +123,8 @@ impl Accounts {
 
     /// Starts a reset for `email`. The lookup and the email happen after the caller has
     /// answered, so existing and unknown addresses answer alike, in the same time; at most
-    /// one reset mail per address per cooldown.
-    pub async fn forgot_password(&self, email: &str) -> Result<(), ApiError> {
+    /// one reset mail per address per cooldown. The mail is in `lang`.
+    pub async fn forgot_password(&self, email: &str, lang: &str) -> Result<(), ApiError> {
         let email = email_input(email)?;
         if !looks_like_email(&email) {
             return Ok(());
@@ -135,8 +136,9 @@ impl Accounts {
         }
         metrics::reset_requested();
         let users = self.users.clone();
+        let lang = lang.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = users.forgot_password(&email).await {
+            if let Err(e) = users.forgot_password(&email, &lang).await {
                 tracing::error!(error = %e, "forgot-password failed");
             }
         });

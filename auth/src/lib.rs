@@ -3,7 +3,8 @@
 //! A request goes: [`server`] (hyper) → [`http::ApiRequest`] → [`api`] (routes to an
 //! [`endpoint::Endpoint`], reads its input) → [`flows`] (the account flow, which uses
 //! [`sessions`], [`throttle`], [`credentials`] and a [`users`] provider) → a JSON answer, or
-//! a redirect from [`forms`] when an HTML form asked. [`pages`] renders the HTML pages.
+//! a redirect from [`forms`] when an HTML form asked. [`pages`] renders the HTML pages and
+//! the mails from templates (branding, languages, operator overrides).
 //!
 //! - [`config`]: `auth.toml`, its environment variables and checks.
 //! - [`error`]: every failure and the one status and body it maps to.

@@ -1,12 +1,14 @@
 //! Outgoing email: SMTP in production, an outbox directory of RFC 5322 `.eml` files in
-//! development. The messages the service sends are built here.
+//! development. Each message is a plain-text and an HTML part rendered from the mail
+//! templates ([`crate::pages`]), in the language of the request that caused it.
 
 use crate::config::MailConfig;
 use crate::endpoint::{Endpoint, Page};
+use crate::pages::{MailTemplate, Pages};
 use authflow_shared::digest::hash_hex;
 use authflow_shared::store::{LoginThrottle, StoreError};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ pub enum MailError {
     Address,
     #[error("sending failed: {0}")]
     Send(String),
+    #[error("mail template: {0}")]
+    Render(String),
 }
 
 /// The mails anyone can make us send to an address (by signing up with it, or asking for a
@@ -73,8 +77,8 @@ impl MailGate {
 }
 
 enum Transport {
-    /// One `<uuid>.eml` per message, written to a temp name and renamed, so a reader never
-    /// sees half a message.
+    /// One `<UTC time>-<uuid>.eml` per message (so `ls` lists them oldest first), written to
+    /// a temp name and renamed, so a reader never sees half a message.
     Outbox(PathBuf),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
@@ -84,10 +88,11 @@ pub struct Mailer {
     base_url: String,
     transport: Transport,
     gate: MailGate,
+    pages: Arc<Pages>,
 }
 
 impl Mailer {
-    pub fn new(cfg: &MailConfig, gate: MailGate) -> Result<Self, MailError> {
+    pub fn new(cfg: &MailConfig, gate: MailGate, pages: Arc<Pages>) -> Result<Self, MailError> {
         let from: Mailbox = cfg
             .from
             .parse()
@@ -120,6 +125,7 @@ impl Mailer {
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
             transport,
             gate,
+            pages,
         })
     }
 
@@ -165,30 +171,51 @@ impl Mailer {
     }
 
     async fn send(&self, mail: Outgoing) -> Result<(), MailError> {
-        let result = self.deliver(&mail.to, mail.subject, mail.body).await;
+        let result = self.deliver(mail).await;
         crate::metrics::mail(if result.is_ok() { "sent" } else { "failed" });
         result
     }
 
-    async fn deliver(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
-        let to: Mailbox = to.parse().map_err(|_| MailError::Address)?;
-        // In the outbox a person reads the raw file: keep the body as written so links stay
+    /// Renders `mail` in its language and hands it to the transport.
+    async fn deliver(&self, mail: Outgoing) -> Result<(), MailError> {
+        let to: Mailbox = mail.to.parse().map_err(|_| MailError::Address)?;
+        let parts = self
+            .pages
+            .mail(
+                mail.template,
+                &mail.lang,
+                &mail.to,
+                &mail.link,
+                mail.valid_minutes,
+            )
+            .map_err(MailError::Render)?;
+        // In the outbox a person reads the raw file: keep the parts as written so links stay
         // whole and copyable. Over SMTP, lettre picks a transfer-safe encoding.
-        let body = match self.transport {
-            Transport::Outbox(_) => Body::new_with_encoding(body, ContentTransferEncoding::Binary)
-                .map_err(|_| MailError::Send("body not encodable".into()))?,
-            Transport::Smtp(_) => Body::new(body),
+        let body = |text: String| match self.transport {
+            Transport::Outbox(_) => Body::new_with_encoding(text, ContentTransferEncoding::Binary)
+                .map_err(|_| MailError::Send("body not encodable".into())),
+            Transport::Smtp(_) => Ok(Body::new(text)),
         };
+        let alternative = MultiPart::alternative()
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body(parts.text)?),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(body(parts.html)?),
+            );
         let msg = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .subject(parts.subject)
+            .multipart(alternative)
             .map_err(|e| MailError::Send(e.to_string()))?;
         match &self.transport {
             Transport::Outbox(dir) => {
-                let name = uuid::Uuid::new_v4();
+                let name = outbox_name(std::time::SystemTime::now());
                 let tmp = dir.join(format!(".{name}.tmp"));
                 tokio::fs::write(&tmp, msg.formatted())
                     .await
@@ -205,44 +232,92 @@ impl Mailer {
         }
     }
 
-    /// The verification link for a sign-up.
-    pub fn verification(&self, to: &str, token: &str) -> Outgoing {
-        let link = self.link(&Endpoint::VerifyEmail.path(), token);
+    /// The verification link for a sign-up, in `lang`.
+    pub fn verification(&self, to: &str, token: &str, lang: &str) -> Outgoing {
         Outgoing {
             kind: MailKind::Verification,
+            template: MailTemplate::Verification,
             to: to.to_owned(),
-            subject: "Confirm your email address",
-            body: format!("Welcome!\n\nConfirm your email address by opening this link:\n\n{link}\n\nIf you did not sign up, ignore this message.\n"),
+            lang: lang.to_owned(),
+            link: self.link(&Endpoint::VerifyEmail.path(), token),
+            valid_minutes: 0,
         }
     }
 
     /// "Someone tried to register with your address", for a sign-up of a registered one.
-    pub fn already_registered(&self, to: &str) -> Outgoing {
-        let link = format!("{}{}", self.base_url, Page::ForgotPassword.path());
+    pub fn already_registered(&self, to: &str, lang: &str) -> Outgoing {
         Outgoing {
             kind: MailKind::AlreadyRegistered,
+            template: MailTemplate::AlreadyRegistered,
             to: to.to_owned(),
-            subject: "Someone tried to register with your email address",
-            body: format!("Someone tried to create an account with this email address, which already has one.\n\nIf it was you, sign in instead, or reset your password here:\n\n{link}\n\nIf it was not you, you can ignore this message.\n"),
+            lang: lang.to_owned(),
+            link: format!("{}{}", self.base_url, Page::ForgotPassword.path()),
+            valid_minutes: 0,
         }
     }
 
     /// A password-reset link, valid `valid_minutes`.
-    pub fn password_reset(&self, to: &str, token: &str, valid_minutes: u64) -> Outgoing {
-        let link = self.link(&Page::ResetPassword.path(), token);
+    pub fn password_reset(
+        &self,
+        to: &str,
+        token: &str,
+        valid_minutes: u64,
+        lang: &str,
+    ) -> Outgoing {
         Outgoing {
             kind: MailKind::Reset,
+            template: MailTemplate::PasswordReset,
             to: to.to_owned(),
-            subject: "Reset your password",
-            body: format!("A password reset was requested for this account.\n\nChoose a new password here (valid for {valid_minutes} minutes, once):\n\n{link}\n\nIf you did not ask for this, ignore this message; your password stays as it is.\n"),
+            lang: lang.to_owned(),
+            link: self.link(&Page::ResetPassword.path(), token),
+            valid_minutes,
         }
     }
 }
 
-/// A message built and ready to go ([`Mailer::queue`]).
+/// An outbox file name that sorts by time: `20250102T030405.123456Z-<uuid>` (UTC), the
+/// uuid keeping two messages of the same microsecond apart.
+fn outbox_name(now: std::time::SystemTime) -> String {
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default();
+    let time = chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y%m%dT%H%M%S%.6fZ").to_string())
+        .unwrap_or_else(|| "00000000T000000.000000Z".into());
+    format!("{time}-{}", uuid::Uuid::new_v4())
+}
+
+/// A message ready to go ([`Mailer::queue`]); rendered when it is sent, after the answer.
 pub struct Outgoing {
     kind: MailKind,
+    template: MailTemplate,
     to: String,
-    subject: &'static str,
-    body: String,
+    lang: String,
+    link: String,
+    valid_minutes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_names_sort_by_time() {
+        let at = |secs: u64, micros: u64| {
+            outbox_name(
+                std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
+            )
+        };
+        let a = at(1_700_000_000, 5);
+        assert!(a.starts_with("20231114T221320.000005Z-"), "{a}");
+        let names = [
+            at(1_700_000_000, 999_999),
+            at(1_700_000_001, 0),
+            at(1_800_000_000, 0),
+        ];
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names);
+    }
 }

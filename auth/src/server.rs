@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-pub use crate::build::{api_from_config, users_from_config, StartError};
+pub use crate::build::{api_from_config, pages_from_config, users_from_config, StartError};
 
 /// Serves `api` on `listen` until `shutdown` completes, then lets in-flight requests finish
 /// (up to `grace`).

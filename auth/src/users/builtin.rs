@@ -28,8 +28,8 @@ pub enum DbError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the database at `url`, creating an SQLite file's directory if needed, and runs the
-/// migrations.
+/// Opens the database at `url`, creating an SQLite file (and its directory) if needed, and
+/// runs the migrations.
 /// `acquire_timeout` bounds how long a request waits for a connection: with the database
 /// down, requests answer 503 after it instead of hanging past the gateway's read timeout.
 pub async fn connect(
@@ -38,6 +38,7 @@ pub async fn connect(
     acquire_timeout: Duration,
 ) -> Result<AnyPool, DbError> {
     sqlx::any::install_default_drivers();
+    let url = &sqlite_creating(url);
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -57,6 +58,26 @@ pub async fn connect(
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// An SQLite URL that creates its file: sqlx opens `sqlite://path` read-write but refuses
+/// a file that does not exist ("unable to open database file"), where a person expects it
+/// made, as `?mode=rwc` does. A URL that names a `mode` keeps it; other URLs are unchanged.
+pub fn sqlite_creating(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path == ":memory:" || path.is_empty();
+    if in_memory || query.split('&').any(|kv| kv.starts_with("mode=")) {
+        return url.to_owned();
+    }
+    let sep = if query.is_empty() { "?" } else { "&" };
+    let sep = if url.ends_with('?') { "" } else { sep };
+    format!("{url}{sep}mode=rwc")
 }
 
 pub struct BuiltinUsers {
@@ -218,7 +239,7 @@ impl UserProvider for BuiltinUsers {
     /// link that confirms *this* sign-up's password and replaces the earlier links, so
     /// whoever signed up first with someone else's address cannot have their password
     /// confirmed by the owner's click.
-    async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError> {
+    async fn sign_up(&self, email: &str, password: &str, lang: &str) -> Result<(), ProviderError> {
         let hash = self
             .hasher
             .hash(password)
@@ -229,12 +250,12 @@ impl UserProvider for BuiltinUsers {
         let (kind, mail) = if registered {
             (
                 MailKind::AlreadyRegistered,
-                self.mailer.already_registered(email),
+                self.mailer.already_registered(email, lang),
             )
         } else {
             (
                 MailKind::Verification,
-                self.mailer.verification(email, &token),
+                self.mailer.verification(email, &token, lang),
             )
         };
         if self.mailer.may_send(kind, email, "").await {
@@ -359,7 +380,7 @@ impl UserProvider for BuiltinUsers {
         Ok(())
     }
 
-    async fn forgot_password(&self, email: &str) -> Result<(), ProviderError> {
+    async fn forgot_password(&self, email: &str, lang: &str) -> Result<(), ProviderError> {
         let Some(row) = self.find(email).await? else {
             return Ok(());
         };
@@ -369,10 +390,12 @@ impl UserProvider for BuiltinUsers {
         let token = self
             .issue_token(&user_id, RESET_PASSWORD, self.reset_ttl, None)
             .await?;
-        self.mailer.queue(
-            self.mailer
-                .password_reset(email, &token, self.reset_ttl.as_secs() / 60),
-        );
+        self.mailer.queue(self.mailer.password_reset(
+            email,
+            &token,
+            self.reset_ttl.as_secs() / 60,
+            lang,
+        ));
         Ok(())
     }
 
@@ -514,5 +537,39 @@ impl UserProvider for BuiltinUsers {
 
     fn name(&self) -> &'static str {
         "builtin"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_create_their_file() {
+        assert_eq!(
+            sqlite_creating("sqlite://data/users.db"),
+            "sqlite://data/users.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_creating("sqlite:users.db?cache=shared"),
+            "sqlite:users.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_creating("sqlite://x.db?mode=ro"),
+            "sqlite://x.db?mode=ro"
+        );
+        assert_eq!(sqlite_creating("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(sqlite_creating("postgres://a@b/c"), "postgres://a@b/c");
+    }
+
+    #[tokio::test]
+    async fn a_plain_sqlite_url_creates_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sub/users.db");
+        let url = format!("sqlite://{}", file.display());
+        connect(&url, 1, Duration::from_secs(3))
+            .await
+            .expect("connect");
+        assert!(file.is_file());
     }
 }

@@ -45,14 +45,14 @@ pub enum ProviderError {
 #[async_trait]
 pub trait UserProvider: Send + Sync {
     /// Creates the account (or, for an existing email, quietly tells its owner). Inputs are
-    /// already validated.
-    async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError>;
+    /// already validated; `lang` is the language of any mail it sends (a catalogue's).
+    async fn sign_up(&self, email: &str, password: &str, lang: &str) -> Result<(), ProviderError>;
     /// Checks the credentials.
     async fn sign_in(&self, email: &str, password: &str) -> Result<SignedIn, ProviderError>;
     /// Called after a session is deleted at logout (revoke upstream tokens).
     async fn signed_out(&self, record: &SessionRecord);
-    /// Sends a reset link if the account exists; silent otherwise.
-    async fn forgot_password(&self, email: &str) -> Result<(), ProviderError>;
+    /// Sends a reset link (in `lang`) if the account exists; silent otherwise.
+    async fn forgot_password(&self, email: &str, lang: &str) -> Result<(), ProviderError>;
     /// The account a reset token belongs to, without using the token up; `Ok(None)` when the
     /// provider cannot tell without using it (Supabase). Lets the caller end the account's
     /// sessions *before* the password changes, so a failure leaves the old state and a

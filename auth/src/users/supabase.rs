@@ -170,7 +170,8 @@ fn weak_password(r: &Reply) -> Option<ProviderError> {
 
 #[async_trait]
 impl UserProvider for SupabaseUsers {
-    async fn sign_up(&self, email: &str, password: &str) -> Result<(), ProviderError> {
+    /// GoTrue sends its own mails, in the language its templates are set up in.
+    async fn sign_up(&self, email: &str, password: &str, _lang: &str) -> Result<(), ProviderError> {
         let r = self
             .call(
                 Method::POST,
@@ -245,7 +246,7 @@ impl UserProvider for SupabaseUsers {
         }
     }
 
-    async fn forgot_password(&self, email: &str) -> Result<(), ProviderError> {
+    async fn forgot_password(&self, email: &str, _lang: &str) -> Result<(), ProviderError> {
         let r = self
             .call(
                 Method::POST,
