@@ -290,7 +290,7 @@ pub fn preferred_languages(header: &str) -> Vec<String> {
             (q > 0).then_some((q, tag))
         })
         .collect();
-    ranges.sort_by(|a, b| b.0.cmp(&a.0));
+    ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
     ranges.into_iter().map(|(_, t)| t).collect()
 }
 
