@@ -1,8 +1,10 @@
 //! A person's flow in a real browser: headless Chromium, driven over WebDriver
 //! (chromedriver + fantoccini), against `authflow up`. Open /app/ → sent to sign in → sign up
 //! → follow the verification link from the outbox → sign in → the app shows the user → "Your
-//! devices" lists this one → sign out → /app/ sends you to sign in again. A screenshot of
-//! each page is kept in `target/screenshots/`.
+//! devices" lists this one → sign out → /app/ sends you to sign in again. Then the sign-in
+//! page with the default branding, with a logo and colour of the operator's, and in German,
+//! with a template carrying an inline script that the Content-Security-Policy must stop. A
+//! screenshot of each page is kept in `target/screenshots/`.
 
 mod support;
 
@@ -114,25 +116,35 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_signs_up_verifies_signs_in_and_out_in_chromium() {
-    let up = Up::start(&[]).await;
-    let driver = chromedriver().await;
-    let profile = driver._profile.path().display().to_string();
+/// A WebDriver session in headless Chromium whose requests say `Accept-Language: {langs}`.
+async fn connect(driver: &ChromeDriver, langs: &str) -> fantoccini::Client {
+    let profile = driver
+        ._profile
+        .path()
+        .join(uuid::Uuid::new_v4().to_string());
     let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=900,760", format!("--user-data-dir={profile}")]
+                     "--window-size=900,760", format!("--user-data-dir={}", profile.display()),
+                     format!("--lang={}", langs.split(',').next().unwrap_or("en"))],
+            "prefs": { "intl.accept_languages": langs }
         }
     }))
     .expect("caps");
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
-        .expect("webdriver session");
+        .expect("webdriver session")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_up_verifies_signs_in_and_out_in_chromium() {
+    let up = Up::start(&[]).await;
+    let driver = chromedriver().await;
+    let c = connect(&driver, "en-US,en").await;
     let b = Browser {
         c,
         base: format!("http://localhost:{}", up.gateway_port),
@@ -218,4 +230,117 @@ async fn a_person_signs_up_verifies_signs_in_and_out_in_chromium() {
     );
     b.shot("08-sign-in-again").await;
     b.c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_page_is_branded_translated_and_runs_no_inline_script_in_chromium() {
+    let redis = Redis::start().await;
+    let plain = AuthService::start(auth_config(&redis.url()), &[]).await;
+
+    // The operator's logo, colour and name, and a template that tries to run script.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let assets = dir.path().join("static");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(&assets).expect("static");
+    std::fs::create_dir_all(&templates).expect("templates");
+    std::fs::write(
+        assets.join("logo.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"180\" height=\"48\" viewBox=\"0 0 180 48\">\
+         <rect width=\"48\" height=\"48\" rx=\"10\" fill=\"#0b5e3b\"/><text x=\"60\" y=\"33\" font-family=\"sans-serif\" \
+         font-size=\"26\" font-weight=\"700\" fill=\"#0b5e3b\">Acme</text></svg>",
+    )
+    .expect("logo");
+    std::fs::write(
+        templates.join("_alerts.html"),
+        "<script>document.title = 'inline script ran'</script>\
+         <img src=\"/nowhere\" alt=\"\" hidden onerror=\"document.title = 'inline handler ran'\">",
+    )
+    .expect("hostile template");
+    let mut cfg = auth_config(&redis.url());
+    cfg.pages.product_name = "Acme".into();
+    cfg.pages.logo_url = Some("/auth/static/logo.svg".into());
+    cfg.pages.primary_color = "#0b5e3b".into();
+    cfg.pages.background_color = "#eef3f0".into();
+    cfg.pages.footer_text = Some("Acme Inc.".into());
+    cfg.pages.static_dir = Some(assets.display().to_string());
+    cfg.pages.templates_dir = Some(templates.display().to_string());
+    let branded = AuthService::start(cfg, &[]).await;
+
+    let driver = chromedriver().await;
+    let shots = screenshots_dir();
+    let english = Browser {
+        c: connect(&driver, "en-US,en").await,
+        base: plain.url(""),
+        shots: shots.clone(),
+    };
+    english
+        .c
+        .goto(&plain.url("/auth/signin?next=/app/"))
+        .await
+        .expect("goto");
+    assert!(english.text().await.contains("Forgot password?"));
+    english.shot("10-sign-in-default-branding").await;
+
+    english
+        .c
+        .goto(&branded.url("/auth/signin?next=/app/"))
+        .await
+        .expect("goto");
+    let title = english.c.title().await.expect("title");
+    assert_eq!(title, "Sign in · Acme", "an inline script or handler ran");
+    let logo_width = english
+        .c
+        .execute(
+            "return document.querySelector('img.logo').naturalWidth",
+            vec![],
+        )
+        .await
+        .expect("logo");
+    assert_eq!(logo_width, serde_json::json!(180), "the logo did not load");
+    let button = english
+        .c
+        .execute(
+            "return getComputedStyle(document.querySelector('button')).backgroundColor",
+            vec![],
+        )
+        .await
+        .expect("style");
+    assert_eq!(button, serde_json::json!("rgb(11, 94, 59)"));
+    english.shot("11-sign-in-custom-logo-and-colour").await;
+    let csp = client()
+        .get(branded.url("/auth/signin"))
+        .send()
+        .await
+        .expect("page")
+        .headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'none';") && !csp.contains("script"),
+        "{csp}"
+    );
+    english.c.close().await.expect("close");
+
+    let german = Browser {
+        c: connect(&driver, "de-DE,de").await,
+        base: plain.url(""),
+        shots,
+    };
+    german
+        .c
+        .goto(&plain.url("/auth/signin?next=/app/"))
+        .await
+        .expect("goto");
+    let text = german.text().await;
+    assert!(
+        text.contains("Anmelden") && text.contains("Passwort vergessen?"),
+        "{text}"
+    );
+    assert_eq!(
+        german.c.title().await.expect("title"),
+        "Anmelden · AuthFlow"
+    );
+    german.shot("12-sign-in-german").await;
+    german.c.close().await.expect("close");
 }
