@@ -3,10 +3,17 @@
 //! that forwarded such a target would hand out the file. Its request log (stderr) says what
 //! reached it.
 
-use super::process::{free_port, wait_for_port};
+use super::process::wait_for_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// `http.server`'s handler on a directory, bound to a port the OS picks.
+const SERVE: &str = "import functools, http.server, sys\n\
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+print(s.server_address[1], flush=True)\n\
+s.serve_forever()\n";
 
 pub struct FileServer {
     pub port: u16,
@@ -24,17 +31,21 @@ impl FileServer {
             std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
             std::fs::write(file, text).expect("write");
         }
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("requests.log")).expect("log");
-        let child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
+        // Port 0, told back on stdout: a port picked before the server binds could be taken
+        // by another test's process in between.
+        let mut child = Command::new("python3")
+            .args(["-u", "-c", SERVE])
             .arg(&root)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("python3");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("port line");
+        let port: u16 = line.trim().parse().expect("http.server port");
         assert!(
             wait_for_port(port, Duration::from_secs(10)).await,
             "http.server did not start"
