@@ -428,3 +428,51 @@ async fn rules_match_the_original_method_and_host_as_on_a_direct_request() {
     assert_eq!(api, [401, 401, 429], "host rule through /verify");
     assert_eq!(ask("post", "www.example.com", "198.51.100.4").await, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_client_cannot_describe_another_request_than_its_own() {
+    use authflow_gateway::config::RateRule;
+    let s = stack(|cfg| {
+        let mut r = toml::from_str::<RateRule>(
+            "name = \"posts\"\nprefix = \"/app/\"\nmethods = [\"POST\"]\nrequests = 1\nper = \"1m\"",
+        )
+        .expect("rule");
+        r.burst = Some(1);
+        cfg.rate_limit.rules = vec![r];
+    })
+    .await;
+    let (token, _) = s.signed_in("post@example.com").await;
+    let post = |forged: Option<(&'static str, &'static str)>| {
+        let mut r = client()
+            .post(s.nginx.url("/app/x"))
+            .header("cookie", cookie(&token))
+            .header("user-agent", UA)
+            .body("a=b");
+        if let Some((k, v)) = forged {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.expect("post").status(), 200);
+    for forged in [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/elsewhere"),
+    ] {
+        let status = post(Some(forged)).await.expect("post").status();
+        assert_ne!(
+            status, 200,
+            "{forged:?} let a second POST through the POST rule"
+        );
+    }
+    // Straight to the check: two spellings that disagree are refused.
+    let r = s
+        .verify(
+            "/verify",
+            &[
+                ("x-original-uri", "/app/x"),
+                ("x-forwarded-uri", "/elsewhere"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}

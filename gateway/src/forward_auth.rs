@@ -37,26 +37,57 @@ pub fn suffix<'a>(endpoint: &str, path: &'a str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// Why the description of the original request was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclear {
+    /// Both spellings (`X-Forwarded-Uri` and `X-Original-URI`, or of the method) with
+    /// different values, or one of them twice: nginx's `auth_request` passes the client's own
+    /// headers to the check, so a client could name another request than the one it sent.
+    Conflicting,
+    /// An original method that is not a method token.
+    BadMethod,
+}
+
+impl Unclear {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unclear::Conflicting => "conflicting_original_request",
+            Unclear::BadMethod => "bad_original_method",
+        }
+    }
+}
+
 /// The original request: `X-Forwarded-*` (Traefik), `X-Original-*` (nginx), or, for Envoy,
 /// the request itself with the endpoint's path taken off (`suffix`). The method and URI fall
 /// back to the check request's own, so a bare `GET /verify` asks about `GET /`. The headers
-/// count only from a `trusted` caller: anyone else asks about their own request.
-pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Original {
-    let header = |name: &str| {
+/// count only from a `trusted` caller: anyone else asks about their own request. Two
+/// spellings that disagree are refused rather than one believed.
+pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Result<Original, Unclear> {
+    let header = |name: &str| -> Result<Option<&str>, Unclear> {
         if !trusted {
-            return None;
+            return Ok(None);
         }
-        req.headers
-            .get(name)
+        let mut values = req.headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Unclear::Conflicting);
+        }
+        Ok(first
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.is_empty()))
     };
-    let method = header("x-forwarded-method")
-        .or_else(|| header("x-original-method"))
-        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or_else(|| req.method.clone());
-    let uri = match header("x-forwarded-uri").or_else(|| header("x-original-uri")) {
+    let either = |a: &str, b: &str| -> Result<Option<&str>, Unclear> {
+        match (header(a)?, header(b)?) {
+            (Some(x), Some(y)) if x != y => Err(Unclear::Conflicting),
+            (x, y) => Ok(x.or(y)),
+        }
+    };
+    let method = match either("x-forwarded-method", "x-original-method")? {
+        Some(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| Unclear::BadMethod)?,
+        None => req.method.clone(),
+    };
+    let uri = match either("x-forwarded-uri", "x-original-uri")? {
         Some(u) => u.to_owned(),
         None if !suffix.is_empty() => {
             let query = req.uri.query().map_or(String::new(), |q| format!("?{q}"));
@@ -65,13 +96,13 @@ pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Original {
         None => "/".to_owned(),
     };
     let path = uri.split(['?', '#']).next().unwrap_or("/").to_owned();
-    let host = header("x-forwarded-host").map(str::to_owned);
-    Original {
+    let host = header("x-forwarded-host")?.map(str::to_owned);
+    Ok(Original {
         method,
         uri,
         path,
         host,
-    }
+    })
 }
 
 /// Whether the caller wants browsers sent to the sign-in page rather than a 401: with
@@ -133,7 +164,7 @@ mod tests {
                 ("x-forwarded-host", "app.example.com"),
             ],
         );
-        let o = original(&r, "", true);
+        let o = original(&r, "", true).expect("clear");
         assert_eq!(o.method, http::Method::POST);
         assert_eq!((o.uri.as_str(), o.path.as_str()), ("/app/x?a=1", "/app/x"));
         assert_eq!(o.host.as_deref(), Some("app.example.com"));
@@ -148,7 +179,7 @@ mod tests {
                 ("x-original-uri", "/app/y"),
             ],
         );
-        let o = original(&r, "", true);
+        let o = original(&r, "", true).expect("clear");
         assert_eq!(o.method, http::Method::DELETE);
         assert_eq!(o.path, "/app/y");
     }
@@ -156,7 +187,7 @@ mod tests {
     #[test]
     fn envoy_sends_the_original_path_after_the_prefix() {
         let r = req("/verify/app/z?q=2", &[]);
-        let o = original(&r, "/app/z", true);
+        let o = original(&r, "/app/z", true).expect("clear");
         assert_eq!((o.uri.as_str(), o.path.as_str()), ("/app/z?q=2", "/app/z"));
         assert_eq!(o.method, http::Method::GET);
     }
@@ -170,9 +201,37 @@ mod tests {
                 ("x-forwarded-method", "POST"),
             ],
         );
-        let o = original(&r, "/app/z", false);
+        let o = original(&r, "/app/z", false).expect("clear");
         assert_eq!((o.method, o.path.as_str()), (http::Method::GET, "/app/z"));
-        assert_eq!(original(&r, "", false).path, "/");
+        assert_eq!(original(&r, "", false).expect("clear").path, "/");
+    }
+
+    #[test]
+    fn two_spellings_that_disagree_are_refused() {
+        let both = |a: (&'static str, &'static str), b: (&'static str, &'static str)| {
+            original(&req("/verify", &[a, b]), "", true).map(|o| o.path)
+        };
+        let nginx = ("x-original-uri", "/app/x");
+        assert_eq!(
+            both(("x-forwarded-uri", "/elsewhere"), nginx),
+            Err(Unclear::Conflicting)
+        );
+        assert_eq!(
+            both(("x-forwarded-uri", "/app/x"), nginx),
+            Ok("/app/x".into())
+        );
+        assert_eq!(
+            both(("x-forwarded-method", "GET"), ("x-original-method", "POST")),
+            Err(Unclear::Conflicting)
+        );
+        assert_eq!(
+            both(("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")),
+            Err(Unclear::Conflicting)
+        );
+        let bad = req("/verify", &[("x-forwarded-method", "PO ST")]);
+        assert_eq!(original(&bad, "", true), Err(Unclear::BadMethod));
+        // From an untrusted caller the headers are not read at all.
+        assert!(original(&bad, "", false).is_ok());
     }
 
     #[test]

@@ -367,7 +367,13 @@ impl Gateway {
     /// trusted proxy; anyone else asks about their own check request.
     async fn verify(&self, req: &RequestHeader, ctx: &mut RequestCtx, suffix: &str) -> Step {
         let trusted = session_peer_trusted(ctx, &ctx.policy.trusted_proxies);
-        let original = forward_auth::original(req, suffix, trusted);
+        let original = match forward_auth::original(req, suffix, trusted) {
+            Ok(original) => original,
+            Err(why) => {
+                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
+                return Step::Respond(Decision::BadRequest, resp);
+            }
+        };
         // The rules see the original request as a direct one would: its canonical path,
         // host and method.
         let host = original.host.as_deref().map(canonical::host).transpose();
