@@ -31,6 +31,14 @@ pub enum Rejection {
     /// Pingora 0.9 also escapes a raw space it finds in a malformed request line
     /// (`GET /admin  HTTP/1.1` becomes `/admin%20`) before the gateway sees the target.
     EdgeSpace,
+    /// A segment ending in `.` (`/admin./x`): Windows and IIS drop trailing dots.
+    TrailingDot,
+    /// `%25` followed by two hex digits (`%252e`): an upstream that decodes twice sees another
+    /// path than the gateway judged.
+    DoubleEncoding,
+    /// Escapes that do not decode to UTF-8, overlong forms included (`%C0%AF` for `/`): some
+    /// decoders map them to the character they spell out.
+    InvalidUtf8,
     /// An HTTP/1.1 request without `Host`, or with several.
     MissingHost,
     /// A `Host` that is not a host name or address with an optional port.
@@ -49,6 +57,9 @@ impl Rejection {
             Rejection::PathParameter => "path_parameter",
             Rejection::DotSegment => "dot_segment",
             Rejection::EdgeSpace => "segment_edge_space",
+            Rejection::TrailingDot => "segment_trailing_dot",
+            Rejection::DoubleEncoding => "double_encoding",
+            Rejection::InvalidUtf8 => "invalid_utf8_escape",
             Rejection::MissingHost => "missing_host",
             Rejection::BadHost => "bad_host",
         }
@@ -120,6 +131,11 @@ pub fn path(path: &str) -> Result<String, Rejection> {
                     return Err(Rejection::BadEscape);
                 };
                 let v = hi << 4 | lo;
+                let next_is_escape = bytes.get(i + 3).copied().and_then(hex).is_some()
+                    && bytes.get(i + 4).copied().and_then(hex).is_some();
+                if v == b'%' && next_is_escape {
+                    return Err(Rejection::DoubleEncoding);
+                }
                 if matches!(v, b'/' | b'\\' | 0) {
                     return Err(Rejection::EncodedSeparator);
                 }
@@ -153,7 +169,39 @@ pub fn path(path: &str) -> Result<String, Rejection> {
     {
         return Err(Rejection::EdgeSpace);
     }
+    if out.split('/').any(|seg| seg.ends_with('.')) {
+        return Err(Rejection::TrailingDot);
+    }
+    if !escapes_are_utf8(&out) {
+        return Err(Rejection::InvalidUtf8);
+    }
     Ok(out)
+}
+
+/// Whether the `%XX` escapes of a canonical path (every other byte is ASCII) decode to UTF-8.
+fn escapes_are_utf8(path: &str) -> bool {
+    if !path.contains('%') {
+        return true;
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escape {
+            Some((hi, lo)) => {
+                decoded.push(hi << 4 | lo);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// The canonical form of a `Host` value: lower-case, without port and without the trailing
@@ -213,6 +261,9 @@ mod tests {
             ("/app/..x", "/app/..x"),
             ("/%2e%2ex", "/..x"),
             ("/files/My%20Document.pdf", "/files/My%20Document.pdf"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/100%25", "/100%25"),
+            ("/.well-known/x", "/.well-known/x"),
         ] {
             assert_eq!(path(raw), Ok(canonical.to_owned()), "{raw}");
         }
@@ -240,6 +291,12 @@ mod tests {
             ("/admin%20", Rejection::EdgeSpace),
             ("/%20admin/x", Rejection::EdgeSpace),
             ("/app/x%20/y", Rejection::EdgeSpace),
+            ("/app./x", Rejection::TrailingDot),
+            ("/admin%2e", Rejection::TrailingDot),
+            ("/x/%252e%252e/app", Rejection::DoubleEncoding),
+            ("/%c0%afapp", Rejection::InvalidUtf8),
+            ("/x/%C0%AE%C0%AE/app", Rejection::InvalidUtf8),
+            ("/a%ff", Rejection::InvalidUtf8),
         ] {
             assert_eq!(path(raw), Err(why), "{raw}");
         }

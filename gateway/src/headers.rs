@@ -19,26 +19,80 @@ const SET_BY_GATEWAY: [&str; 6] = [
 /// verdict (`X-Forwarded-*`, nginx's `X-Original-URI`, oauth2-proxy's `X-Auth-Request-*`):
 /// stripped unless a route passes one (`pass_headers`), so an upstream that trusts them cannot
 /// be lied to.
-const DESCRIBING_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-auth-request-"];
-/// Single headers of the same kind: client addresses set by CDNs, rewritten URLs, identities
-/// set by Authelia-style proxies, and method overrides that change what a framework routes.
-const DESCRIBING_HEADERS: [&str; 16] = [
+/// Also the verdicts other identity proxies and load balancers hand their upstreams (Pomerium,
+/// Cloudflare Access, AWS ALB, Azure App Service, IAP, authentik, mod_auth_openidc) and
+/// client-certificate verdicts, which an upstream built for one of them would trust.
+const DESCRIBING_PREFIXES: [&str; 13] = [
+    "x-forwarded-",
+    "x-original-",
+    "x-auth-request-",
+    "x-pomerium-",
+    "cf-access-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "x-goog-authenticated-",
+    "x-authentik-",
+    "oidc-claim-",
+    "x-ssl-client-",
+    "ssl-client-",
+    "x-authenticated-",
+];
+/// Single headers of the same kind: client addresses set by CDNs and proxies, rewritten URLs,
+/// schemes, identities set by other auth proxies (Authelia's `Remote-User`, Grafana's
+/// `X-WEBAUTH-USER`, Kong's `X-Consumer-*`), client certificates, and method overrides that
+/// change what a framework routes.
+const DESCRIBING_HEADERS: [&str; 41] = [
     "x-rewrite-url",
     "x-envoy-original-path",
+    "x-envoy-external-address",
     "x-host",
+    "x-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-https",
     "true-client-ip",
     "cf-connecting-ip",
+    "cf-connecting-ipv6",
     "fastly-client-ip",
+    "client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-proxyuser-ip",
+    "x-azure-clientip",
     "remote-user",
     "remote-groups",
     "remote-email",
     "remote-name",
     "x-remote-user",
+    "x-remote-group",
+    "x-webauth-user",
+    "x-webauth-email",
+    "x-auth-user",
+    "auth-user",
+    "x-consumer-username",
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-credential-identifier",
+    "x-credential-username",
+    "x-client-cert",
+    "x-client-verify",
+    "x-client-dn",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+];
+/// Framing and routing headers: a client's `Transfer_Encoding` or `Content_Length` spelled
+/// with `_` is not framing to the gateway but may be to a CGI-style upstream (nginx drops
+/// headers with `_` for this reason), so such a spelling never passes.
+const FRAMING_HEADERS: [&str; 5] = [
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "connection",
+    "upgrade",
 ];
 
 /// Whether a client header named `name` (lower case) must not reach an upstream: the gateway
@@ -48,6 +102,9 @@ const DESCRIBING_HEADERS: [&str; 16] = [
 /// place, without allocating.
 pub fn is_owned(name: &str, extra: &[String], keep: &[String]) -> bool {
     if !may_pass(name) || extra.iter().any(|h| eq_folded(name, h)) {
+        return true;
+    }
+    if name.contains('_') && FRAMING_HEADERS.iter().any(|h| eq_folded(name, h)) {
         return true;
     }
     let describing = DESCRIBING_PREFIXES
@@ -121,11 +178,10 @@ pub fn drop_session_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) ->
         .get_all("set-cookie")
         .iter()
         .filter(|v| {
-            let name = v
-                .as_bytes()
-                .split(|&b| b == b'=')
-                .next()
-                .unwrap_or_default();
+            // `=sid=x` (no name) is read by some clients as a cookie named `sid`.
+            let text = v.as_bytes().trim_ascii_start();
+            let text = text.strip_prefix(b"=").unwrap_or(text);
+            let name = text.split(|&b| b == b'=').next().unwrap_or_default();
             !cookie_base(&String::from_utf8_lossy(name)).eq_ignore_ascii_case(session)
         })
         .cloned()
@@ -221,18 +277,32 @@ mod tests {
             ("Remote-User", "admin"),
             ("Remote_Groups", "admins"),
             ("X-HTTP-Method-Override", "DELETE"),
+            ("X-WEBAUTH-USER", "admin"),
+            ("X-Pomerium-Claim-Email", "root@evil"),
+            ("Cf-Access-Authenticated-User-Email", "root@evil"),
+            ("X-Amzn-Oidc-Identity", "admin"),
+            ("X-MS-CLIENT-PRINCIPAL-NAME", "admin"),
+            ("Oidc_Claim_Email", "root@evil"),
+            ("X-Ssl-Client-Verify", "SUCCESS"),
+            ("X-Authenticated-Userid", "admin"),
+            ("Client-IP", "1.2.3.4"),
+            ("X-Scheme", "https"),
+            ("Transfer_Encoding", "chunked"),
+            ("Content_Length", "5"),
             ("Accept", "*/*"),
+            ("Content-Length", "0"),
         ];
         let mut r = req(&sent);
         strip_identity(&mut r, &[], &[]);
-        let left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
-        assert_eq!(left, vec!["accept"]);
+        let mut left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "content-length"]);
         let mut r = req(&sent);
         let keep = ["true-client-ip".to_owned(), "x-user-id".to_owned()];
         strip_identity(&mut r, &[], &keep);
         let mut left: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
-        assert_eq!(left, vec!["accept", "true-client-ip"]);
+        assert_eq!(left, vec!["accept", "content-length", "true-client-ip"]);
     }
 
     #[test]
@@ -273,12 +343,13 @@ mod tests {
             "__Host-sid=planted; Secure; Path=/",
             "__secure-Sid=planted; Secure",
             " sid =x",
+            "=sid=x",
             "theme=dark",
             "sidecar=1",
         ] {
             resp.append_header("set-cookie", v).expect("header");
         }
-        assert_eq!(drop_session_set_cookies(&mut resp, "__Host-sid"), 5);
+        assert_eq!(drop_session_set_cookies(&mut resp, "__Host-sid"), 6);
         let left: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
         assert_eq!(left, vec!["theme=dark", "sidecar=1"]);
     }

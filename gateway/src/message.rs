@@ -13,7 +13,7 @@ pub enum Refusal {
     MethodCase,
     /// `Content-Length` values that are not one number repeated (RFC 9110 §8.6).
     ContentLength,
-    /// `TRACE` on a route without `allow_trace`.
+    /// `TRACE` (or IIS's `TRACK`) on a route without `allow_trace`.
     Trace,
     /// `Upgrade: websocket` on a route without `websocket = true`.
     Upgrade,
@@ -98,7 +98,9 @@ pub fn route_admits(
     allow_trace: bool,
     websocket: bool,
 ) -> Result<(), Refusal> {
-    if *method == http::Method::TRACE && !allow_trace {
+    // TRACK is IIS's TRACE.
+    let trace = *method == http::Method::TRACE || method.as_str() == "TRACK";
+    if trace && !allow_trace {
         return Err(Refusal::Trace);
     }
     if upgrade == Upgrade::WebSocket && !websocket {
@@ -169,6 +171,11 @@ mod tests {
             Err(Refusal::Trace)
         );
         assert_eq!(route_admits(&trace, Upgrade::None, true, false), Ok(()));
+        let track = http::Method::from_bytes(b"TRACK").expect("token");
+        assert_eq!(
+            route_admits(&track, Upgrade::None, false, false),
+            Err(Refusal::Trace)
+        );
         assert_eq!(
             route_admits(&get, Upgrade::WebSocket, false, false),
             Err(Refusal::Upgrade)
