@@ -295,3 +295,63 @@ async fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
         "the attacker must still be throttled"
     );
 }
+
+/// A reset is what a locked-out owner is told to do: it must not make their own address new
+/// again, or guessing from elsewhere locks them out once more, reset after reset. The address
+/// the reset was completed from stays familiar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reset_the_owners_address_is_still_theirs() {
+    let redis = Redis::start().await;
+    let svc = auth_service(&redis, |c| {
+        c.throttle.lock_after = 2;
+        c.throttle.max_lock = authflow_shared::config::HumanDuration::secs(1);
+        c.throttle.hard_cap = 4;
+    })
+    .await;
+    let email = "resetter@example.com";
+    let home = "198.51.100.8";
+    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let link = new_verification_link(&svc, &[]).await;
+    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
+    assert_eq!(sign_in_from(&svc, home, email, PW).await, 200);
+
+    let from_home = |endpoint: &'static str, body: serde_json::Value| {
+        client_from(None)
+            .post(svc.api(endpoint))
+            .header("user-agent", UA)
+            .header("x-forwarded-for", home)
+            .json(&body)
+            .send()
+    };
+    let r = from_home("forgot-password", json!({"email": email}))
+        .await
+        .expect("forgot");
+    assert_eq!(r.status(), 202);
+    let reset = link_token(&wait_for_mail(&svc.outbox(), email, "reset-password").await);
+    let new_pw = "a brand new password after reset";
+    let r = from_home(
+        "reset-password/update",
+        json!({"token": reset, "new_password": new_pw}),
+    )
+    .await
+    .expect("reset");
+    assert_eq!(r.status(), 200);
+
+    for i in 0..24 {
+        let attacker = format!("203.0.113.{}", 40 + i % 6);
+        sign_in_from(&svc, &attacker, email, "guess after guess").await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        sign_in_from(&svc, "192.0.2.98", email, new_pw).await,
+        429,
+        "the account is past its cap for new addresses"
+    );
+    assert_eq!(
+        sign_in_from(&svc, home, email, new_pw).await,
+        200,
+        "the reset made the owner's own address new again"
+    );
+}

@@ -95,7 +95,8 @@ impl SignInThrottle {
 
     /// After a password reset made from `client`: the account starts afresh (its count from
     /// unfamiliar addresses, the cap with it, and the addresses it knew, since whoever
-    /// guessed the old password may have signed in with it), and so does that address.
+    /// guessed the old password may have signed in with it), and so does that address, which
+    /// becomes the one familiar address.
     pub async fn reset(&self, email: &str, client: IpAddr) -> Result<(), ApiError> {
         let account = account_key(email);
         self.counters.clear_attempts(&account).await?;
@@ -103,6 +104,13 @@ impl SignInThrottle {
             .clear_attempts(&pair_key(&account, &address_of(client)))
             .await?;
         self.history.forget_addresses(&account).await?;
+        // The owner, who could read the reset mail, is at this address: it stays familiar,
+        // or every reset would put their usual address back under the account-wide count
+        // that anyone guessing from elsewhere can lock (the lock-out weapon again).
+        let address = address_of(client);
+        if let Err(e) = self.history.remember_address(&account, &address).await {
+            tracing::warn!(error = %e, "reset address not remembered");
+        }
         Ok(())
     }
 
