@@ -22,7 +22,18 @@ pub fn normalize_email(email: &str) -> String {
         .collect();
     let folded: String = visible.nfkc().collect::<String>().to_lowercase();
     // Lower-casing can leave a string that is not NFKC (a few letters decompose).
-    folded.nfkc().collect::<String>().trim().to_owned()
+    let email = folded.nfkc().collect::<String>().trim().to_owned();
+    match email.rsplit_once('@') {
+        Some((local, domain)) if domain.contains("xn--") => {
+            // One form for a domain spelled in Punycode or in Unicode: the Unicode one.
+            let (unicode, errors) = idna::domain_to_unicode(domain);
+            if errors.is_ok() {
+                return format!("{local}@{unicode}");
+            }
+            email
+        }
+        _ => email,
+    }
 }
 
 /// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, stable since Unicode
@@ -61,7 +72,11 @@ fn is_default_ignorable(c: char) -> bool {
 pub fn check_scripts(email: &str) -> Result<(), ApiError> {
     let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
     let one_script = |part: &str| {
-        let letters: String = part.chars().filter(|c| !c.is_ascii_punctuation()).collect();
+        // Spaces and controls are the shape check's business (a 422 naming the field).
+        let letters: String = part
+            .chars()
+            .filter(|c| !c.is_ascii_punctuation() && !c.is_whitespace() && !c.is_control())
+            .collect();
         letters.as_str().detect_restriction_level() <= RestrictionLevel::HighlyRestrictive
     };
     if one_script(local) && domain.split('.').all(one_script) {
@@ -106,8 +121,9 @@ pub fn looks_like_email(email: &str) -> bool {
 /// The normalized address; a 400 when it mixes scripts ([`check_scripts`]), or a 422
 /// naming the `email` field when it is not an address.
 pub fn validate_email(email: &str) -> Result<String, ApiError> {
-    let e = email_input(email)?;
+    let e = normalize_email(email);
     if looks_like_email(&e) {
+        check_scripts(&e)?;
         Ok(e)
     } else {
         Err(ApiError::Validation {
@@ -185,6 +201,30 @@ mod tests {
             normalize_email("Jose\u{0301}@example.com"),
             normalize_email("Jos\u{00E9}@example.com")
         );
+    }
+
+    #[test]
+    fn a_domain_in_punycode_and_in_unicode_is_one_domain() {
+        assert_eq!(normalize_email("bob@xn--exmple-cua.com"), "bob@exämple.com");
+        assert_eq!(normalize_email("bob@EXÄMPLE.com"), "bob@exämple.com");
+        assert_eq!(normalize_email("bob@example.com"), "bob@example.com");
+    }
+
+    #[test]
+    fn spaces_and_controls_are_a_shape_problem_not_a_script_one() {
+        for bad in [
+            "a b@example.com",
+            "a\0b@example.com",
+            "a\u{2028}b@example.com",
+        ] {
+            assert!(
+                matches!(
+                    validate_email(bad),
+                    Err(ApiError::Validation { field: "email", .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
