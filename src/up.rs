@@ -98,7 +98,7 @@ fn auth_flags(args: &UpArgs, auth: &mut AuthConfig, o: &mut Overrides) {
     auth.database.url = args
         .database_url
         .clone()
-        .unwrap_or_else(|| format!("sqlite://{data}/authflow.db?mode=rwc"));
+        .unwrap_or_else(|| format!("sqlite://{data}/authflow.db"));
     o.set("database.url", "--database-url/--data-dir");
     auth.mail.outbox_dir = Path::new(&data).join("outbox").display().to_string();
     auth.mail.base_url = format!("http://localhost:{}", args.gateway_port);

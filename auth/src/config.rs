@@ -253,8 +253,8 @@ impl Validate for PagesConfig {
     }
 }
 
-/// `[database]`: where built-in users live. `sqlite://path?mode=rwc` (default, a file
-/// created on first start) or `postgres://user@host/db`.
+/// `[database]`: where built-in users live. `sqlite://path` (default; the file is created on
+/// first start, see [`crate::users::builtin::sqlite_creating`]) or `postgres://user@host/db`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
@@ -271,7 +271,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
-            url: "sqlite://data/authflow.db?mode=rwc".into(),
+            url: "sqlite://data/authflow.db".into(),
             password: None,
             max_connections: 8,
             acquire_timeout: HumanDuration::secs(3),
