@@ -98,40 +98,34 @@ struct Brand {
     stylesheet: String,
 }
 
-/// Every path a template links to or posts to, from the one list in [`crate::endpoint`].
-#[derive(Debug, Clone, Serialize)]
-struct Paths {
-    signin: String,
-    signup: String,
-    forgot_password: String,
-    sessions: String,
-    signin_action: String,
-    signup_action: String,
-    forgot_password_action: String,
-    reset_password_action: String,
-    change_password_action: String,
-    revoke: String,
-    revoke_others: String,
-    revoke_all: String,
-}
-
-impl Paths {
-    fn new() -> Self {
-        Paths {
-            signin: Page::SignIn.path(),
-            signup: Page::SignUp.path(),
-            forgot_password: Page::ForgotPassword.path(),
-            sessions: Page::Devices.path(),
-            signin_action: Endpoint::SignIn.path(),
-            signup_action: Endpoint::SignUp.path(),
-            forgot_password_action: Endpoint::ForgotPassword.path(),
-            reset_password_action: Endpoint::ResetPassword.path(),
-            change_password_action: Endpoint::ChangePassword.path(),
-            revoke: Endpoint::SessionRevoke.path(),
-            revoke_others: Endpoint::SessionRevokeOthers.path(),
-            revoke_all: Endpoint::SessionRevokeAll.path(),
-        }
-    }
+/// Every path a template links to or posts to (`paths.signin`, `paths.signin_action`...),
+/// from the one list in [`crate::endpoint`]. Our own constants, so marked safe: the HTML
+/// shows `/auth/signin`, not its escaped `&#x2f;auth&#x2f;signin`.
+fn paths() -> Value {
+    let pages = [
+        ("signin", Page::SignIn),
+        ("signup", Page::SignUp),
+        ("forgot_password", Page::ForgotPassword),
+        ("sessions", Page::Devices),
+    ]
+    .map(|(k, p)| (k, p.path()));
+    let actions = [
+        ("signin_action", Endpoint::SignIn),
+        ("signup_action", Endpoint::SignUp),
+        ("forgot_password_action", Endpoint::ForgotPassword),
+        ("reset_password_action", Endpoint::ResetPassword),
+        ("change_password_action", Endpoint::ChangePassword),
+        ("revoke", Endpoint::SessionRevoke),
+        ("revoke_others", Endpoint::SessionRevokeOthers),
+        ("revoke_all", Endpoint::SessionRevokeAll),
+    ]
+    .map(|(k, e)| (k, e.path()));
+    pages
+        .into_iter()
+        .chain(actions)
+        .map(|(k, path)| (k, Value::from_safe_string(path)))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into()
 }
 
 /// A mail the flows send; each is `mail/<name>.txt` and `mail/<name>.html`, with the
@@ -172,7 +166,7 @@ pub struct MailParts {
 pub struct Pages {
     templates: Templates,
     brand: Brand,
-    paths: Paths,
+    paths: Value,
     csp: HeaderValue,
     stylesheet: Bytes,
     static_dir: Option<PathBuf>,
@@ -243,7 +237,7 @@ impl Pages {
         let mut pages = Pages {
             templates,
             brand,
-            paths: Paths::new(),
+            paths: paths(),
             csp: HeaderValue::from_str(&csp)
                 .map_err(|_| TemplateErrors(vec!["pages.logo_url: not usable in a CSP".into()]))?,
             stylesheet: Bytes::from(css),
