@@ -24,6 +24,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod session_cache;
+pub mod target;
 pub mod unknown_cookies;
 pub mod upstream;
 

@@ -3,7 +3,7 @@
 //! limit → session → fingerprint; each step lives in its own module and returns a decision,
 //! and one place sends local responses.
 
-use crate::canonical::{self, Rejection, TargetForm};
+use crate::canonical;
 use crate::config::{AuthMode, ForwardAuthConfig, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::forward_auth;
@@ -20,6 +20,7 @@ use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch};
 use crate::session::{RejectReason, SessionChecker, Verdict};
 use crate::session_cache::{Entry, SessionCache};
+use crate::target::{self, Target};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
 use authflow_shared::client_ip;
@@ -189,7 +190,7 @@ impl Gateway {
         if let Some(resp) = self.header_limits(req) {
             return Step::Respond(Decision::TooLarge, resp);
         }
-        match request_target(req) {
+        match target::judge(req) {
             Ok(Target::Resource(path, host)) => (ctx.path, ctx.host) = (path, host),
             Ok(Target::Server) => return Step::Respond(Decision::ServerOptions, server_options()),
             Err(why) => {
@@ -624,82 +625,6 @@ fn clear_cookie(s: &SessionPolicy, resp: LocalResponse, reason: RejectReason) ->
     }
 }
 
-/// What the request-target names, once judged.
-enum Target {
-    /// A resource: its canonical path and host.
-    Resource(String, Option<String>),
-    /// `OPTIONS *`: the server itself.
-    Server,
-}
-
-/// The canonical path and host of `req`, or why it has none. The raw target bytes decide the
-/// form (Pingora routes a target it cannot classify as `/` and keeps its bytes for the wire).
-/// HTTP/1.1 needs exactly one `Host`; an absolute-form target's authority must agree with it;
-/// HTTP/2 names the host in its `:authority`; HTTP/1.0 may name none.
-fn request_target(req: &RequestHeader) -> Result<Target, Rejection> {
-    if !req.raw_path_is_utf8() {
-        return Err(Rejection::BadByte);
-    }
-    let raw = req.raw_path();
-    let form = canonical::target_form(raw, req.method == http::Method::OPTIONS)?;
-    if form == TargetForm::Asterisk {
-        return Ok(Target::Server);
-    }
-    let path = canonical::path(req.uri.path())?;
-    let authority = match form {
-        TargetForm::Absolute => Some(absolute_authority(raw)?),
-        _ => req.uri.host(),
-    };
-    let mut hosts = req.headers.get_all("host").iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(Rejection::MissingHost),
-        (Some(v), None) => Some(v.to_str().map_err(|_| Rejection::BadHost)?),
-        (None, _) => authority,
-    };
-    let host = match host {
-        Some(h) => Some(canonical::host(h)?),
-        None if req.version == http::Version::HTTP_11 => return Err(Rejection::MissingHost),
-        None => None,
-    };
-    if let (Some(named), Some(host)) = (authority, &host) {
-        if canonical::host(named)? != *host {
-            return Err(Rejection::BadHost);
-        }
-    }
-    Ok(Target::Resource(path, host))
-}
-
-/// The authority of an `http(s)://authority/...` target (no userinfo).
-fn absolute_authority(raw: &[u8]) -> Result<&str, Rejection> {
-    let text = std::str::from_utf8(raw).map_err(|_| Rejection::BadByte)?;
-    let rest = text.split_once("://").map_or("", |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.is_empty() || authority.contains('@') {
-        return Err(Rejection::BadHost);
-    }
-    Ok(authority)
-}
-
-/// Whether the raw target `raw` is already `path` with `query`: then it is sent as it is.
-fn is_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
-    match query {
-        None => raw == path.as_bytes(),
-        Some(q) => {
-            raw.len() == path.len() + 1 + q.len()
-                && raw.starts_with(path.as_bytes())
-                && raw[path.len()] == b'?'
-                && raw.ends_with(q.as_bytes())
-        }
-    }
-}
-
-/// What the access log shows of a target: the part before the query, which may carry
-/// one-time tokens (`/verify-email?token=...`) that no log may hold.
-fn without_query(target: &[u8]) -> &[u8] {
-    target.split(|&b| b == b'?').next().unwrap_or_default()
-}
-
 /// What a request is to the forward-auth endpoint.
 enum ForwardAuthCall {
     /// A check, with the path after the endpoint (Envoy's `path_prefix` form).
@@ -1007,7 +932,7 @@ impl ProxyHttp for Gateway {
         // Always the target that was judged, never the client's bytes: Pingora keeps the
         // bytes of an absolute-form (or unclassifiable) target for the wire whatever the URI
         // says. An origin-form target already canonical is left as it is (no allocation).
-        if !is_target(req.raw_path(), &ctx.path, req.uri.query()) {
+        if !target::is_already(req.raw_path(), &ctx.path, req.uri.query()) {
             let target = match req.uri.query() {
                 Some(q) => format!("{}?{q}", ctx.path),
                 None => ctx.path.clone(),
@@ -1130,7 +1055,7 @@ impl ProxyHttp for Gateway {
             trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
             client = %ctx.client_ip,
             method = %session.req_header().method,
-            request_target = %without_query(session.req_header().raw_path()).escape_ascii(),
+            request_target = %target::without_query(session.req_header().raw_path()).escape_ascii(),
             path = if ctx.path.is_empty() { "-" } else { ctx.path.as_str() },
             upstream_target = if ctx.forwarded { ctx.path.as_str() } else { "-" },
             status,
