@@ -236,6 +236,23 @@ async fn sign_in_from(svc: &AuthService, client: &str, email: &str, password: &s
         .as_u16()
 }
 
+/// An auth service with a tight throttle (locks from the 2nd failure, 1 s at most, a cap of 4
+/// from new addresses) and a verified account that signed in once from `home`.
+async fn owner_at_home(redis: &Redis, email: &str, home: &str) -> AuthService {
+    let svc = auth_service(redis, |c| {
+        c.throttle.lock_after = 2;
+        c.throttle.max_lock = authflow_shared::config::HumanDuration::secs(1);
+        c.throttle.hard_cap = 4;
+    })
+    .await;
+    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
+    assert_eq!(r.status(), 202);
+    let link = new_verification_link(&svc, &[]).await;
+    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
+    assert_eq!(sign_in_from(&svc, home, email, PW).await, 200);
+    svc
+}
+
 /// Slow guessing from addresses the owner never signed in from must not lock the owner
 /// out: the attacker spreads guesses over several addresses until the account is past its
 /// cap for new addresses, and is then refused (429) even with the right password, while the
@@ -244,19 +261,8 @@ async fn sign_in_from(svc: &AuthService, client: &str, email: &str, password: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
     let redis = Redis::start().await;
-    let svc = auth_service(&redis, |c| {
-        c.throttle.lock_after = 2;
-        c.throttle.max_lock = authflow_shared::config::HumanDuration::secs(1);
-        c.throttle.hard_cap = 4;
-    })
-    .await;
-    let email = "owner@example.com";
-    let home = "198.51.100.7";
-    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
-    assert_eq!(r.status(), 202);
-    let link = new_verification_link(&svc, &[]).await;
-    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
-    assert_eq!(sign_in_from(&svc, home, email, PW).await, 200);
+    let (email, home) = ("owner@example.com", "198.51.100.7");
+    let svc = owner_at_home(&redis, email, home).await;
 
     let mut answers = Vec::new();
     for i in 0..24 {
@@ -302,19 +308,8 @@ async fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reset_the_owners_address_is_still_theirs() {
     let redis = Redis::start().await;
-    let svc = auth_service(&redis, |c| {
-        c.throttle.lock_after = 2;
-        c.throttle.max_lock = authflow_shared::config::HumanDuration::secs(1);
-        c.throttle.hard_cap = 4;
-    })
-    .await;
-    let email = "resetter@example.com";
-    let home = "198.51.100.8";
-    let r = post_json(svc.api("signup"), json!({"email": email, "password": PW})).await;
-    assert_eq!(r.status(), 202);
-    let link = new_verification_link(&svc, &[]).await;
-    assert_eq!(follow_verification(&svc.url(""), &link).await, 200);
-    assert_eq!(sign_in_from(&svc, home, email, PW).await, 200);
+    let (email, home) = ("resetter@example.com", "198.51.100.8");
+    let svc = owner_at_home(&redis, email, home).await;
 
     let from_home = |endpoint: &'static str, body: serde_json::Value| {
         client_from(None)
