@@ -2,8 +2,8 @@
 # Installs the system packages AuthFlow's build and tests need, when they are missing:
 # cmake (Pingora's build), redis-server and PostgreSQL (the test harness starts its own
 # instances on free ports), Chromium and chromedriver (the browser test), nginx (in front
-# of the gateway in the forward-auth tests). Debian/Ubuntu;
-# needs root or sudo.
+# of the gateway in the forward-auth tests), and the test OpenID provider (Node 20 and its
+# npm packages, scripts/install-test-oidc.sh). Debian/Ubuntu; needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -25,15 +25,15 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+  fi
+  echo "install-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  sudo="sudo"
-fi
-echo "install-deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+"$(dirname "$0")/install-test-oidc.sh"
