@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod sessions;
 mod up;
+mod users;
 
 use authflow_auth::AuthConfig;
 use authflow_gateway::GatewayConfig;
@@ -76,6 +77,10 @@ enum Command {
     /// auth config.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// Built-in accounts (operators): list, show, grant or revoke a role, disable or enable;
+    /// live sessions follow each change on their next request.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Reload a running gateway's config (routes, rate-limit rules, trusted proxies, identity
     /// headers) without dropping a request: sends it SIGHUP. Its log says what was reloaded,
     /// or why the file was refused (the running config then stays).
@@ -158,6 +163,15 @@ fn main() -> ExitCode {
         }
         Command::Reload { pid, pid_file } => reload(pid, &pid_file),
         Command::Sessions(cmd) => match sessions::run(&cmd) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Users(cmd) => match users::run(&cmd) {
             Ok(lines) => {
                 for line in lines {
                     println!("{line}");

@@ -9,7 +9,7 @@ use authflow_shared::client_ip;
 use authflow_shared::contract::SessionContract;
 use authflow_shared::cookie::{self, CookieLookup, CookieSpec};
 use authflow_shared::fingerprint::{self, FINGERPRINT_HEADER};
-use authflow_shared::session::SessionRecord;
+use authflow_shared::session::{Claims, SessionRecord};
 use authflow_shared::store::{SessionStore, StoreError};
 use authflow_shared::token::{public_handle, SessionToken};
 use ipnet::IpNet;
@@ -104,14 +104,16 @@ impl Sessions {
             self.contract.idle_timeout.0,
             self.contract.absolute_timeout.0,
         );
+        let now = authflow_shared::now_ms();
         let mut record = SessionRecord::new(
             who.user_id,
             Some(who.email),
             self.client_fingerprint(req),
-            authflow_shared::now_ms(),
+            now,
             absolute,
         );
         record.provider_data = who.provider_data;
+        record.claims = Claims::password(now, who.roles);
         record.user_agent = req
             .headers
             .get(http::header::USER_AGENT)

@@ -10,6 +10,7 @@
 //! - [`client_ip`]: who the client is, given the socket peer and `X-Forwarded-For`.
 //! - [`contract`]: the `[session]` settings both config files share, as one type.
 //! - [`config`]: config primitives and the one loader (defaults, file, environment, flags).
+//! - [`roles`]: role names (what is accepted) and the `X-User-Roles` form.
 //! - [`request`]: reading what clients send (HTML or JSON wanted, query strings, encoding).
 
 pub mod client_ip;
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod metrics;
 pub mod otel;
 pub mod request;
+pub mod roles;
 pub mod session;
 pub mod store;
 pub mod token;

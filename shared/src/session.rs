@@ -26,6 +26,50 @@ pub struct SessionRecord {
     /// Provider-specific data kept with the session (e.g. encrypted upstream tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_data: Option<String>,
+    /// What the session proves about its holder: how and when they signed in, and the roles
+    /// they held as of the last change. Absent in records written before it existed (they
+    /// read as proving nothing beyond the sign-in, with no roles).
+    #[serde(default, skip_serializing_if = "Claims::is_empty")]
+    pub claims: Claims,
+}
+
+/// What a session proves, in one shape for every sign-in method and every check: the
+/// gateway's route access (roles now; the second factor and its freshness later), `/verify`
+/// and the identity headers all read this, never flags spread over the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Authentication methods used (RFC 8176 values: `pwd`, later `otp`, `hwk`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the person last proved who they are (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The account's roles, sorted and unique ([`crate::roles::normalize`]). Re-written in
+    /// every live session of the user when an operator changes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    /// A password sign-in at `now_ms` by someone holding `roles` (already normalized).
+    pub fn password(now_ms: u64, roles: Vec<String>) -> Self {
+        Claims {
+            amr: vec!["pwd".into()],
+            auth_time: Some(now_ms),
+            roles,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.amr.is_empty() && self.auth_time.is_none() && self.roles.is_empty()
+    }
+
+    /// Whether the session holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles
+            .binary_search_by(|r| r.as_str().cmp(role))
+            .is_ok()
+    }
 }
 
 /// Why a stored session is no longer valid at a given time.
@@ -54,6 +98,7 @@ impl SessionRecord {
             user_agent: None,
             ip_hint: None,
             provider_data: None,
+            claims: Claims::default(),
         }
     }
 
@@ -118,6 +163,21 @@ mod tests {
             touched.expiry(10_999, idle, Duration::from_secs(5)),
             Some(Expiry::Absolute)
         );
+    }
+
+    #[test]
+    fn records_without_claims_stay_valid_and_claims_round_trip() {
+        let old =
+            r#"{"user_id":"u","fingerprint":"fp","created_at":1,"last_seen_at":1,"expires_at":9}"#;
+        let r: SessionRecord = serde_json::from_str(old).expect("old record");
+        assert!(r.claims.is_empty());
+        assert_eq!(serde_json::to_string(&r).expect("json"), old);
+        let mut new = r.clone();
+        new.claims = Claims::password(5, vec!["admin".into(), "ops".into()]);
+        let json = serde_json::to_string(&new).expect("json");
+        assert!(json.contains(r#""claims":{"amr":["pwd"],"auth_time":5,"roles":["admin","ops"]}"#));
+        let back: SessionRecord = serde_json::from_str(&json).expect("new record");
+        assert!(back.claims.has_role("ops") && !back.claims.has_role("op"));
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl BuiltinUsers {
 
     async fn find(&self, email: &str) -> Result<Option<AnyRow>, ProviderError> {
         sqlx::query(
-            "SELECT id, email, password_hash, email_verified_at FROM users WHERE email = $1",
+            "SELECT id, email, password_hash, email_verified_at, disabled_at FROM users WHERE email = $1",
         )
         .bind(email)
         .fetch_optional(&self.db)
@@ -277,6 +277,15 @@ impl UserProvider for BuiltinUsers {
             return Err(ProviderError::EmailNotVerified);
         }
         let user_id: String = row.get("id");
+        let disabled: Option<i64> = row.try_get("disabled_at").unwrap_or(None);
+        if disabled.is_some() {
+            // Answered like a wrong password: a disabled account is no account to sign in to.
+            tracing::info!(user = %user_id, "sign-in refused: account disabled");
+            return Err(ProviderError::InvalidCredentials);
+        }
+        let roles = super::roles::roles_of(&self.db, &user_id)
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
         if stored
             .as_deref()
             .is_some_and(|h| self.hasher.needs_rehash(h))
@@ -293,6 +302,7 @@ impl UserProvider for BuiltinUsers {
             user_id,
             email: row.get("email"),
             provider_data: None,
+            roles,
         })
     }
 

@@ -3,6 +3,7 @@
 //! the sessions do not care which one runs.
 
 pub mod builtin;
+pub mod roles;
 pub mod supabase;
 
 use async_trait::async_trait;
@@ -15,6 +16,9 @@ pub struct SignedIn {
     pub email: String,
     /// Provider data to keep with the session (already encrypted where secret).
     pub provider_data: Option<String>,
+    /// The account's roles as of this sign-in, normalized
+    /// ([`authflow_shared::roles::normalize`]); kept in the session's claims.
+    pub roles: Vec<String>,
 }
 
 /// An account, as a password reset names it.

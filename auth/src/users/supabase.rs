@@ -47,6 +47,37 @@ struct GoTrueUser {
     id: String,
     #[serde(default)]
     email: Option<String>,
+    /// Set by the Supabase project's admin (service role) only, never by the user:
+    /// `app_metadata.roles`, read at every sign-in.
+    #[serde(default)]
+    app_metadata: AppMetadata,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct AppMetadata {
+    #[serde(default)]
+    roles: Vec<serde_json::Value>,
+}
+
+impl GoTrueUser {
+    /// The roles in `app_metadata.roles` that are role names (sorted, at most 32); anything
+    /// else is dropped with a warning rather than failing the sign-in.
+    fn roles(&self) -> Vec<String> {
+        let given = &self.app_metadata.roles;
+        let mut names: Vec<String> = given
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|r| authflow_shared::roles::validate(r).is_ok())
+            .map(str::to_owned)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != given.len() || names.len() > authflow_shared::roles::MAX_ROLES_PER_USER {
+            tracing::warn!(user = %self.id, "app_metadata.roles: entries that are not role names (or past 32) dropped");
+        }
+        names.truncate(authflow_shared::roles::MAX_ROLES_PER_USER);
+        names
+    }
 }
 
 /// A GoTrue reply: status and parsed JSON body (`Null` if not JSON).
@@ -220,6 +251,7 @@ impl UserProvider for SupabaseUsers {
                     user_id: t.user.id.clone(),
                     email: t.user.email.clone().unwrap_or_else(|| email.to_owned()),
                     provider_data: Some(self.seal(&t)),
+                    roles: t.user.roles(),
                 })
             }
             (_, "email_not_confirmed") => Err(ProviderError::EmailNotVerified),

@@ -172,6 +172,20 @@ impl SessionStore for MemorySessionStore {
         Ok(ids.len())
     }
 
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> Result<usize, StoreError> {
+        let mut g = self.lock()?;
+        g.revoked_before.insert(user_id.to_owned(), crate::now_us());
+        let ids = g.user_sessions.get(user_id).cloned().unwrap_or_default();
+        let mut n = 0;
+        for id in ids {
+            if let Some((record, _)) = g.sessions.get_mut(&id) {
+                record.claims.roles = roles.to_vec();
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
         let g = self.lock()?;
         let now = Instant::now();

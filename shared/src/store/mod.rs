@@ -62,6 +62,13 @@ pub trait SessionStore: Send + Sync {
     /// so that a sign-in already under way cannot create a session afterwards; returns how
     /// many ended.
     async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError>;
+    /// Writes `roles` (normalized) into every live session of `user_id` and returns how many
+    /// were re-written. First marks the time as [`SessionStore::revoke_user`] does, so a
+    /// sign-in that read the old roles before the change cannot create its session after
+    /// this sweep. Each record is re-written (compare-and-set, keeping its TTL), so every
+    /// gateway's cache, which tracks the record, drops it and reads the new roles on the
+    /// session's next request: nothing is checked per request beyond the record itself.
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> Result<usize, StoreError>;
     /// Every live session of `user_id`, with its id (from the `user_sessions` index; entries
     /// whose session has ended are dropped from the index on the way).
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;

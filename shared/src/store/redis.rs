@@ -330,6 +330,54 @@ impl SessionStore for RedisSessionStore {
         Ok(n.max(0) as usize)
     }
 
+    /// Measured: one `SET` (the mark), one `SMEMBERS`, then per session a `GET` and a
+    /// compare-and-set script; a user has at most `max_sessions_per_user` sessions, so a
+    /// change costs a few ms once, and the request path nothing.
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> Result<usize, StoreError> {
+        let client = self.once().await?;
+        let mark: Vec<Value> = vec![ms(keys::REVOKED_MARK_TTL).into()];
+        let _: i64 = self
+            .bounded(
+                Op::RevokeUser,
+                client.eval(scripts::MARK, vec![keys::revoked_before(user_id)], mark),
+            )
+            .await?;
+        let ids: Vec<String> = self
+            .bounded(Op::ListUser, client.smembers(keys::user_sessions(user_id)))
+            .await?;
+        let mut rewritten = 0;
+        for id in ids {
+            // A record changed by someone else between the read and the write is read again.
+            for _ in 0..5 {
+                let key = keys::session(&id);
+                let old: Option<String> = self.bounded(Op::ListUser, client.get(&key)).await?;
+                let Some(mut record) = super::codec::decode_record(old.clone())? else {
+                    break;
+                };
+                let Some(old) = old else { break };
+                record.claims.roles = roles.to_vec();
+                let new = serde_json::to_string(&record)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let args: Vec<Value> = vec![old.into(), new.into()];
+                let done: i64 = self
+                    .bounded(
+                        Op::ListUser,
+                        client.eval(scripts::COMPARE_AND_SET, vec![key], args),
+                    )
+                    .await?;
+                match done {
+                    1 => {
+                        rewritten += 1;
+                        break;
+                    }
+                    0 => break,
+                    _ => continue,
+                }
+            }
+        }
+        Ok(rewritten)
+    }
+
     async fn list_user(&self, user_id: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
         let index = keys::user_sessions(user_id);
         let client = self.once().await?;
@@ -521,6 +569,24 @@ for _, id in ipairs(ids) do
   end
 end
 return ended
+"#;
+
+    /// Marks the time of a change to the user's sessions (KEYS: revoked_before; ARGV: TTL ms),
+    /// as [`REVOKE_USER`] does, without ending any.
+    pub const MARK: &str = r#"
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', ARGV[1])
+return 1
+"#;
+
+    /// Replaces a record only if it is still what was read (KEYS: session; ARGV: old, new),
+    /// keeping its TTL. 1 done, 0 the session is gone, -1 it changed meanwhile.
+    pub const COMPARE_AND_SET: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if cur ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
 "#;
 
     /// One GCRA step on the server's clock (KEYS: the limit's key; ARGV: emission interval

@@ -1,0 +1,252 @@
+//! The built-in provider's roles and disabled accounts: what `authflow users` changes, and
+//! what a sign-in reads into the session's claims. Only the database is touched here; the
+//! caller carries each change to the live sessions (see `src/users.rs`).
+
+use crate::credentials::normalize_email;
+use authflow_shared::now_ms;
+use authflow_shared::roles::{self, RoleError, MAX_ROLES_PER_USER};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("no account has the address {0}")]
+    NoSuchUser(String),
+    #[error("{0}")]
+    Role(#[from] RoleError),
+}
+
+/// The roles of `user_id`, sorted.
+pub async fn roles_of(db: &AnyPool, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+        .bind(user_id)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+}
+
+/// An account as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserView {
+    pub user_id: String,
+    pub email: String,
+    pub verified: bool,
+    /// Unix ms of the operator's `disable`, while disabled.
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub roles: Vec<String>,
+}
+
+/// What one command changed: the account after it, and whether anything was different.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub user: UserView,
+    pub changed: bool,
+}
+
+/// The accounts table and its roles, for operators.
+pub struct Directory {
+    db: AnyPool,
+}
+
+impl Directory {
+    pub fn new(db: AnyPool) -> Self {
+        Directory { db }
+    }
+
+    /// Every account, by address.
+    pub async fn list(&self) -> Result<Vec<UserView>, DirectoryError> {
+        let rows = sqlx::query(
+            "SELECT id, email, email_verified_at, disabled_at, created_at FROM users ORDER BY email",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.view(&row).await?);
+        }
+        Ok(out)
+    }
+
+    /// The account with `email`.
+    pub async fn show(&self, email: &str) -> Result<UserView, DirectoryError> {
+        let email = normalize_email(email);
+        let row = sqlx::query(
+            "SELECT id, email, email_verified_at, disabled_at, created_at FROM users WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or(DirectoryError::NoSuchUser(email))?;
+        self.view(&row).await
+    }
+
+    async fn view(&self, row: &sqlx::any::AnyRow) -> Result<UserView, DirectoryError> {
+        let user_id: String = row.try_get("id")?;
+        Ok(UserView {
+            roles: roles_of(&self.db, &user_id).await?,
+            user_id,
+            email: row.try_get("email")?,
+            verified: row
+                .try_get::<Option<i64>, _>("email_verified_at")?
+                .is_some(),
+            disabled_at: row.try_get("disabled_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// Gives `role` to the account (refused past [`MAX_ROLES_PER_USER`] or for a bad name).
+    pub async fn grant(&self, email: &str, role: &str) -> Result<Change, DirectoryError> {
+        roles::validate(role)?;
+        let user = self.show(email).await?;
+        if user.roles.iter().any(|r| r == role) {
+            return Ok(Change {
+                user,
+                changed: false,
+            });
+        }
+        if user.roles.len() >= MAX_ROLES_PER_USER {
+            return Err(RoleError::TooMany.into());
+        }
+        sqlx::query(
+            "INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, role) DO NOTHING",
+        )
+        .bind(&user.user_id)
+        .bind(role)
+        .bind(now_ms() as i64)
+        .execute(&self.db)
+        .await?;
+        self.changed(email).await
+    }
+
+    /// Takes `role` from the account.
+    pub async fn revoke(&self, email: &str, role: &str) -> Result<Change, DirectoryError> {
+        roles::validate(role)?;
+        let user = self.show(email).await?;
+        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(&user.user_id)
+            .bind(role)
+            .execute(&self.db)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(Change {
+                user,
+                changed: false,
+            });
+        }
+        self.changed(email).await
+    }
+
+    /// Disables (no sign-in) or enables the account.
+    pub async fn set_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Change, DirectoryError> {
+        let user = self.show(email).await?;
+        if user.disabled_at.is_some() == disabled {
+            return Ok(Change {
+                user,
+                changed: false,
+            });
+        }
+        let now = now_ms() as i64;
+        sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(disabled.then_some(now))
+            .bind(now)
+            .bind(&user.user_id)
+            .execute(&self.db)
+            .await?;
+        self.changed(email).await
+    }
+
+    async fn changed(&self, email: &str) -> Result<Change, DirectoryError> {
+        Ok(Change {
+            user: self.show(email).await?,
+            changed: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn directory() -> Directory {
+        let db =
+            super::super::builtin::connect("sqlite::memory:", 1, std::time::Duration::from_secs(5))
+                .await
+                .expect("db");
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ('u1', 'ann@example.com', 'x', 1, 1)")
+            .execute(&db)
+            .await
+            .expect("user");
+        Directory::new(db)
+    }
+
+    #[tokio::test]
+    async fn grant_revoke_and_disable_say_what_changed() {
+        let d = directory().await;
+        let c = d.grant("Ann@Example.com", "ops").await.expect("grant");
+        assert!(c.changed);
+        assert_eq!(c.user.roles, vec!["ops".to_owned()]);
+        assert!(
+            !d.grant("ann@example.com", "ops")
+                .await
+                .expect("again")
+                .changed
+        );
+        d.grant("ann@example.com", "admin").await.expect("grant");
+        assert_eq!(
+            roles_of(&d.db, "u1").await.expect("roles"),
+            vec!["admin".to_owned(), "ops".to_owned()]
+        );
+        assert!(
+            d.revoke("ann@example.com", "ops")
+                .await
+                .expect("revoke")
+                .changed
+        );
+        assert!(
+            !d.revoke("ann@example.com", "ops")
+                .await
+                .expect("again")
+                .changed
+        );
+        assert!(matches!(
+            d.grant("ann@example.com", "bad role").await,
+            Err(DirectoryError::Role(_))
+        ));
+        assert!(matches!(
+            d.grant("nobody@example.com", "ops").await,
+            Err(DirectoryError::NoSuchUser(_))
+        ));
+        let off = d
+            .set_disabled("ann@example.com", true)
+            .await
+            .expect("disable");
+        assert!(off.changed && off.user.disabled_at.is_some());
+        let on = d
+            .set_disabled("ann@example.com", false)
+            .await
+            .expect("enable");
+        assert!(on.changed && on.user.disabled_at.is_none());
+        assert_eq!(d.list().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_most_32_roles() {
+        let d = directory().await;
+        for i in 0..MAX_ROLES_PER_USER {
+            d.grant("ann@example.com", &format!("r{i}"))
+                .await
+                .expect("grant");
+        }
+        assert!(matches!(
+            d.grant("ann@example.com", "one-more").await,
+            Err(DirectoryError::Role(RoleError::TooMany))
+        ));
+    }
+}
