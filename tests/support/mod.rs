@@ -11,6 +11,8 @@
 //! - [`sessions`]: sessions written the way the auth service writes them.
 //! - [`mail`]: reading the auth service's outbox.
 //! - [`gotrue`]: the Supabase Auth (GoTrue) stand-in.
+//! - [`oidc`]: a real OpenID provider (`oidc-provider` under Node) with forged-token hooks.
+//! - [`github`]: the GitHub OAuth app and REST API stand-in.
 //! - [`file_server`]: Python's `http.server` on a directory, the lenient upstream.
 //! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
 //! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
@@ -20,9 +22,11 @@ pub mod client;
 pub mod cluster;
 pub mod configs;
 pub mod file_server;
+pub mod github;
 pub mod gotrue;
 pub mod mail;
 pub mod nginx;
+pub mod oidc;
 pub mod otlp;
 pub mod postgres;
 pub mod process;
