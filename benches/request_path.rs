@@ -3,13 +3,15 @@
 //! `cargo bench --bench request_path`. These say what each step costs on its own; the
 //! end-to-end cost (with sockets, Redis and the upstream) is measured by `benches/e2e.sh`.
 
+use authflow_gateway::access::{self, Requirements};
 use authflow_gateway::config::{AuthMode, RateLimitConfig, RouteConfig};
 use authflow_gateway::metrics::traffic::RouteMetrics;
 use authflow_gateway::rate_limit::{Phase, RateLimiter, Request};
 use authflow_gateway::route::{RouteMatch, Router};
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::{self, FingerprintSpec};
-use authflow_shared::session::SessionRecord;
+use authflow_shared::roles;
+use authflow_shared::session::{Claims, SessionRecord};
 use authflow_shared::token::SessionToken;
 use authflow_shared::trace::TraceContext;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -69,6 +71,26 @@ fn session_steps(c: &mut Criterion) {
     c.bench_function("session: decode record json", |b| {
         b.iter(|| serde_json::from_str::<SessionRecord>(black_box(&json)).expect("decode"))
     });
+    // Roles ride in the record the cache already holds: a change re-writes the record (the
+    // cache hears of it), so the request path pays only the check and the header.
+    let mut with_roles = record.clone();
+    with_roles.claims = Claims::password(
+        0,
+        roles::normalize(["admin", "ops", "staff"]).expect("roles"),
+    );
+    let roles_json = serde_json::to_string(&with_roles).expect("json");
+    c.bench_function("session: decode record json with claims (3 roles)", |b| {
+        b.iter(|| serde_json::from_str::<SessionRecord>(black_box(&roles_json)).expect("decode"))
+    });
+    let any = Requirements::new(&["auditor".into(), "ops".into()], &[]);
+    let all = Requirements::new(&[], &["admin".into(), "staff".into()]);
+    c.bench_function(
+        "access: route roles (any of 2 + all of 2) vs 3 roles",
+        |b| b.iter(|| access::check(black_box(&[&any, &all]), black_box(&with_roles.claims))),
+    );
+    c.bench_function("access: X-User-Roles header value (3 roles)", |b| {
+        b.iter(|| roles::header_value(black_box(&with_roles.claims.roles)))
+    });
 }
 
 fn policy_steps(c: &mut Criterion) {
@@ -115,6 +137,8 @@ per = "1m"
         websocket: false,
         allow_trace: false,
         pass_headers: Vec::new(),
+        roles: Vec::new(),
+        roles_all: Vec::new(),
     };
     let routes = vec![
         route("/", "demo", AuthMode::Public),

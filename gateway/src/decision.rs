@@ -21,6 +21,8 @@ pub enum Decision {
     NoRoute,
     /// A protected route without a valid session: 302 or 401.
     Unauthenticated,
+    /// A valid session without what the route demands (its roles): 403.
+    Forbidden,
     /// The session store could not answer: 503 (fail closed).
     StoreUnavailable,
     /// The upstream failed or timed out: 502 or 504.
@@ -32,7 +34,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 13] = [
         Decision::Forwarded,
         Decision::Verified,
         Decision::BadRequest,
@@ -41,6 +43,7 @@ impl Decision {
         Decision::RateLimited,
         Decision::NoRoute,
         Decision::Unauthenticated,
+        Decision::Forbidden,
         Decision::StoreUnavailable,
         Decision::UpstreamError,
         Decision::ServerOptions,
@@ -57,6 +60,7 @@ impl Decision {
             Decision::RateLimited => "rate_limited",
             Decision::NoRoute => "no_route",
             Decision::Unauthenticated => "unauthenticated",
+            Decision::Forbidden => "forbidden",
             Decision::StoreUnavailable => "store_unavailable",
             Decision::UpstreamError => "upstream_error",
             Decision::ServerOptions => "server_options",

@@ -3,6 +3,7 @@
 //!
 //! Start at [`proxy`]: its `request_filter` is the policy, step by step.
 
+pub mod access;
 pub mod admin;
 pub mod breaker;
 pub mod canonical;

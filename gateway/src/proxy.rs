@@ -3,6 +3,7 @@
 //! limit → session → fingerprint; each step lives in its own module and returns a decision,
 //! and one place sends local responses.
 
+use crate::access::{self, Access, Requirements};
 use crate::canonical;
 use crate::config::{AuthMode, ForwardAuthConfig, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
@@ -28,7 +29,8 @@ use authflow_shared::config::AcceptTraceparent;
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::FINGERPRINT_HEADER;
 use authflow_shared::otel;
-use authflow_shared::request::wants_html;
+use authflow_shared::request::{query_param, wants_html};
+use authflow_shared::roles;
 use authflow_shared::store::{SessionFeed, SessionStore, SharedLimits, StoreError};
 use authflow_shared::token::log_id;
 use authflow_shared::trace::{self, TraceContext};
@@ -42,6 +44,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr as StdSocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
+
+/// The roles of the session, sorted and comma-separated, for upstreams and forward-auth
+/// callers (stripped from clients with every `X-User-*` header).
+pub const ROLES_HEADER: &str = "x-user-roles";
 
 /// Per-request state, filled in by `request_filter` and read by the later phases.
 pub struct RequestCtx {
@@ -395,7 +401,32 @@ impl Gateway {
         if let Some(refused) = self.admit(req, method, ctx).await {
             return refused;
         }
-        match self.session_verdict(req, ctx).await {
+        // What the original request's route demands, and what the caller's config adds
+        // (`?roles=a,b` on the check URL, oauth2-proxy's `allowed_groups` habit).
+        let route = match ctx.policy.router.find(ctx.host.as_deref(), &ctx.path) {
+            RouteMatch::Found(r) if r.auth == AuthMode::Required => Some(r.clone()),
+            _ => None,
+        };
+        let asked = match query_param(req.uri.query(), "roles") {
+            Some(list) => match Requirements::from_query(&list) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::info!(request_id = %ctx.request_id, error = %e, "forward-auth: bad ?roles=");
+                    let resp =
+                        LocalResponse::error(400, "bad_request").field("reason", "bad_roles");
+                    return Step::Respond(Decision::BadRequest, resp);
+                }
+            },
+            None => None,
+        };
+        let needs: Vec<&Requirements> = route
+            .as_ref()
+            .map(|r| &r.access)
+            .into_iter()
+            .chain(asked.as_ref())
+            .filter(|r| !r.is_open())
+            .collect();
+        match self.session_verdict(req, ctx, &needs).await {
             Ok(Verdict::Valid { id, session }) => {
                 let user = &session.record.user_id;
                 if let Some(refused) = self.admit_user(req, method, ctx, user).await {
@@ -406,11 +437,20 @@ impl Gateway {
                 if let Some(email) = &session.record.email {
                     resp = resp.header("x-user-email", email.as_str());
                 }
+                let roles = &session.record.claims.roles;
+                if !roles.is_empty() {
+                    resp = resp.header(ROLES_HEADER, roles::header_value(roles));
+                }
                 ctx.identity = Some(Identity {
                     session,
                     session_id: id,
                 });
                 Step::Respond(Decision::Verified, resp)
+            }
+            Ok(Verdict::Forbidden { session, .. }) => {
+                let html = forward_auth::from_browser(req, &original);
+                let resp = forbidden(&ctx.policy.session, html, &session, &original.uri);
+                Step::Respond(Decision::Forbidden, resp)
             }
             Ok(Verdict::Rejected(reason)) => {
                 let resp = if forward_auth::from_browser(req, &original) {
@@ -477,9 +517,15 @@ impl Gateway {
         self.health.report(probe, false).await
     }
 
-    /// The session step of a protected route: valid, rejected, or the store is down (503).
+    /// The session step of a protected route: valid and admitted, rejected (302 / 401),
+    /// signed in without what the route demands (403), or the store is down (503).
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
-        match self.session_verdict(req, ctx).await {
+        let route = ctx.route.clone();
+        let needs: &[&Requirements] = match &route {
+            Some(r) if !r.access.is_open() => &[&r.access],
+            _ => &[],
+        };
+        match self.session_verdict(req, ctx, needs).await {
             Ok(Verdict::Valid { id, session }) => {
                 let user = &session.record.user_id;
                 if let Some(refused) = self.admit_user(req, &req.method, ctx, user).await {
@@ -495,16 +541,26 @@ impl Gateway {
                 let resp = unauthenticated(&ctx.policy.session, req, reason);
                 Step::Respond(Decision::Unauthenticated, resp)
             }
+            Ok(Verdict::Forbidden { session, .. }) => {
+                let accept = req.headers.get_all("accept");
+                let accept = accept.iter().filter_map(|v| v.to_str().ok());
+                let html = wants_html(req.method == http::Method::GET, accept);
+                let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let resp = forbidden(&ctx.policy.session, html, &session, next);
+                Step::Respond(Decision::Forbidden, resp)
+            }
             Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
         }
     }
 
-    /// Cookie → session → fingerprint, for the client of `ctx`. A rejection is logged.
+    /// Cookie → session → fingerprint → access (`needs`: what the route demands), for the
+    /// client of `ctx`. Its outcome is counted once; a rejection or refusal is logged.
     async fn session_verdict(
         &self,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
+        needs: &[&Requirements],
     ) -> Result<Verdict, StoreError> {
         let cookies = req
             .headers
@@ -524,6 +580,18 @@ impl Gateway {
             .instrument(span)
             .await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());
+        let verdict = match verdict {
+            Ok(Verdict::Valid { id, session }) => {
+                match access::check(needs, &session.record.claims) {
+                    Access::Allow => Ok(Verdict::Valid { id, session }),
+                    Access::Forbidden(why) => {
+                        tracing::info!(request_id = %ctx.request_id, user = %session.record.user_id, reason = why.as_str(), "access forbidden");
+                        Ok(Verdict::Forbidden { session, why })
+                    }
+                }
+            }
+            other => other,
+        };
         ctx.session_outcome = crate::session::outcome(&verdict);
         metrics::session_checked(ctx.session_outcome);
         if let Ok(Verdict::Rejected(reason)) = &verdict {
@@ -603,6 +671,14 @@ fn unauthenticated(s: &SessionPolicy, req: &RequestHeader, reason: RejectReason)
         unauthorized(s)
     };
     clear_cookie(s, resp, reason)
+}
+
+/// 403 for a signed-in person the route does not admit: a page for browsers (with a link to
+/// sign in as someone else, coming back to `next`), `{"error":"forbidden"}` for the rest.
+/// The cookie stays: the session is valid elsewhere.
+fn forbidden(s: &SessionPolicy, html: bool, session: &Entry, next: &str) -> LocalResponse {
+    let sign_in = forward_auth::login_location(&s.login_url, next);
+    LocalResponse::forbidden(html, session.record.email.as_deref(), &sign_in)
 }
 
 /// 401 naming the cookie that would have been accepted.
@@ -954,6 +1030,10 @@ impl ProxyHttp for Gateway {
             req.insert_header("x-user-id", id.session.record.user_id.as_str())?;
             if let Some(email) = &id.session.record.email {
                 req.insert_header("x-user-email", email.as_str())?;
+            }
+            let roles = &id.session.record.claims.roles;
+            if !roles.is_empty() {
+                req.insert_header(ROLES_HEADER, roles::header_value(roles))?;
             }
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -37,6 +37,36 @@ impl LocalResponse {
         }
     }
 
+    /// 403 for a signed-in person the route does not admit. Browsers (`html`) get a plain
+    /// page naming the account (escaped) with a link to sign in as someone else; API
+    /// clients `{"error":"forbidden"}`. The session and its cookie stay.
+    pub fn forbidden(html: bool, email: Option<&str>, sign_in: &str) -> Self {
+        if !html {
+            return Self::error(403, "forbidden");
+        }
+        let who = email.map_or_else(|| "an account".to_owned(), escape_html);
+        let body = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width\">\
+             <title>403 Forbidden</title></head>\n<body>\n<h1>Forbidden</h1>\n\
+             <p>You are signed in as {who}, which cannot open this page.</p>\n\
+             <p><a href=\"{}\">Sign in as someone else</a></p>\n</body></html>\n",
+            escape_html(sign_in)
+        );
+        LocalResponse {
+            status: 403,
+            headers: vec![
+                ("content-type", "text/html; charset=utf-8".into()),
+                ("cache-control", "no-store".into()),
+                (
+                    "content-security-policy",
+                    "default-src 'none'; frame-ancestors 'none'".into(),
+                ),
+            ],
+            body: Bytes::from(body),
+        }
+    }
+
     /// `{"error": code}` with `status`.
     pub fn error(status: u16, code: &str) -> Self {
         Self::json(status, serde_json::json!({ "error": code }))
@@ -113,6 +143,24 @@ impl LocalResponse {
     }
 }
 
+/// `s` safe as HTML text and as a double- or single-quoted attribute value: the five
+/// characters that could end either are replaced by character references (the OWASP rule
+/// for HTML contexts); nothing else is touched.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether the client is on the TLS listener.
 pub fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -154,4 +202,38 @@ pub fn rate_limit_headers(
         format!("\"{name}\";q={requests};w={window_secs}"),
         format!("\"{name}\";r={remaining};t={reset_secs}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escaping_leaves_no_markup() {
+        assert_eq!(
+            escape_html(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape_html("anna@example.com"), "anna@example.com");
+    }
+
+    #[test]
+    fn forbidden_page_names_the_account_escaped_and_links_to_sign_in() {
+        let page = LocalResponse::forbidden(
+            true,
+            Some("\"><script>alert(1)</script>@x.com"),
+            "/auth/signin?next=/admin/&x=1",
+        );
+        assert_eq!(page.status, 403);
+        let body = std::str::from_utf8(&page.body).expect("utf-8");
+        assert!(!body.contains("<script>"), "{body}");
+        assert!(body.contains("You are signed in as &quot;&gt;&lt;script&gt;"));
+        assert!(body.contains(r#"href="/auth/signin?next=/admin/&amp;x=1""#));
+        assert_eq!(
+            page.header_value("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let api = LocalResponse::forbidden(false, Some("a@b"), "/x");
+        assert_eq!(&api.body[..], br#"{"error":"forbidden"}"#);
+    }
 }

@@ -2,6 +2,7 @@
 //! wins; a route bound to a host beats one that is not. Prefixes match in any ASCII case
 //! unless the route is `case_sensitive`.
 
+use crate::access::Requirements;
 use crate::config::{AuthMode, RouteConfig};
 use crate::metrics::traffic::{route_label, RouteMetrics};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Route {
     pub allow_trace: bool,
     /// Headers stripped by default that this route passes (lower case).
     pub pass_headers: Vec<String>,
+    /// Who may pass, besides holding a session ([`crate::access`]).
+    pub access: Requirements,
     /// The route's traffic series (label: host + prefix).
     pub metrics: Arc<RouteMetrics>,
 }
@@ -85,6 +88,7 @@ impl Router {
                             .iter()
                             .map(|h| h.to_ascii_lowercase())
                             .collect(),
+                        access: Requirements::new(&r.roles, &r.roles_all),
                     }))
                 })
                 .collect();
@@ -157,6 +161,8 @@ mod tests {
             websocket: false,
             allow_trace: false,
             pass_headers: Vec::new(),
+            roles: Vec::new(),
+            roles_all: Vec::new(),
         }
     }
 

@@ -62,11 +62,12 @@ impl RejectReason {
     }
 }
 
-/// The metric and log label of a session check's outcome: `ok`, a [`RejectReason`],
-/// `throttled`, or `store_error`.
+/// The metric and log label of a session check's outcome: `ok`, `forbidden`, a
+/// [`RejectReason`], `throttled`, or `store_error`.
 pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
     match verdict {
         Ok(Verdict::Valid { .. }) => "ok",
+        Ok(Verdict::Forbidden { .. }) => "forbidden",
         Ok(Verdict::Rejected(reason)) => reason.as_str(),
         Ok(Verdict::Throttled(_)) => "throttled",
         Err(_) => "store_error",
@@ -75,7 +76,7 @@ pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
 
 /// Every label [`outcome`] can give.
 pub fn all_outcomes() -> impl Iterator<Item = &'static str> {
-    ["ok", "throttled", "store_error"]
+    ["ok", "forbidden", "throttled", "store_error"]
         .into_iter()
         .chain(RejectReason::ALL.iter().map(|r| r.as_str()))
 }
@@ -88,6 +89,12 @@ pub enum Verdict {
         session: Arc<Entry>,
     },
     Rejected(RejectReason),
+    /// A valid session that may not pass this route ([`crate::access`]); given by the proxy,
+    /// which knows the route, so the outcome is counted once.
+    Forbidden {
+        session: Arc<Entry>,
+        why: crate::access::Denied,
+    },
     /// The client's address looked up too many cookies Redis did not know
     /// (`[session_check] unknown_cookie_lookups`); this one was not looked up: 429, and the
     /// cookie is kept (it may name a real session this gateway has not cached).

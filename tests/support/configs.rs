@@ -67,6 +67,8 @@ pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
         websocket: false,
         allow_trace: false,
         pass_headers: Vec::new(),
+        roles: Vec::new(),
+        roles_all: Vec::new(),
     }
 }
 

@@ -311,6 +311,13 @@ pub struct RouteConfig {
     /// client sent them. Never the identity headers or those the gateway sets itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pass_headers: Vec<String>,
+    /// Roles that admit a signed-in person to this route: any one of them
+    /// (`[A-Za-z0-9._:-]{1,64}`). Empty: every signed-in person. Only on `auth = "required"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Roles a signed-in person must all hold (besides one of `roles`, when both are set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles_all: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -578,6 +585,24 @@ impl Validate for RouteConfig {
         if self.auth_service && self.auth == AuthMode::Required {
             p.add("auth_service", "the auth service's route must be public");
         }
+        if self.auth == AuthMode::Public && !(self.roles.is_empty() && self.roles_all.is_empty()) {
+            let key = if self.roles.is_empty() {
+                "roles_all"
+            } else {
+                "roles"
+            };
+            p.add(
+                key,
+                "a public route checks no session, so no roles: set auth = \"required\"",
+            );
+        }
+        for (key, list) in [("roles", &self.roles), ("roles_all", &self.roles_all)] {
+            for (i, r) in list.iter().enumerate() {
+                if let Err(e) = authflow_shared::roles::validate(r) {
+                    p.add(format!("{key}[{i}]"), e.to_string());
+                }
+            }
+        }
         for (i, h) in self.pass_headers.iter().enumerate() {
             let key = format!("pass_headers[{i}]");
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
@@ -714,6 +739,29 @@ auth = "required"
                 .starts_with(&format!("gw.toml:{line}: routes[0].upstream:")),
             "{p}"
         );
+    }
+
+    #[test]
+    fn route_roles_need_a_protected_route_and_good_names() {
+        let with = |auth: &str, roles: &str| {
+            GOOD.replace(
+                "auth = \"required\"\n",
+                &format!("auth = \"{auth}\"\n{roles}\n"),
+            )
+        };
+        let cfg = check(&with(
+            "required",
+            "roles = [\"admin\", \"ops\"]\nroles_all = [\"staff\"]",
+        ))
+        .expect("valid");
+        assert_eq!(cfg.routes[0].roles, vec!["admin", "ops"]);
+        assert_eq!(cfg.routes[0].roles_all, vec!["staff"]);
+        let p = first_problem(&with("public", "roles = [\"admin\"]"));
+        assert_eq!(p.key, "routes[0].roles");
+        assert!(p.reason.contains("public"), "{p}");
+        let p = first_problem(&with("required", "roles_all = [\"ok\", \"not ok\"]"));
+        assert_eq!(p.key, "routes[0].roles_all[1]");
+        assert!(p.reason.contains("not ok"), "{p}");
     }
 
     #[test]
