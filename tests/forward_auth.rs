@@ -5,6 +5,7 @@
 
 mod support;
 
+use authflow_gateway::config::AuthMode;
 use serde_json::json;
 use support::*;
 
@@ -475,4 +476,84 @@ async fn behind_nginx_a_client_cannot_describe_another_request_than_its_own() {
         )
         .await;
     assert_eq!(r.status(), 400);
+}
+
+/// `authflow users <args>` against the stack's auth config; its output.
+fn users(s: &Stack, args: &[&str]) -> String {
+    let out = std::process::Command::new(authflow_bin())
+        .arg("users")
+        .args(args)
+        .arg("--config")
+        .arg(s.auth.config_path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run authflow users");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_roles_from_the_check_url_and_from_the_gateways_routes() {
+    let s = stack(|cfg| {
+        let mut reports = route("/app/reports/", "app", AuthMode::Required);
+        reports.roles = vec!["reports".into()];
+        cfg.routes.push(reports);
+    })
+    .await;
+    let (token, _) = s.signed_in("rhea@example.com").await;
+    let c = cookie(&token);
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let s = &s;
+        async move {
+            s.through_nginx(
+                path,
+                &[("cookie", &c), ("user-agent", UA), ("accept", "*/*")],
+            )
+            .await
+        }
+    };
+    // No role: /app/ is open to everyone signed in; /admin/ (`?roles=admin` in nginx's
+    // config) and /app/reports/ (`roles` on the gateway's route) are 403 through nginx.
+    let r = get("/app/x").await;
+    assert_eq!(r.status(), 200);
+    assert!(json(r).await["headers"].get("x-user-roles").is_none());
+    assert_eq!(get("/admin/x").await.status(), 403);
+    assert_eq!(get("/app/reports/q").await.status(), 403);
+
+    users(&s, &["grant", "rhea@example.com", "admin"]);
+    let r = get("/admin/x").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["headers"]["x-user-roles"], json!(["admin"]));
+    assert_eq!(get("/app/reports/q").await.status(), 403);
+
+    users(&s, &["grant", "rhea@example.com", "reports"]);
+    let r = get("/app/reports/q").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await["headers"]["x-user-roles"],
+        json!(["admin,reports"])
+    );
+
+    // Straight to /verify: the roles come back as a header; a bad `?roles=` is a 400.
+    let original = [
+        ("cookie", c.as_str()),
+        ("user-agent", UA),
+        ("x-original-uri", "/app/reports/q"),
+    ];
+    let r = s.verify("/verify?roles=admin,ops", &original).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-user-roles"], "admin,reports");
+    assert_eq!(s.verify("/verify?roles=ops", &original).await.status(), 403);
+    assert_eq!(
+        s.verify("/verify?roles=no%20way", &original).await.status(),
+        400
+    );
+
+    users(&s, &["revoke", "rhea@example.com", "admin"]);
+    assert_eq!(get("/admin/x").await.status(), 403);
 }
