@@ -239,6 +239,38 @@ async fn provider_refuses_a_flow_without_pkce_a_wrong_verifier_and_a_spent_code(
 }
 
 #[tokio::test]
+async fn a_cancelled_sign_in_and_an_unknown_login_come_back_as_errors() {
+    let op = OidcProvider::start(REDIRECT_URI).await;
+    let flow = Flow::new();
+    let callback = op.cancel_sign_in(&flow.authorization_url(&op)).await;
+    assert!(callback.starts_with(REDIRECT_URI), "{callback}");
+    let q = query_of(&callback);
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("access_denied"),
+        "{callback}"
+    );
+    assert_eq!(q.get("state"), Some(&flow.state));
+
+    let mallory = OidcAccount {
+        login: "mallory",
+        sub: "mallory",
+        email: "mallory@example.com",
+        email_verified: true,
+    };
+    let flow = Flow::new();
+    let callback = op.sign_in(&flow.authorization_url(&op), mallory).await;
+    let q = query_of(&callback);
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("access_denied"),
+        "{callback}"
+    );
+    assert!(!q.contains_key("code"), "{callback}");
+    assert_eq!(q.get("state"), Some(&flow.state));
+}
+
+#[tokio::test]
 async fn each_forged_id_token_is_what_it_says() {
     let op = OidcProvider::start(REDIRECT_URI).await;
     let r = reqwest::Client::new()

@@ -160,7 +160,9 @@ impl OidcProvider {
             .env("OIDC_CLIENT_SECRET", &client_secret)
             .env("OIDC_REDIRECT_URIS", redirect_uris.join(","))
             .env("OIDC_PORT", "0")
-            .stdin(Stdio::null())
+            // Held open by `child` (its stdin is never taken): the script exits when it
+            // closes, so even a test killed without unwinding leaves no node behind.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -248,6 +250,16 @@ impl OidcProvider {
     /// with its cookies, posts the `devInteractions` login form as `account`, and returns that
     /// last `Location` (the RP's redirect URI with `code`, `state` and `iss`, or with `error`).
     pub async fn sign_in(&self, authorization_url: &str, account: OidcAccount) -> String {
+        self.walk(authorization_url, Some(account)).await
+    }
+
+    /// As [`OidcProvider::sign_in`], but presses the login page's cancel link, as a person who
+    /// declines would: the RP gets `error=access_denied` with its `state`.
+    pub async fn cancel_sign_in(&self, authorization_url: &str) -> String {
+        self.walk(authorization_url, None).await
+    }
+
+    async fn walk(&self, authorization_url: &str, account: Option<OidcAccount>) -> String {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -298,14 +310,20 @@ impl OidcProvider {
                 .and_then(|a| a.split('"').next())
                 .map(|a| a.replace("&amp;", "&"))
                 .unwrap_or_else(|| panic!("{next}: {status}, no login form in {page}"));
-            form = Some((
-                action,
-                vec![
-                    ("prompt", "login"),
-                    ("login", account.login),
-                    ("password", "any password"),
-                ],
-            ));
+            match account {
+                Some(account) => {
+                    form = Some((
+                        action,
+                        vec![
+                            ("prompt", "login"),
+                            ("login", account.login),
+                            ("password", "any password"),
+                        ],
+                    ))
+                }
+                // The page's cancel link: the form's action plus `/abort`.
+                None => next = format!("{action}/abort"),
+            }
         }
         panic!("{authorization_url}: the provider never redirected off its origin");
     }

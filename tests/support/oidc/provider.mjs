@@ -9,6 +9,7 @@
 //   OIDC_PORT                            optional; 0 (default) lets the kernel pick a free port
 //
 // Output: one line on stdout when it accepts connections, `oidc-provider ready port=<port>`;
+// it exits when its stdin closes (the harness holds it open), so a killed test leaves no node;
 // the issuer is then `http://127.0.0.1:<port>` (plain HTTP on loopback needs no `proxy`
 // setting: cookies are simply not marked Secure; `proxy` only matters behind TLS offload).
 //
@@ -19,13 +20,14 @@
 //     off, as Google and Entra do), so an RP needs no userinfo call.
 //   - The login form of `devInteractions`: GET /interaction/<uid> renders a form that posts
 //     `prompt=login&login=<account>&password=<anything>` to /interaction/<uid>; the password is
-//     not checked. Consent is granted automatically for the static client (first-party), so the
+//     not checked. GET /interaction/<uid>/abort (the page's cancel link) ends the flow at the
+//     redirect URI with `error=access_denied`. Consent is granted automatically for the static client (first-party), so the
 //     login post redirects straight back to the client with `code`, `state` and `iss`.
 //   - Accounts (the account id is the login and the `sub`, stable across runs):
 //       alice  alice@example.com  email_verified true
 //       bob    bob@example.com    email_verified true
 //       eve    eve@example.com    email_verified false
-//     An unknown login ends the flow with an error at the redirect URI.
+//     An unknown login ends the flow with `error=access_denied` at the redirect URI.
 //
 // The bad-token contract (attack tests; not part of any real provider):
 //   POST /__test/next-id-token  with a JSON body {"kind": "<kind>"}  -> 204
@@ -198,11 +200,15 @@ async function forge(kind, real) {
   }
 }
 
-async function readJson(req) {
+async function readBody(req) {
   const chunks = [];
   for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readJson(req) {
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+    return JSON.parse((await readBody(req)) || '{}');
   } catch {
     return {};
   }
@@ -229,6 +235,25 @@ provider.use(async (ctx, next) => {
       return;
     }
   }
+  // The login post of devInteractions, answered here so that an unknown login ends the flow
+  // with `error=access_denied` at the redirect URI (the library's own handler would take any
+  // login as an account id, and an unknown one fails later as a server error).
+  if (ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path)) {
+    const form = new URLSearchParams(await readBody(ctx.req));
+    if (form.get('prompt') === 'login') {
+      const login = form.get('login');
+      const result = Object.hasOwn(ACCOUNTS, login)
+        ? { login: { accountId: login } }
+        : { error: 'access_denied', error_description: 'unknown account' };
+      const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, {
+        mergeWithLastSubmission: false,
+      });
+      ctx.status = 303;
+      ctx.set('Location', returnTo);
+      ctx.body = '';
+      return;
+    }
+  }
   if (ctx.path === '/__test/id-tokens' && ctx.method === 'GET') {
     ctx.body = issued;
     return;
@@ -248,4 +273,7 @@ provider.use(async (ctx, next) => {
 });
 
 server.on('request', provider.callback());
+// The harness holds our stdin open; when it goes away (even killed), so do we.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
 console.log(`oidc-provider ready port=${port}`);
