@@ -15,14 +15,18 @@
 //
 // What it serves:
 //   - Discovery, JWKS (one RS256 key, kid "test-rs256"), authorize, token, userinfo: the
-//     library's own endpoints. Code flow only, PKCE (S256) required, scopes
-//     `openid email profile`; the ID token carries the scope's claims (`conformIdTokenClaims`
-//     off, as Google and Entra do), so an RP needs no userinfo call.
+//     library's own endpoints. Discovery builds endpoint URLs from the request's Host, so
+//     reach it as 127.0.0.1 (as the issuer says), not `localhost`. Code flow only, PKCE
+//     (S256) required, scopes `openid email profile`; the ID token carries the scope's claims
+//     (`conformIdTokenClaims` off, as Google and Entra do), so an RP needs no userinfo call.
+//     The authorization response carries `iss` (RFC 9207). A code is single use; a wrong
+//     PKCE verifier does not spend it.
 //   - The login form of `devInteractions`: GET /interaction/<uid> renders a form that posts
-//     `prompt=login&login=<account>&password=<anything>` to /interaction/<uid>; the password is
-//     not checked. GET /interaction/<uid>/abort (the page's cancel link) ends the flow at the
-//     redirect URI with `error=access_denied`. Consent is granted automatically for the static client (first-party), so the
-//     login post redirects straight back to the client with `code`, `state` and `iss`.
+//     `prompt=login&login=<account>&password=<anything>` to /interaction/<uid>; the password
+//     is not checked. GET /interaction/<uid>/abort (the page's cancel link) ends the flow at
+//     the redirect URI with `error=access_denied`. Consent is implied for the static client
+//     (first-party), so the login post redirects straight back to the client with `code`,
+//     `state` and `iss`.
 //   - Accounts (the account id is the login and the `sub`, stable across runs):
 //       alice  alice@example.com  email_verified true
 //       bob    bob@example.com    email_verified true
