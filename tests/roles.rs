@@ -263,3 +263,27 @@ async fn clients_cannot_send_roles_and_bad_input_is_refused_where_it_enters() {
     let (ok, _, err) = s.users(&["grant", "nobody@example.com", "admin"]);
     assert!(!ok && err.contains("nobody@example.com"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_roles_reload_with_the_rest_of_the_policy() {
+    let s = stack().await;
+    s.register("rel@example.com").await;
+    s.ok(&["grant", "rel@example.com", "admin"]);
+    let token = s.sign_in("rel@example.com").await;
+    assert_eq!(s.status(0, "/admin/x", &token).await, 200);
+
+    let gw = &s.gws[0];
+    let text = std::fs::read_to_string(&gw.config_path).expect("config");
+    let mut next: authflow_gateway::config::GatewayConfig = toml::from_str(&text).expect("config");
+    for r in &mut next.routes {
+        if r.prefix == "/admin/" {
+            r.roles = vec!["auditor".into()];
+        }
+    }
+    std::fs::write(&gw.config_path, toml::to_string(&next).expect("toml")).expect("write");
+    gw.signal("-HUP");
+    let status = poll(|| s.status(0, "/admin/x", &token), |st| *st == 403).await;
+    assert_eq!(status, 403, "the reloaded route still admitted admin");
+    // The other gateway, not reloaded, keeps its own policy.
+    assert_eq!(s.status(1, "/admin/x", &token).await, 200);
+}

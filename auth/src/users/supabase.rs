@@ -432,3 +432,27 @@ impl UserProvider for SupabaseUsers {
         "supabase"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_come_from_app_metadata_and_only_role_names_are_kept() {
+        let user: GoTrueUser = serde_json::from_value(serde_json::json!({
+            "id": "u1",
+            "email": "a@example.com",
+            "app_metadata": {"provider": "email", "roles": ["ops", "admin", "ops", "bad role", 7]},
+            "user_metadata": {"roles": ["root"]}
+        }))
+        .expect("user");
+        assert_eq!(user.roles(), vec!["admin".to_owned(), "ops".to_owned()]);
+        let none: GoTrueUser =
+            serde_json::from_value(serde_json::json!({"id": "u2", "app_metadata": {}}))
+                .expect("user");
+        assert!(none.roles().is_empty());
+        let bare: GoTrueUser =
+            serde_json::from_value(serde_json::json!({"id": "u3"})).expect("user");
+        assert!(bare.roles().is_empty());
+    }
+}
