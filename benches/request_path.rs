@@ -91,6 +91,11 @@ fn session_steps(c: &mut Criterion) {
     c.bench_function("access: X-User-Roles header value (3 roles)", |b| {
         b.iter(|| roles::header_value(black_box(&with_roles.claims.roles)))
     });
+    let signer = authflow_gateway::identity_jwt::IdentitySigner::generate(Duration::from_secs(60))
+        .expect("signer");
+    c.bench_function("identity jwt: sign X-Authflow-Jwt (ES256)", |b| {
+        b.iter(|| signer.sign(black_box(&with_roles), 1_800_000_000))
+    });
 }
 
 fn policy_steps(c: &mut Criterion) {

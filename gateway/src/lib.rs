@@ -12,6 +12,7 @@ pub mod decision;
 pub mod forward_auth;
 pub mod gcra;
 pub mod headers;
+pub mod identity_jwt;
 pub mod health;
 pub mod in_flight;
 pub mod message;

@@ -10,6 +10,7 @@ use crate::decision::Decision;
 use crate::forward_auth;
 use crate::headers;
 use crate::health::{Health, Probe};
+use crate::identity_jwt::{IdentitySigner, JWKS_PATH, JWT_HEADER};
 use crate::in_flight::InFlight;
 use crate::message;
 use crate::metrics;
@@ -117,6 +118,8 @@ pub struct Gateway {
     /// Whether spans are exported (`[tracing] otlp_endpoint`): only then does a request
     /// make spans.
     export_spans: bool,
+    /// With `[identity] jwt = true`: signs `X-Authflow-Jwt` and serves the JWKS.
+    signer: Option<Arc<IdentitySigner>>,
 }
 
 /// The forward-auth endpoint, when on: its path, and its own listener if it has one.
@@ -173,7 +176,14 @@ impl Gateway {
             forward_auth: ForwardAuth::new(&cfg.forward_auth),
             accept_traceparent: cfg.tracing.accept_traceparent,
             export_spans: cfg.tracing.otlp_endpoint.is_some(),
+            signer: None,
         }
+    }
+
+    /// Signs the identity for upstreams with `signer` (`[identity] jwt = true`).
+    pub fn with_signer(mut self, signer: Option<Arc<IdentitySigner>>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// The swappable policy, for [`crate::reload`].
@@ -227,6 +237,9 @@ impl Gateway {
         let req = session.req_header();
         if let Some(probe) = Probe::at(&ctx.path) {
             return Step::Respond(Decision::Health, self.public_probe(req, probe).await);
+        }
+        if let (Some(signer), JWKS_PATH) = (&self.signer, ctx.path.as_str()) {
+            return Step::Respond(Decision::Health, jwks(req, signer));
         }
         let route = match ctx.policy.router.find(ctx.host.as_deref(), &ctx.path) {
             RouteMatch::Found(r) => r.clone(),
@@ -681,6 +694,21 @@ fn forbidden(s: &SessionPolicy, html: bool, session: &Entry, next: &str) -> Loca
     LocalResponse::forbidden(html, session.record.email.as_deref(), &sign_in)
 }
 
+/// The public key of `X-Authflow-Jwt` (GET or HEAD), cacheable for five minutes.
+fn jwks(req: &RequestHeader, signer: &IdentitySigner) -> LocalResponse {
+    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        return LocalResponse::error(405, "method_not_allowed").header("allow", "GET, HEAD");
+    }
+    LocalResponse {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/jwk-set+json".into()),
+            ("cache-control", "public, max-age=300".into()),
+        ],
+        body: bytes::Bytes::from(signer.jwks().to_owned()),
+    }
+}
+
 /// 401 naming the cookie that would have been accepted.
 fn unauthorized(s: &SessionPolicy) -> LocalResponse {
     LocalResponse::error(401, "unauthenticated").header(
@@ -1034,6 +1062,14 @@ impl ProxyHttp for Gateway {
             let roles = &id.session.record.claims.roles;
             if !roles.is_empty() {
                 req.insert_header(ROLES_HEADER, roles::header_value(roles))?;
+            }
+            if let Some(signer) = &self.signer {
+                match signer.sign(&id.session.record, authflow_shared::now_ms() / 1000) {
+                    Some(jwt) => req.insert_header(JWT_HEADER, jwt)?,
+                    None => {
+                        tracing::error!(request_id = %ctx.request_id, "identity JWT could not be signed: sent without it");
+                    }
+                }
             }
         }
         req.insert_header("x-request-id", ctx.request_id.as_str())?;

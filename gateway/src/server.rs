@@ -23,6 +23,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("TLS listener: {0}")]
     Tls(String),
+    #[error(transparent)]
+    JwtKey(#[from] crate::identity_jwt::JwtKeyError),
 }
 
 /// How the process runs, beside what the config says: Pingora's graceful upgrade (a new
@@ -96,7 +98,14 @@ fn build_for(
     crate::metrics::register_session_outcomes(crate::session::all_outcomes());
     let upstreams = upstream::build(&cfg.upstreams)?;
     let cache = session_cache(cfg, store.as_ref());
-    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone());
+    let signer = match (&cfg.identity.jwt, &cfg.identity.jwt_key_file) {
+        (true, Some(path)) => Some(Arc::new(
+            crate::identity_jwt::IdentitySigner::from_pem_file(path, cfg.identity.jwt_ttl.0)?,
+        )),
+        _ => None,
+    };
+    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone())
+        .with_signer(signer);
     crate::metrics::register_all();
     let policy = gateway.reload_handle();
     let upstreams_changed = Arc::new(tokio::sync::Notify::new());

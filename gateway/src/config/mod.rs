@@ -166,12 +166,32 @@ impl Default for ForwardAuthConfig {
 }
 
 /// `[identity]`: headers the gateway owns. Clients can never send these upstream.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// Extra client headers to remove on every route, besides `X-User-Id`, `X-User-Email`,
     /// `X-Session-*` and `X-Authflow-*`.
     pub strip_headers: Vec<String>,
+    /// Also send `X-Authflow-Jwt`, the identity signed (ES256) with `jwt_key_file`, and serve
+    /// its public key at `/.well-known/jwks.json` ([`crate::identity_jwt`]).
+    pub jwt: bool,
+    /// A P-256 private key, PKCS#8 PEM (`openssl genpkey -algorithm EC -pkeyopt
+    /// ec_paramgen_curve:P-256`). Read at start (a change needs a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_key_file: Option<std::path::PathBuf>,
+    /// How long a token is valid (1s..1h; a token is made per request).
+    pub jwt_ttl: HumanDuration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            strip_headers: Vec::new(),
+            jwt: false,
+            jwt_key_file: None,
+            jwt_ttl: HumanDuration::secs(60),
+        }
+    }
 }
 
 /// `[limits]`: bounds on what one request may send, so hostile input is refused at the edge
@@ -341,6 +361,19 @@ impl GatewayConfig {
                 }
             }
         }
+        if let Some(key) = self
+            .identity
+            .jwt_key_file
+            .as_ref()
+            .filter(|_| self.identity.jwt)
+        {
+            if !key.is_file() {
+                out.push(format!(
+                    "identity.jwt_key_file: {:?} does not exist on this machine",
+                    key.display().to_string()
+                ));
+            }
+        }
         out
     }
 }
@@ -503,6 +536,16 @@ impl Validate for ForwardAuthConfig {
 
 impl Validate for IdentityConfig {
     fn validate(&self, p: &mut Problems) {
+        if self.jwt && self.jwt_key_file.is_none() {
+            p.add(
+                "jwt_key_file",
+                "jwt = true needs a P-256 private key (PKCS#8 PEM)",
+            );
+        }
+        let ttl = self.jwt_ttl.0;
+        if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(3600) {
+            p.add("jwt_ttl", "must be between 1s and 1h");
+        }
         for (i, h) in self.strip_headers.iter().enumerate() {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 p.add(
@@ -762,6 +805,14 @@ auth = "required"
         let p = first_problem(&with("required", "roles_all = [\"ok\", \"not ok\"]"));
         assert_eq!(p.key, "routes[0].roles_all[1]");
         assert!(p.reason.contains("not ok"), "{p}");
+    }
+
+    #[test]
+    fn a_signed_identity_needs_a_key_and_a_sane_lifetime() {
+        let text = format!("{GOOD}\n[identity]\njwt = true\njwt_ttl = \"2h\"\n");
+        let e = check(&text).expect_err("invalid");
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["identity.jwt_key_file", "identity.jwt_ttl"]);
     }
 
     #[test]
