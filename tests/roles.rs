@@ -22,10 +22,18 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
+    stack_on(None).await
+}
+
+/// The same with the users in the database at `database_url` (default: an SQLite file).
+async fn stack_on(database_url: Option<String>) -> Stack {
     let redis = Redis::start().await;
     let app = Upstream::start("app").await;
     let mut auth_cfg = auth_config(&redis.url());
     auth_cfg.signup.require_email_verification = false;
+    if let Some(url) = database_url {
+        auth_cfg.database.url = url;
+    }
     let auth = AuthService::start(auth_cfg, &[]).await;
     let mut gws = Vec::new();
     for _ in 0..2 {
@@ -286,4 +294,24 @@ async fn route_roles_reload_with_the_rest_of_the_policy() {
     assert_eq!(status, 403, "the reloaded route still admitted admin");
     // The other gateway, not reloaded, keeps its own policy.
     assert_eq!(s.status(1, "/admin/x", &token).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_roles_and_disabling_work_the_same() {
+    let pg = Postgres::start().await;
+    let s = stack_on(Some(pg.url())).await;
+    s.register("pat@example.com").await;
+    let out = s.ok(&["grant", "pat@example.com", "admin"]);
+    assert!(out.contains("roles now: admin"), "{out}");
+    let token = s.sign_in("pat@example.com").await;
+    assert_eq!(s.status(0, "/admin/x", &token).await, 200);
+    s.ok(&["revoke", "pat@example.com", "admin"]);
+    assert_eq!(s.status(1, "/admin/x", &token).await, 403);
+    let out = s.ok(&["disable", "pat@example.com"]);
+    assert!(out.contains("1 session(s) ended"), "{out}");
+    assert_eq!(s.status(0, "/app/x", &token).await, 401);
+    let shown: Value =
+        serde_json::from_str(&s.ok(&["show", "pat@example.com", "--json"])).expect("json");
+    assert!(shown["disabled_at"].is_i64(), "{shown}");
+    assert_eq!(shown["roles"], json!([]));
 }

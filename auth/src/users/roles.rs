@@ -17,6 +17,55 @@ pub enum DirectoryError {
     Role(#[from] RoleError),
 }
 
+/// How a provider's sign-in turns what the provider says into AuthFlow roles: the hook for
+/// external sign-in (issue 20), whose `[[identity.providers]]` tables will carry these two
+/// keys and call [`RoleMapping::roles`] at every sign-in. `roles_claim` names the claim
+/// (`groups`, or a dotted path such as `realm_access.roles`) holding a list of strings (or
+/// one string); each value found in `role_map` becomes that AuthFlow role, every other value
+/// is dropped, so a provider can never hand out a role the operator did not map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_claim: Option<String>,
+    /// Provider value -> AuthFlow role.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub role_map: std::collections::BTreeMap<String, String>,
+}
+
+impl RoleMapping {
+    /// Every mapped-to role must be a role name (for `check`).
+    pub fn validate(&self) -> Result<(), RoleError> {
+        self.role_map.values().try_for_each(|r| roles::validate(r))
+    }
+
+    /// The AuthFlow roles for a sign-in whose claims are `claims` (sorted, at most 32).
+    pub fn roles(&self, claims: &serde_json::Value) -> Vec<String> {
+        let Some(path) = &self.roles_claim else {
+            return Vec::new();
+        };
+        let found = path
+            .split('.')
+            .try_fold(claims, |v, key| v.get(key))
+            .unwrap_or(&serde_json::Value::Null);
+        let values: Vec<&str> = match found {
+            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+            serde_json::Value::String(one) => vec![one.as_str()],
+            _ => Vec::new(),
+        };
+        let mut out: Vec<String> = values
+            .into_iter()
+            .filter_map(|v| self.role_map.get(v))
+            .filter(|r| roles::validate(r).is_ok())
+            .cloned()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(MAX_ROLES_PER_USER);
+        out
+    }
+}
+
 /// The roles of `user_id`, sorted.
 pub async fn roles_of(db: &AnyPool, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
@@ -234,6 +283,37 @@ mod tests {
             .expect("enable");
         assert!(on.changed && on.user.disabled_at.is_none());
         assert_eq!(d.list().await.expect("list").len(), 1);
+    }
+
+    #[test]
+    fn provider_values_become_mapped_roles_and_nothing_else() {
+        let m = RoleMapping {
+            roles_claim: Some("groups".into()),
+            role_map: [("eng-admins", "admin"), ("sre", "ops"), ("oncall", "ops")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let claims = serde_json::json!({"groups": ["sre", "oncall", "eng-admins", "admin", 3]});
+        assert_eq!(m.roles(&claims), vec!["admin".to_owned(), "ops".to_owned()]);
+        assert_eq!(
+            m.roles(&serde_json::json!({"groups": "sre"})),
+            vec!["ops".to_owned()]
+        );
+        assert!(m.roles(&serde_json::json!({"other": ["sre"]})).is_empty());
+        let nested = RoleMapping {
+            roles_claim: Some("realm_access.roles".into()),
+            ..m.clone()
+        };
+        let claims = serde_json::json!({"realm_access": {"roles": ["eng-admins"]}});
+        assert_eq!(nested.roles(&claims), vec!["admin".to_owned()]);
+        assert!(RoleMapping::default().roles(&claims).is_empty());
+        assert!(m.validate().is_ok());
+        let bad = RoleMapping {
+            role_map: [("x".to_owned(), "not a role".to_owned())].into(),
+            ..RoleMapping::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[tokio::test]
