@@ -49,7 +49,9 @@ impl Accounts {
     }
 
     /// Checks the credentials under the throttle, revokes any session the request presented
-    /// (no fixation: it is never adopted) and starts a new one bound to this device.
+    /// (no fixation: it is never adopted) and starts a new one bound to this device; unless
+    /// the presented session is the same account's, put aside by the gateway for another
+    /// device (`on_fingerprint_mismatch = "reauth"`): that one is re-bound to this device.
     pub async fn sign_in(
         &self,
         req: &ApiRequest,
@@ -68,6 +70,11 @@ impl Accounts {
                 self.users.sign_in(&email, password),
             )
             .await?;
+        if let Some((token, record)) = self.sessions.rebind_presented(req, &who).await? {
+            metrics::rebound();
+            tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in again: session re-bound to this device");
+            return Ok((token, record));
+        }
         let replaced = self.sessions.revoke_presented(req).await?;
         metrics::revoked(Revocation::Replaced, replaced.len());
         let (token, record) = self.sessions.start(req, who, began).await?;

@@ -232,6 +232,20 @@ pub fn password_changed<T>(result: &Result<T, ApiError>) {
     );
 }
 
+static REBINDS: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "authflow_auth_session_rebinds_total",
+        "Sessions put aside by a request from another device (on_fingerprint_mismatch = \"reauth\") and re-bound to it by a sign-in"
+    )
+    .ok()
+});
+
+pub fn rebound() {
+    if let Some(c) = REBINDS.as_ref() {
+        c.inc();
+    }
+}
+
 pub fn locked_out() {
     if let Some(c) = LOCKOUTS.as_ref() {
         c.inc();
@@ -307,6 +321,7 @@ pub fn register_all() {
     LazyLock::force(&RESETS);
     LazyLock::force(&PASSWORD_CHANGES);
     LazyLock::force(&LOCKOUTS);
+    LazyLock::force(&REBINDS);
     LazyLock::force(&MAIL);
     LazyLock::force(&ARGON2_QUEUE);
     LazyLock::force(&ARGON2_SECONDS);

@@ -137,6 +137,68 @@ impl Sessions {
         }
     }
 
+    /// The sign-in of `who` presents a session the gateway put aside (`on_fingerprint_mismatch
+    /// = "reauth"`: a request came from another device) that belongs to the same account:
+    /// it is re-bound to this device (the one it was bound to loses it) with fresh claims,
+    /// and kept under the same token. `None` when there is no such session; the sign-in then
+    /// starts a new one as usual.
+    pub async fn rebind_presented(
+        &self,
+        req: &ApiRequest,
+        who: &SignedIn,
+    ) -> Result<Option<(SessionToken, SessionRecord)>, ApiError> {
+        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.contract.cookie_name)
+        else {
+            return Ok(None);
+        };
+        let Some(token) = SessionToken::parse(value) else {
+            return Ok(None);
+        };
+        let id = token.id();
+        let Some(record) = self.store.lookup(&id).await? else {
+            return Ok(None);
+        };
+        if record.held_since.is_none() || record.user_id != who.user_id {
+            return Ok(None);
+        }
+        let now = authflow_shared::now_ms();
+        let (idle, absolute) = (
+            self.contract.idle_timeout.0,
+            self.contract.absolute_timeout.0,
+        );
+        let left = record.ends_at(absolute).saturating_sub(now);
+        if left == 0 {
+            return Ok(None);
+        }
+        let fp = self.client_fingerprint(req);
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        let ip = client_ip::hint(self.client_ip(req));
+        let claims = Claims::password(now, who.roles.clone());
+        let rebind = move |r: &mut SessionRecord| {
+            let old = std::mem::replace(&mut r.fingerprint, fp.clone());
+            r.replaced_fingerprint = Some(old);
+            r.held_since = None;
+            r.user_agent = ua.clone();
+            r.ip_hint = Some(ip.clone());
+            r.claims = claims.clone();
+            r.last_seen_at = now;
+        };
+        let lifetime = Duration::from_millis(left);
+        let reset = authflow_shared::store::Reset {
+            record: lifetime,
+            seen: Some((now, idle.min(lifetime))),
+        };
+        Ok(self
+            .store
+            .update(&id, &rebind, Some(reset))
+            .await?
+            .map(|record| (token, record)))
+    }
+
     /// Deletes every session the request's cookies name (a client may send the cookie more
     /// than once; each well-formed one is ended); returns their records.
     pub async fn revoke_presented(&self, req: &ApiRequest) -> Result<Vec<SessionRecord>, ApiError> {

@@ -31,10 +31,13 @@ pub enum RejectReason {
     Unknown,
     Expired(Expiry),
     FingerprintMismatch,
+    /// The session was put aside (`on_fingerprint_mismatch = "reauth"`): by this request
+    /// from another device, or earlier. Its holder signs in again to get it back.
+    Reauth,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Missing,
         RejectReason::Malformed,
         RejectReason::Ambiguous,
@@ -42,6 +45,7 @@ impl RejectReason {
         RejectReason::Expired(Expiry::Idle),
         RejectReason::Expired(Expiry::Absolute),
         RejectReason::FingerprintMismatch,
+        RejectReason::Reauth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,12 +57,14 @@ impl RejectReason {
             RejectReason::Expired(Expiry::Idle) => "expired_idle",
             RejectReason::Expired(Expiry::Absolute) => "expired_absolute",
             RejectReason::FingerprintMismatch => "fingerprint_mismatch",
+            RejectReason::Reauth => "reauth_required",
         }
     }
 
-    /// Whether the browser's cookie should be cleared: yes unless there was none.
+    /// Whether the browser's cookie should be cleared: yes unless there was none, or it
+    /// names a session put aside (the sign-in that re-binds it needs the cookie).
     pub fn clears_cookie(self) -> bool {
-        self != RejectReason::Missing
+        !matches!(self, RejectReason::Missing | RejectReason::Reauth)
     }
 }
 
@@ -121,6 +127,7 @@ pub struct SessionRules {
     pub absolute: Duration,
     pub touch_interval: Duration,
     pub mismatch: MismatchPolicy,
+    pub reauth_hold: Duration,
     pub unknown: UnknownCookieRules,
 }
 
@@ -131,6 +138,7 @@ impl SessionRules {
             absolute: contract.absolute_timeout.0,
             touch_interval: check.touch_interval.0,
             mismatch: check.on_fingerprint_mismatch,
+            reauth_hold: check.reauth_hold.0,
             unknown: UnknownCookieRules::new(
                 check.unknown_cookie_cache.0,
                 check.unknown_cookie_lookups,
@@ -223,9 +231,25 @@ impl SessionChecker {
             self.forget(&id, &record.user_id).await;
             return Ok(Verdict::Rejected(RejectReason::Expired(expiry)));
         }
-        if !fingerprint::matches(&record.fingerprint, &fingerprint()) {
-            if rules.mismatch == MismatchPolicy::Revoke {
-                self.forget(&id, &record.user_id).await;
+        if record.held_since.is_some() {
+            return Ok(Verdict::Rejected(RejectReason::Reauth));
+        }
+        let fp = fingerprint();
+        if !fingerprint::matches(&record.fingerprint, &fp) {
+            let replaced = record
+                .replaced_fingerprint
+                .as_deref()
+                .is_some_and(|old| fingerprint::matches(old, &fp));
+            match rules.mismatch {
+                MismatchPolicy::Revoke => self.forget(&id, &record.user_id).await,
+                MismatchPolicy::Reject => {}
+                // The device a re-bind took the session from is refused; it cannot put the
+                // session aside again.
+                MismatchPolicy::Reauth if replaced => {}
+                MismatchPolicy::Reauth => {
+                    self.hold(&id, now, rules.reauth_hold).await?;
+                    return Ok(Verdict::Rejected(RejectReason::Reauth));
+                }
             }
             return Ok(Verdict::Rejected(RejectReason::FingerprintMismatch));
         }
@@ -333,6 +357,26 @@ impl SessionChecker {
                 other
             }
         }
+    }
+
+    /// Puts session `id` aside from `now` for `hold` (`on_fingerprint_mismatch = "reauth"`):
+    /// the record is re-written with `held_since` and expires after `hold` unless a sign-in
+    /// re-binds it. Fails closed: if the store cannot do it, the request gets 503.
+    async fn hold(&self, id: &str, now: u64, hold: Duration) -> Result<(), StoreError> {
+        if let Some(c) = &self.cache {
+            c.cache.remove(id);
+        }
+        let mark = move |r: &mut SessionRecord| r.held_since = Some(now);
+        let reset = authflow_shared::store::Reset {
+            record: hold,
+            seen: None,
+        };
+        self.store.update(id, &mark, Some(reset)).await?;
+        tracing::info!(
+            session = log_id(id),
+            "session put aside: another device, sign-in needed"
+        );
+        Ok(())
     }
 
     /// Deletes a dead session; a failure only leaves it to its Redis TTL.

@@ -31,6 +31,15 @@ pub struct SessionRecord {
     /// read as proving nothing beyond the sign-in, with no roles).
     #[serde(default, skip_serializing_if = "Claims::is_empty")]
     pub claims: Claims,
+    /// With `on_fingerprint_mismatch = "reauth"`: set (Unix ms) when a request from another
+    /// device put the session aside. Refused for every device until the person signs in
+    /// again from the new one (which re-binds it) or the hold runs out (the record's TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<u64>,
+    /// The fingerprint the session was bound to before its last re-bind: that device is
+    /// refused without putting the session aside again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_fingerprint: Option<String>,
 }
 
 /// What a session proves, in one shape for every sign-in method and every check: the
@@ -99,6 +108,8 @@ impl SessionRecord {
             ip_hint: None,
             provider_data: None,
             claims: Claims::default(),
+            held_since: None,
+            replaced_fingerprint: None,
         }
     }
 

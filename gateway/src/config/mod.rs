@@ -98,7 +98,8 @@ pub struct SessionCheckConfig {
     /// Where browsers are sent to sign in; `?next=<path>` is appended.
     pub login_url: String,
     /// What a fingerprint mismatch does: `"revoke"` deletes the session (a stolen cookie is
-    /// burned), `"reject"` only refuses the request.
+    /// burned), `"reject"` only refuses the request, `"reauth"` refuses it and puts the
+    /// session aside until its holder signs in again from the new device (`reauth_hold`).
     pub on_fingerprint_mismatch: MismatchPolicy,
     /// Store failures in a row after which protected requests fail closed at once, without
     /// asking Redis, until a probe succeeds (0: never).
@@ -116,6 +117,9 @@ pub struct SessionCheckConfig {
     /// (0: no bound).
     pub unknown_cookie_lookups: u64,
     pub unknown_cookie_window: HumanDuration,
+    /// With `on_fingerprint_mismatch = "reauth"`: how long a session put aside by a request
+    /// from another device waits for its holder to sign in again from that device.
+    pub reauth_hold: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +127,9 @@ pub struct SessionCheckConfig {
 pub enum MismatchPolicy {
     Revoke,
     Reject,
+    /// Refuse like a missing session and put the session aside for `reauth_hold`: signing
+    /// in again from the new device re-binds it there (the old device loses it).
+    Reauth,
 }
 
 impl Default for SessionCheckConfig {
@@ -131,6 +138,7 @@ impl Default for SessionCheckConfig {
             touch_interval: HumanDuration::secs(60),
             login_url: "/auth/signin".into(),
             on_fingerprint_mismatch: MismatchPolicy::Revoke,
+            reauth_hold: HumanDuration::secs(600),
             breaker_threshold: 5,
             breaker_cool_down: HumanDuration::secs(1),
             cache_entries: 100_000,
@@ -498,6 +506,11 @@ impl Validate for TlsConfig {
 
 impl Validate for SessionCheckConfig {
     fn validate(&self, p: &mut Problems) {
+        let hold = self.reauth_hold.0;
+        if hold < std::time::Duration::from_secs(1) || hold > std::time::Duration::from_secs(86_400)
+        {
+            p.add("reauth_hold", "must be between 1s and 24h");
+        }
         if !(self.login_url.starts_with('/') || is_http_url(&self.login_url)) {
             p.add(
                 "login_url",

@@ -172,6 +172,27 @@ impl SessionStore for MemorySessionStore {
         Ok(ids.len())
     }
 
+    async fn update(
+        &self,
+        id: &str,
+        change: &super::RecordChange,
+        ttl: Option<super::Reset>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut g = self.lock()?;
+        let now = Instant::now();
+        let Some((record, exp)) = g.sessions.get_mut(id).filter(|(_, exp)| *exp > now) else {
+            return Ok(None);
+        };
+        change(record);
+        if let Some(reset) = ttl {
+            *exp = now + reset.record;
+            if let Some((seen, _)) = reset.seen {
+                record.last_seen_at = record.last_seen_at.max(seen);
+            }
+        }
+        Ok(Some(record.clone()))
+    }
+
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> Result<usize, StoreError> {
         let mut g = self.lock()?;
         g.revoked_before.insert(user_id.to_owned(), crate::now_us());

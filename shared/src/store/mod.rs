@@ -62,6 +62,16 @@ pub trait SessionStore: Send + Sync {
     /// so that a sign-in already under way cannot create a session afterwards; returns how
     /// many ended.
     async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError>;
+    /// Re-writes session `id`'s record with `change` (compare-and-set against what was read,
+    /// retried a few times), so every gateway cache tracking it drops it. `ttl`: the record's
+    /// new TTL and `seen:{id}`'s (its value set to now when given a value), or `None` to keep
+    /// both. `Ok(None)` when the session does not exist; else the record as written.
+    async fn update(
+        &self,
+        id: &str,
+        change: &RecordChange,
+        ttl: Option<Reset>,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     /// Writes `roles` (normalized) into every live session of `user_id` and returns how many
     /// were re-written. First marks the time as [`SessionStore::revoke_user`] does, so a
     /// sign-in that read the old roles before the change cannot create its session after
@@ -84,6 +94,18 @@ pub trait SessionStore: Send + Sync {
     fn feed(&self) -> Option<Arc<dyn SessionFeed>> {
         None
     }
+}
+
+/// A change to a session record ([`SessionStore::update`]).
+pub type RecordChange = dyn Fn(&mut SessionRecord) + Send + Sync;
+
+/// New TTLs for a re-written session ([`SessionStore::update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    /// The record's.
+    pub record: Duration,
+    /// `seen:{id}`: set to `Some((activity ms, TTL))`, or `None` to expire with the record.
+    pub seen: Option<(u64, Duration)>,
 }
 
 /// Told by a [`SessionFeed`] what changed in the store. The gateway's session cache.

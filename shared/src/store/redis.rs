@@ -330,6 +330,58 @@ impl SessionStore for RedisSessionStore {
         Ok(n.max(0) as usize)
     }
 
+    async fn update(
+        &self,
+        id: &str,
+        change: &super::RecordChange,
+        ttl: Option<super::Reset>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let client = self.once().await?;
+        let key = keys::session(id);
+        // A record changed by someone else between the read and the write is read again.
+        for _ in 0..5 {
+            let old: Option<String> = self.bounded(Op::ListUser, client.get(&key)).await?;
+            let Some(old) = old else { return Ok(None) };
+            let Some(mut record) = super::codec::decode_record(Some(old.clone()))? else {
+                return Ok(None);
+            };
+            change(&mut record);
+            let new =
+                serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let (record_ttl, seen, seen_ttl) = match ttl {
+                None => (String::new(), String::new(), String::new()),
+                Some(r) => {
+                    let (seen, seen_ttl) =
+                        r.seen.map_or((String::new(), String::new()), |(at, t)| {
+                            (at.to_string(), ms(t).to_string())
+                        });
+                    (ms(r.record).to_string(), seen, seen_ttl)
+                }
+            };
+            let args: Vec<Value> = vec![
+                old.into(),
+                new.into(),
+                record_ttl.into(),
+                seen.into(),
+                seen_ttl.into(),
+            ];
+            let done: i64 = self
+                .bounded(
+                    Op::ListUser,
+                    client.eval(scripts::COMPARE_AND_SET, session_keys(id), args),
+                )
+                .await?;
+            match done {
+                1 => return Ok(Some(record)),
+                0 => return Ok(None),
+                _ => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "session record kept changing: not updated".into(),
+        ))
+    }
+
     /// Measured: one `SET` (the mark), one `SMEMBERS`, then per session a `GET` and a
     /// compare-and-set script; a user has at most `max_sessions_per_user` sessions, so a
     /// change costs a few ms once, and the request path nothing.
@@ -346,33 +398,11 @@ impl SessionStore for RedisSessionStore {
             .bounded(Op::ListUser, client.smembers(keys::user_sessions(user_id)))
             .await?;
         let mut rewritten = 0;
+        let roles = roles.to_vec();
+        let set = move |r: &mut SessionRecord| r.claims.roles = roles.clone();
         for id in ids {
-            // A record changed by someone else between the read and the write is read again.
-            for _ in 0..5 {
-                let key = keys::session(&id);
-                let old: Option<String> = self.bounded(Op::ListUser, client.get(&key)).await?;
-                let Some(mut record) = super::codec::decode_record(old.clone())? else {
-                    break;
-                };
-                let Some(old) = old else { break };
-                record.claims.roles = roles.to_vec();
-                let new = serde_json::to_string(&record)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let args: Vec<Value> = vec![old.into(), new.into()];
-                let done: i64 = self
-                    .bounded(
-                        Op::ListUser,
-                        client.eval(scripts::COMPARE_AND_SET, vec![key], args),
-                    )
-                    .await?;
-                match done {
-                    1 => {
-                        rewritten += 1;
-                        break;
-                    }
-                    0 => break,
-                    _ => continue,
-                }
+            if self.update(&id, &set, None).await?.is_some() {
+                rewritten += 1;
             }
         }
         Ok(rewritten)
@@ -579,13 +609,24 @@ redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])), 'PX', 
 return 1
 "#;
 
-    /// Replaces a record only if it is still what was read (KEYS: session; ARGV: old, new),
-    /// keeping its TTL. 1 done, 0 the session is gone, -1 it changed meanwhile.
+    /// Replaces a record only if it is still what was read (KEYS: session, seen; ARGV: old,
+    /// new, the record's new TTL ms or '' to keep it, the activity value for `seen` or '',
+    /// its TTL ms). Without a value `seen` expires with the record. 1 done, 0 the session is
+    /// gone, -1 it changed meanwhile.
     pub const COMPARE_AND_SET: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 if cur ~= ARGV[1] then return -1 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if ARGV[4] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+  else
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
+end
 return 1
 "#;
 
