@@ -8,6 +8,7 @@
 #   gw_public       gateway, public route (rate limit on, no session)
 #   gw_protected    gateway, protected route, session cache warm
 #   gw_nocache      gateway, protected route, cache off (cookie -> Redis MGET -> forward)
+#   gw_roles        gateway, protected route with `roles` (the session holds one), cache warm
 #   gw_429          gateway, every request rejected by the limiter
 # Prints req/s, closed-loop percentiles (wrk), CPU-us per request of the system under test
 # (with the verifier for nginx_authreq, with Redis for the protected rows), the ratios the
@@ -68,6 +69,7 @@ run pingora "http://127.0.0.1:$BAREP/public/x" "$BARE_PID"
 run gw_public "http://127.0.0.1:$GW/public/x" "$GW_PID"
 run gw_protected "http://127.0.0.1:$GW/app/x" "$GW_PID $REDIS_PID" "${HDRS[@]}"
 run gw_nocache "http://127.0.0.1:$GWNC/app/x" "$GWNC_PID $REDIS_PID" "${HDRS[@]}"
+run gw_roles "http://127.0.0.1:$GW/staff/x" "$GW_PID $REDIS_PID" "${HDRS[@]}"
 run gw_429 "http://127.0.0.1:$GW/limited/x" "$GW_PID"
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$GW_PID/status")
 
@@ -75,7 +77,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
 echo
 echo "| variant | req/s | p50 | p99 | CPU-us/req (SUT) | vs nginx | vs bare Pingora | Redis cmds/req |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for v in direct nginx nginx_authreq pingora gw_public gw_protected gw_nocache gw_429; do
+for v in direct nginx nginx_authreq pingora gw_public gw_protected gw_nocache gw_roles gw_429; do
   c=${CPUUS[$v]}
   echo "| $v | ${RPS[$v]} | ${P50[$v]} | ${P99[$v]} | $c | $(ratio "$c" "${CPUUS[nginx]}") | $(ratio "$c" "${CPUUS[pingora]}") | ${CMDS[$v]} |"
 done
@@ -85,6 +87,7 @@ echo "- protected, warm cache / bare Pingora: $(ratio "${CPUUS[gw_protected]}" "
 echo "- public / bare Pingora: $(ratio "${CPUUS[gw_public]}" "${CPUUS[pingora]}") (target <= 1.05)"
 echo "- protected / nginx + auth_request: $(ratio "${CPUUS[gw_protected]}" "${CPUUS[nginx_authreq]}") (target <= 0.90)"
 echo "- Redis commands per protected request (warm cache): ${CMDS[gw_protected]} (target < 0.05)"
+echo "- route with roles / protected (the role check and X-User-Roles): $(ratio "${CPUUS[gw_roles]}" "${CPUUS[gw_protected]}")"
 echo "- 429 path / bare Pingora: $(ratio "${CPUUS[gw_429]}" "${CPUUS[pingora]}") (target <= 0.40)"
 echo "- gateway peak RSS: $((RSS_KB / 1024)) MiB"
 

@@ -140,6 +140,11 @@ prefix = "/app/"
 upstream = "app"
 auth = "required"
 [[routes]]
+prefix = "/staff/"
+upstream = "app"
+auth = "required"
+roles = ["staff", "admin"]
+[[routes]]
 prefix = "/api/v1/simple_auth/"
 upstream = "auth"
 auth = "public"
@@ -176,12 +181,16 @@ done
 UA="authflow-bench/1.0"
 curl -sf -o /dev/null -A "$UA" -H 'content-type: application/json' \
   -d '{"email":"bench@example.com","password":"correct horse battery"}' "http://127.0.0.1:$GW/api/v1/simple_auth/signup"
+# Holding a role, for the route that needs one (read into the session at sign-in).
+RUST_LOG=error "$BIN" users grant bench@example.com staff --config "$tmp/auth.toml" >/dev/null
 COOKIE=$(curl -sf -D - -o /dev/null -A "$UA" -H 'content-type: application/json' \
   -d '{"email":"bench@example.com","password":"correct horse battery"}' "http://127.0.0.1:$GW/api/v1/simple_auth/signin" \
   | tr -d '\r' | sed -n 's/^set-cookie: \(authflow_session=[^;]*\).*/\1/Ip' | head -1)
 [ -n "$COOKIE" ] || { echo "sign-in failed" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" -H "cookie: $COOKIE" "http://127.0.0.1:$GW/app/x")
 [ "$code" = 200 ] || { echo "protected route answered $code" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" -H "cookie: $COOKIE" "http://127.0.0.1:$GW/staff/x")
+[ "$code" = 200 ] || { echo "route with roles answered $code" >&2; exit 1; }
 
 # CPU ticks (user+sys) of the given pids and their children (nginx's workers), from /proc.
 cpu() {

@@ -15,6 +15,8 @@ pub enum Decision {
     TooLarge,
     /// Answered by the gateway's own `/health`.
     Health,
+    /// The public key of the signed identity (`/.well-known/jwks.json`).
+    Jwks,
     /// Over a rate limit: 429.
     RateLimited,
     /// No route matches: 404.
@@ -34,12 +36,13 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 13] = [
+    pub const ALL: [Decision; 14] = [
         Decision::Forwarded,
         Decision::Verified,
         Decision::BadRequest,
         Decision::TooLarge,
         Decision::Health,
+        Decision::Jwks,
         Decision::RateLimited,
         Decision::NoRoute,
         Decision::Unauthenticated,
@@ -57,6 +60,7 @@ impl Decision {
             Decision::BadRequest => "bad_request",
             Decision::TooLarge => "too_large",
             Decision::Health => "health",
+            Decision::Jwks => "jwks",
             Decision::RateLimited => "rate_limited",
             Decision::NoRoute => "no_route",
             Decision::Unauthenticated => "unauthenticated",

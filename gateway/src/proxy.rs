@@ -1,7 +1,7 @@
 //! The `ProxyHttp` implementation. `request_filter` reads top to bottom as the policy:
 //! client IP → input limits → canonical path and host → rate limit → health → route → body
-//! limit → session → fingerprint; each step lives in its own module and returns a decision,
-//! and one place sends local responses.
+//! limit → session → fingerprint → access (the route's roles: `access.rs`); each step lives
+//! in its own module and returns a decision, and one place sends local responses.
 
 use crate::access::{self, Access, Requirements};
 use crate::canonical;
@@ -239,7 +239,7 @@ impl Gateway {
             return Step::Respond(Decision::Health, self.public_probe(req, probe).await);
         }
         if let (Some(signer), JWKS_PATH) = (&self.signer, ctx.path.as_str()) {
-            return Step::Respond(Decision::Health, jwks(req, signer));
+            return Step::Respond(Decision::Jwks, jwks(req, signer));
         }
         let route = match ctx.policy.router.find(ctx.host.as_deref(), &ctx.path) {
             RouteMatch::Found(r) => r.clone(),
