@@ -368,3 +368,44 @@ async fn supabase_password_change_while_signed_in_ends_other_sessions() {
         "each old-password check's GoTrue session must be logged out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_roles_come_from_app_metadata_at_sign_in() {
+    let redis = Redis::start().await;
+    let gotrue = GoTrue::start().await;
+    let svc = start(&redis, &gotrue).await;
+    let app = Upstream::start("app").await;
+    let mut cfg = gateway_config(&redis.url(), &[app.addr()]);
+    with_auth_service(&mut cfg, svc.port);
+    let mut admin = route(
+        "/admin/",
+        "app",
+        authflow_gateway::config::AuthMode::Required,
+    );
+    admin.roles = vec!["admin".into()];
+    cfg.routes.push(admin);
+    let gw = Gateway::start(cfg).await;
+    let email = "sup@example.com";
+    let r = post(
+        svc.api("signup"),
+        json!({"email": email, "password": PW}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    {
+        let mut st = gotrue.state.lock().expect("lock");
+        st.confirm(email);
+        let user = st.users.get_mut(email).expect("user");
+        user.roles = vec!["ops".into(), "admin".into(), "not a role".into()];
+    }
+    let r = sign_in_through(&gw.url(""), email, PW).await;
+    assert_eq!(r.status(), 200);
+    let token = session_cookie(&r).expect("cookie");
+    let r = get_with_session(gw.url("/admin/x"), &token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json(r).await["headers"]["x-user-roles"],
+        json!(["admin,ops"])
+    );
+}

@@ -17,6 +17,8 @@ pub struct User {
     pub email: String,
     pub password: String,
     pub confirmed: bool,
+    /// `app_metadata.roles`, as a project's service role would set them.
+    pub roles: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +98,7 @@ fn error(status: u16, code: &str, msg: &str) -> hyper::Response<Full<Bytes>> {
 fn user_json(u: &User) -> Value {
     json!({"id": u.id, "aud": "authenticated", "role": "authenticated", "email": u.email,
            "email_confirmed_at": if u.confirmed { json!("2026-01-01T00:00:00Z") } else { Value::Null },
-           "app_metadata": {"provider": "email", "providers": ["email"]}, "user_metadata": {},
+           "app_metadata": {"provider": "email", "providers": ["email"], "roles": u.roles}, "user_metadata": {},
            "identities": [], "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
            "is_anonymous": false})
 }
@@ -162,6 +164,7 @@ fn handle(
                         email: email.clone(),
                         password: String::new(),
                         confirmed: false,
+                        roles: Vec::new(),
                     };
                     return reply(200, user_json(&fake));
                 }
@@ -172,6 +175,7 @@ fn handle(
                 email: email.clone(),
                 password,
                 confirmed: false,
+                roles: Vec::new(),
             };
             st.otps.insert(
                 format!("confirm-{}", uuid()),
