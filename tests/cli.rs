@@ -244,3 +244,25 @@ fn check_print_shows_the_effective_config_with_secrets_redacted() {
     let parsed: Result<authflow_gateway::GatewayConfig, _> = toml::from_str(body);
     assert!(parsed.is_ok(), "{parsed:?}");
 }
+
+#[test]
+fn check_refuses_roles_on_a_public_route_and_bad_role_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = std::fs::read_to_string("conf/gateway.toml").expect("example");
+    text.push_str(
+        "\n[[routes]]\nprefix = \"/open/\"\nupstream = \"app\"\nauth = \"public\"\nroles = [\"admin\"]\n\
+         \n[[routes]]\nprefix = \"/ops/\"\nupstream = \"app\"\nauth = \"required\"\nroles_all = [\"ops\", \"bad role\"]\n",
+    );
+    let path = write_temp(dir.path(), "roles.toml", &text);
+    let out = run(&["check"], &path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("roles_all[1]") && err.contains("bad role"),
+        "{err}"
+    );
+    assert!(
+        err.contains(".roles:") && err.contains("a public route checks no session"),
+        "{err}"
+    );
+}

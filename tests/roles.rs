@@ -150,6 +150,16 @@ async fn without_the_role_403_then_a_grant_opens_the_next_request() {
         page.contains(r#"href="/auth/signin?next=/admin/x%3Fy%3D1""#),
         "{page}"
     );
+    // The link leads to the sign-in page, also for someone signed in (no redirect loop).
+    let r = client()
+        .get(s.auth.url("/auth/signin?next=/admin/x%3Fy%3D1"))
+        .header("user-agent", UA)
+        .header("accept", "text/html")
+        .header("cookie", format!("sid={token}"))
+        .send()
+        .await
+        .expect("sign-in page");
+    assert_eq!(r.status(), 200);
 
     let out = s.ok(&["grant", "dana@example.com", "admin"]);
     assert!(out.contains("granted admin to dana@example.com"), "{out}");
