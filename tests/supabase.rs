@@ -408,4 +408,25 @@ async fn supabase_roles_come_from_app_metadata_at_sign_in() {
         json(r).await["headers"]["x-user-roles"],
         json!(["admin,ops"])
     );
+
+    // Taken away at the provider: the next sign-in carries it to every live session.
+    gotrue
+        .state
+        .lock()
+        .expect("lock")
+        .users
+        .get_mut(email)
+        .expect("user")
+        .roles = vec!["ops".into()];
+    let r = sign_in_through(&gw.url(""), email, PW).await;
+    assert_eq!(r.status(), 200);
+    let other = session_cookie(&r).expect("cookie");
+    assert_eq!(
+        get_with_session(gw.url("/admin/x"), &other).await.status(),
+        403
+    );
+    assert_eq!(
+        get_with_session(gw.url("/admin/x"), &token).await.status(),
+        403
+    );
 }

@@ -79,6 +79,7 @@ impl Accounts {
         metrics::revoked(Revocation::Replaced, replaced.len());
         let (token, record) = self.sessions.start(req, who, began).await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in");
+        self.sessions.align_roles(&record).await;
         Ok((token, record))
     }
 

@@ -199,6 +199,33 @@ impl Sessions {
             .map(|record| (token, record)))
     }
 
+    /// After a sign-in that read the account's roles from the provider (Supabase
+    /// `app_metadata.roles`, an identity provider's claim): if another live session of the
+    /// account holds other roles, every session gets the new ones, so a change made at the
+    /// provider reaches them all at this sign-in. A failure is logged; the new session has
+    /// the new roles either way.
+    pub async fn align_roles(&self, record: &SessionRecord) {
+        let user = &record.user_id;
+        let roles = &record.claims.roles;
+        let stale = match self.store.list_user(user).await {
+            Ok(list) => list.iter().any(|(_, r)| &r.claims.roles != roles),
+            Err(e) => {
+                tracing::warn!(user = %user, error = %e, "roles of other sessions not checked");
+                return;
+            }
+        };
+        if stale {
+            match self.store.set_roles(user, roles).await {
+                Ok(n) => {
+                    tracing::info!(user = %user, sessions = n, "roles changed at the provider: sessions updated")
+                }
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %e, "roles of other sessions not updated")
+                }
+            }
+        }
+    }
+
     /// Deletes every session the request's cookies name (a client may send the cookie more
     /// than once; each well-formed one is ended); returns their records.
     pub async fn revoke_presented(&self, req: &ApiRequest) -> Result<Vec<SessionRecord>, ApiError> {
