@@ -139,7 +139,7 @@ async fn run_async(cmd: &UsersCommand) -> Result<Vec<String>, UsersError> {
             } else {
                 format!("{} already has {role}", change.user.email)
             };
-            propagate_roles(&cfg, &change, what).await
+            propagate_roles(&cfg, &dir, &change, what).await
         }
         UsersCommand::Revoke { email, role, .. } => {
             let change = dir.revoke(email, role).await?;
@@ -148,7 +148,7 @@ async fn run_async(cmd: &UsersCommand) -> Result<Vec<String>, UsersError> {
             } else {
                 format!("{} did not have {role}", change.user.email)
             };
-            propagate_roles(&cfg, &change, what).await
+            propagate_roles(&cfg, &dir, &change, what).await
         }
         UsersCommand::Disable { email, .. } => {
             let change = dir.set_disabled(email, true).await?;
@@ -182,6 +182,9 @@ async fn run_async(cmd: &UsersCommand) -> Result<Vec<String>, UsersError> {
     }
 }
 
+/// Rounds of write-and-check before giving up (only commands racing without end need more).
+const MAX_ROLE_WRITES: usize = 16;
+
 fn store(cfg: &AuthConfig) -> Result<RedisSessionStore, UsersError> {
     RedisSessionStore::new(&cfg.redis).map_err(|e| UsersError::Start(e.into()))
 }
@@ -190,21 +193,36 @@ fn store(cfg: &AuthConfig) -> Result<RedisSessionStore, UsersError> {
 /// database, so a run that failed half way is finished by running it again).
 async fn propagate_roles(
     cfg: &AuthConfig,
+    dir: &Directory,
     change: &Change,
     what: String,
 ) -> Result<Vec<String>, UsersError> {
     let u = &change.user;
-    let updated = store(cfg)?
-        .set_roles(&u.user_id, &u.roles)
-        .await
-        .map_err(|source| UsersError::Sessions {
-            done: what.clone(),
-            source,
-        })?;
-    tracing::info!(user = %u.user_id, roles = %u.roles.join(","), updated, "roles changed by an operator");
+    let store = store(cfg)?;
+    let failed = |source| UsersError::Sessions {
+        done: what.clone(),
+        source,
+    };
+    // Written, then read back from the database until what was written is what the database
+    // says: another command running at the same time may have committed after this one read
+    // its roles, and whichever writes last must write the final list (black-box review: a
+    // grant racing a revoke left the revoked role in live sessions). Each command writes at
+    // least once after its own change, so the last write is always checked against the
+    // database after every change that came before it.
+    let mut roles = u.roles.clone();
+    let mut updated = 0;
+    for _ in 0..MAX_ROLE_WRITES {
+        updated = store.set_roles(&u.user_id, &roles).await.map_err(failed)?;
+        let now = dir.roles_of(&u.user_id).await?;
+        if now == roles {
+            break;
+        }
+        roles = now;
+    }
+    tracing::info!(user = %u.user_id, roles = %roles.join(","), updated, "roles changed by an operator");
     Ok(vec![format!(
         "{what}; roles now: {}; {updated} live session(s) updated",
-        roles_or_dash(&u.roles)
+        roles_or_dash(&roles)
     )])
 }
 

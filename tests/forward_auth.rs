@@ -213,6 +213,8 @@ async fn traefik_and_envoy_shapes_get_identity_headers_or_a_redirect() {
         .expect("request");
     assert_eq!(envoy.status(), 200);
     assert_eq!(envoy.headers()["x-user-id"], user_id.as_str());
+    // Present though empty: Envoy and Traefik copy it over a client's own X-User-Roles.
+    assert_eq!(envoy.headers()["x-user-roles"], "");
     let denied = client()
         .delete(s.gw.url("/verify/app/item/7"))
         .header("user-agent", UA)
@@ -341,7 +343,7 @@ fn the_traefik_and_envoy_examples_name_the_right_headers_and_path() {
         .iter()
         .filter_map(|h| h.as_str())
         .collect();
-    assert_eq!(names, ["X-User-Id", "X-User-Email"]);
+    assert_eq!(names, ["X-User-Id", "X-User-Email", "X-User-Roles"]);
 
     let envoy = load("envoy-ext-authz.yaml");
     let hcm = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -364,7 +366,7 @@ fn the_traefik_and_envoy_examples_name_the_right_headers_and_path() {
         );
     }
     let upstream = exact(&authz["authorization_response"]["allowed_upstream_headers"]);
-    assert_eq!(upstream, ["x-user-id", "x-user-email"]);
+    assert_eq!(upstream, ["x-user-id", "x-user-email", "x-user-roles"]);
     let to_client = exact(&authz["authorization_response"]["allowed_client_headers"]);
     assert!(to_client.iter().any(|h| h == "location"), "{to_client:?}");
     let added = &authz["authorization_request"]["headers_to_add"][0];

@@ -325,3 +325,65 @@ async fn on_postgresql_roles_and_disabling_work_the_same() {
     assert!(shown["disabled_at"].is_i64(), "{shown}");
     assert_eq!(shown["roles"], json!([]));
 }
+
+/// Role commands running at the same time: whatever order they commit in, every live session
+/// ends with the roles the database holds (black-box review: a grant racing a revoke left
+/// the revoked role in live sessions, last writer wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_role_commands_leave_sessions_with_the_databases_roles() {
+    let s = stack().await;
+    let email = "race@example.com";
+    s.register(email).await;
+    let token = s.sign_in(email).await;
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(authflow_bin())
+            .arg("users")
+            .args(args)
+            .arg("--config")
+            .arg(s.auth.config_path())
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    for round in 0..6 {
+        s.ok(&["grant", email, "admin"]);
+        for gw in 0..2 {
+            assert_eq!(s.status(gw, "/admin/x", &token).await, 200);
+        }
+        let extra = format!("x{round}");
+        let mut grant = spawn(&["grant", email, &extra]);
+        let mut revoke = spawn(&["revoke", email, "admin"]);
+        assert!(grant.wait().expect("grant").success());
+        assert!(revoke.wait().expect("revoke").success());
+        for gw in 0..2 {
+            assert_eq!(
+                s.status(gw, "/admin/x", &token).await,
+                403,
+                "round {round}: the revoked role survived on gateway {gw}"
+            );
+            let roles = upstream_roles(s.get(gw, "/app/x", &token).await).await;
+            let want: Vec<String> = (0..=round).map(|i| format!("x{i}")).collect();
+            assert_eq!(roles, vec![want.join(",")], "round {round}");
+        }
+    }
+}
+
+/// `/admin` is the `/admin/` section's index on most frameworks: it is judged by that route,
+/// not by a public catch-all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_section_without_its_slash_is_judged_by_the_section() {
+    let s = stack().await;
+    s.register("bare@example.com").await;
+    let token = s.sign_in("bare@example.com").await;
+    assert_eq!(s.status(0, "/admin", &token).await, 403);
+    assert_eq!(s.status(0, "/ADMIN?a=1", &token).await, 403);
+    assert_eq!(s.status(0, "/app", &token).await, 200);
+    let anonymous = client()
+        .get(s.gws[0].url("/admin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status(), 401);
+}

@@ -37,6 +37,15 @@ pub fn suffix<'a>(endpoint: &str, path: &'a str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// The headers that describe the original request.
+const DESCRIBING: [&str; 5] = [
+    "x-forwarded-uri",
+    "x-original-uri",
+    "x-forwarded-method",
+    "x-original-method",
+    "x-forwarded-host",
+];
+
 /// Why the description of the original request was refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unclear {
@@ -46,6 +55,10 @@ pub enum Unclear {
     Conflicting,
     /// An original method that is not a method token.
     BadMethod,
+    /// A caller outside `trusted_proxies` describing an original request: believing it would
+    /// let anyone choose what is judged, ignoring it would judge `/` and let a misconfigured
+    /// proxy pass every route's roles (black-box review), so it is refused.
+    Untrusted,
 }
 
 impl Unclear {
@@ -53,6 +66,7 @@ impl Unclear {
         match self {
             Unclear::Conflicting => "conflicting_original_request",
             Unclear::BadMethod => "bad_original_method",
+            Unclear::Untrusted => "original_request_from_untrusted_caller",
         }
     }
 }
@@ -63,6 +77,9 @@ impl Unclear {
 /// count only from a `trusted` caller: anyone else asks about their own request. Two
 /// spellings that disagree are refused rather than one believed.
 pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Result<Original, Unclear> {
+    if !trusted && DESCRIBING.iter().any(|h| req.headers.contains_key(*h)) {
+        return Err(Unclear::Untrusted);
+    }
     let header = |name: &str| -> Result<Option<&str>, Unclear> {
         if !trusted {
             return Ok(None);
@@ -87,7 +104,14 @@ pub fn original(req: &RequestHeader, suffix: &str, trusted: bool) -> Result<Orig
         Some(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| Unclear::BadMethod)?,
         None => req.method.clone(),
     };
-    let uri = match either("x-forwarded-uri", "x-original-uri")? {
+    let described = either("x-forwarded-uri", "x-original-uri")?;
+    // Envoy's form (the original path after the endpoint) and a header must not disagree.
+    if let (Some(u), false) = (described, suffix.is_empty()) {
+        if u.split(['?', '#']).next() != Some(suffix) {
+            return Err(Unclear::Conflicting);
+        }
+    }
+    let uri = match described {
         Some(u) => u.to_owned(),
         None if !suffix.is_empty() => {
             let query = req.uri.query().map_or(String::new(), |q| format!("?{q}"));
@@ -193,17 +217,33 @@ mod tests {
     }
 
     #[test]
-    fn an_untrusted_caller_asks_about_its_own_request() {
-        let r = req(
+    fn an_untrusted_caller_asks_about_its_own_request_and_may_not_describe_another() {
+        let r = req("/verify/app/z", &[]);
+        let o = original(&r, "/app/z", false).expect("clear");
+        assert_eq!((o.method, o.path.as_str()), (http::Method::GET, "/app/z"));
+        assert_eq!(original(&r, "", false).expect("clear").path, "/");
+        let described = req(
             "/verify/app/z",
             &[
                 ("x-forwarded-uri", "/public/x"),
                 ("x-forwarded-method", "POST"),
             ],
         );
-        let o = original(&r, "/app/z", false).expect("clear");
-        assert_eq!((o.method, o.path.as_str()), (http::Method::GET, "/app/z"));
-        assert_eq!(original(&r, "", false).expect("clear").path, "/");
+        assert_eq!(
+            original(&described, "/app/z", false),
+            Err(Unclear::Untrusted)
+        );
+    }
+
+    #[test]
+    fn envoys_path_form_and_a_header_must_agree() {
+        let r = req("/verify/admin/x", &[("x-original-uri", "/app/x")]);
+        assert_eq!(original(&r, "/admin/x", true), Err(Unclear::Conflicting));
+        let r = req("/verify/app/x?q=1", &[("x-original-uri", "/app/x?q=1")]);
+        assert_eq!(
+            original(&r, "/app/x", true).map(|o| o.path),
+            Ok("/app/x".into())
+        );
     }
 
     #[test]
@@ -230,8 +270,8 @@ mod tests {
         );
         let bad = req("/verify", &[("x-forwarded-method", "PO ST")]);
         assert_eq!(original(&bad, "", true), Err(Unclear::BadMethod));
-        // From an untrusted caller the headers are not read at all.
-        assert!(original(&bad, "", false).is_ok());
+        // From an untrusted caller they are refused, whatever they say.
+        assert_eq!(original(&bad, "", false), Err(Unclear::Untrusted));
     }
 
     #[test]

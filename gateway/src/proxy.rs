@@ -445,15 +445,15 @@ impl Gateway {
                 if let Some(refused) = self.admit_user(req, method, ctx, user).await {
                     return refused;
                 }
-                let mut resp =
-                    LocalResponse::empty(200).header("x-user-id", session.record.user_id.as_str());
-                if let Some(email) = &session.record.email {
-                    resp = resp.header("x-user-email", email.as_str());
-                }
-                let roles = &session.record.claims.roles;
-                if !roles.is_empty() {
-                    resp = resp.header(ROLES_HEADER, roles::header_value(roles));
-                }
+                // Every identity header, empty when there is nothing to say: a proxy that
+                // copies the answer's headers over the client's (Traefik, Envoy) then leaves
+                // no client-sent `X-User-Roles` or `X-User-Email` in place.
+                let email = session.record.email.as_deref().unwrap_or_default();
+                let roles = roles::header_value(&session.record.claims.roles);
+                let resp = LocalResponse::empty(200)
+                    .header("x-user-id", session.record.user_id.as_str())
+                    .header("x-user-email", email)
+                    .header(ROLES_HEADER, roles);
                 ctx.identity = Some(Identity {
                     session,
                     session_id: id,

@@ -36,6 +36,19 @@ impl Route {
         prefix_matches(&self.prefix, path, self.case_sensitive)
     }
 
+    /// `path` is this route's `/section/` prefix without its trailing slash.
+    fn matches_bare(&self, path: &str) -> bool {
+        let Some(section) = self.prefix.strip_suffix('/') else {
+            return false;
+        };
+        !section.is_empty()
+            && if self.case_sensitive {
+                path == section
+            } else {
+                path.eq_ignore_ascii_case(section)
+            }
+    }
+
     fn matches_host(&self, host: Option<&str>) -> bool {
         self.host.as_deref().is_none_or(|rh| host == Some(rh))
     }
@@ -102,13 +115,23 @@ impl Router {
     }
 
     /// The route for the canonical `host` and `path`.
+    /// `/admin` belongs to a route `/admin/` unless a route names `/admin` itself: most
+    /// frameworks serve the bare path as the section's index (a public catch-all must not
+    /// take it; black-box review).
     pub fn find(&self, host: Option<&str>, path: &str) -> RouteMatch<'_> {
-        let Some(found) = self
+        let normal = self
             .routes
             .iter()
-            .find(|r| r.matches_path(path) && r.matches_host(host))
-        else {
-            return RouteMatch::None;
+            .find(|r| r.matches_path(path) && r.matches_host(host));
+        let bare = self
+            .routes
+            .iter()
+            .find(|r| r.matches_bare(path) && r.matches_host(host));
+        let found = match (normal, bare) {
+            (Some(n), Some(b)) if n.prefix.len() < path.len() => b,
+            (None, Some(b)) => b,
+            (Some(n), _) => n,
+            (None, None) => return RouteMatch::None,
         };
         if found.auth == AuthMode::Public && self.shadows_protected(found, host, path) {
             return RouteMatch::CaseConflict;
@@ -194,6 +217,28 @@ mod tests {
         assert_eq!(found(r.find(None, "/app/admin/users")), Some(2));
         assert_eq!(found(r.find(None, "/app/administrator")), Some(1));
         assert_eq!(found(r.find(None, "/other")), Some(0));
+    }
+
+    #[test]
+    fn a_section_without_its_slash_belongs_to_the_section() {
+        let r = router();
+        assert_eq!(found(r.find(None, "/app")), Some(1));
+        assert_eq!(found(r.find(None, "/APP")), Some(1));
+        assert_eq!(found(r.find(Some("api.example.com"), "/app")), Some(3));
+        assert_eq!(found(r.find(None, "/ap")), Some(0));
+        // A route that names the bare path itself keeps it.
+        let names = ["root", "section", "index"];
+        let r = Router::new(
+            &[
+                route("/", None, "root"),
+                route("/admin/", None, "section"),
+                route("/admin", None, "index"),
+            ],
+            1024,
+            |n| names.iter().position(|x| *x == n),
+        );
+        assert_eq!(found(r.find(None, "/admin")), Some(2));
+        assert_eq!(found(r.find(None, "/admin/x")), Some(1));
     }
 
     #[test]

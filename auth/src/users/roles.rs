@@ -167,7 +167,21 @@ impl Directory {
         .bind(now_ms() as i64)
         .execute(&self.db)
         .await?;
+        // Checked again once written: grants running at the same time each saw room.
+        if roles_of(&self.db, &user.user_id).await?.len() > MAX_ROLES_PER_USER {
+            sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+                .bind(&user.user_id)
+                .bind(role)
+                .execute(&self.db)
+                .await?;
+            return Err(RoleError::TooMany.into());
+        }
         self.changed(email).await
+    }
+
+    /// The roles `user_id` has now, sorted.
+    pub async fn roles_of(&self, user_id: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(roles_of(&self.db, user_id).await?)
     }
 
     /// Takes `role` from the account.
