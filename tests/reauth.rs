@@ -111,8 +111,17 @@ async fn a_new_user_agent_puts_the_session_aside_and_signing_in_again_rebinds_it
     // The browser updated itself: refused, the cookie kept, the session not deleted.
     assert_eq!(s.app(NEW_UA, &token).await, (401, false));
     assert_eq!(s.sessions(), 1);
-    // Put aside for every device until its holder signs in again.
+    // Put aside for every device until its holder signs in again, the auth service's own
+    // session endpoints included (black-box review: they still answered the old device).
     assert_eq!(s.app(UA, &token).await, (401, false));
+    let listed = client()
+        .get(s.gw.url("/api/v1/simple_auth/sessions"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={token}"))
+        .send()
+        .await
+        .expect("sessions");
+    assert_eq!(listed.status(), 401);
 
     // Signing in again from the new browser gets the same session back, bound to it.
     let again = s.sign_in(NEW_UA, Some(&token)).await;

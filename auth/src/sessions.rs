@@ -261,9 +261,12 @@ impl Sessions {
             self.contract.idle_timeout.0,
             self.contract.absolute_timeout.0,
         );
+        // A session put aside by a gateway (`on_fingerprint_mismatch = "reauth"`) is refused
+        // here too, from every device, until a sign-in re-binds it.
         if record
             .expiry(authflow_shared::now_ms(), idle, absolute)
             .is_some()
+            || record.held_since.is_some()
             || !fingerprint::matches(&record.fingerprint, &self.client_fingerprint(req))
         {
             return Err(ApiError::Unauthenticated);
