@@ -201,12 +201,10 @@ pub fn drop_session_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) ->
 /// (browsers compare the prefixes case-insensitively).
 fn cookie_base(name: &str) -> &str {
     let name = name.trim();
-    for prefix in ["__host-", "__secure-"] {
-        if name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix) {
-            return &name[prefix.len()..];
-        }
+    match authflow_shared::cookie::secure_prefix(name) {
+        Some(prefix) if name.len() > prefix.len() => &name[prefix.len()..],
+        _ => name,
     }
-    name
 }
 
 /// The client's `X-Request-Id` if it is well formed (1 to 128 of `[A-Za-z0-9._-]`), else a

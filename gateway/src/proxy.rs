@@ -210,8 +210,7 @@ impl Gateway {
             Ok(Target::Resource(path, host)) => (ctx.path, ctx.host) = (path, host),
             Ok(Target::Server) => return Step::Respond(Decision::ServerOptions, server_options()),
             Err(why) => {
-                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
-                return Step::Respond(Decision::BadRequest, resp);
+                return bad_request(why.as_str());
             }
         }
         let declared = match message::check_method(&req.method)
@@ -390,8 +389,7 @@ impl Gateway {
         let original = match forward_auth::original(req, suffix, trusted) {
             Ok(original) => original,
             Err(why) => {
-                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
-                return Step::Respond(Decision::BadRequest, resp);
+                return bad_request(why.as_str());
             }
         };
         // The rules see the original request as a direct one would: its canonical path,
@@ -403,8 +401,7 @@ impl Gateway {
                 ctx.host = host.or(ctx.host.take());
             }
             (Err(why), _) | (_, Err(why)) => {
-                let resp = LocalResponse::error(400, "bad_request").field("reason", why.as_str());
-                return Step::Respond(Decision::BadRequest, resp);
+                return bad_request(why.as_str());
             }
         }
         if let Err(refusal) = message::check_method(&original.method) {
@@ -425,9 +422,7 @@ impl Gateway {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::info!(request_id = %ctx.request_id, error = %e, "forward-auth: bad ?roles=");
-                    let resp =
-                        LocalResponse::error(400, "bad_request").field("reason", "bad_roles");
-                    return Step::Respond(Decision::BadRequest, resp);
+                    return bad_request("bad_roles");
                 }
             },
             None => None,
@@ -555,11 +550,8 @@ impl Gateway {
                 Step::Respond(Decision::Unauthenticated, resp)
             }
             Ok(Verdict::Forbidden { session, .. }) => {
-                let accept = req.headers.get_all("accept");
-                let accept = accept.iter().filter_map(|v| v.to_str().ok());
-                let html = wants_html(req.method == http::Method::GET, accept);
-                let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                let resp = forbidden(&ctx.policy.session, html, &session, next);
+                let html = is_browser(req);
+                let resp = forbidden(&ctx.policy.session, html, &session, next_of(req));
                 Step::Respond(Decision::Forbidden, resp)
             }
             Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
@@ -672,14 +664,24 @@ impl Gateway {
     }
 }
 
+/// A browser's page load: a GET that accepts HTML (it gets pages and redirects, not JSON).
+fn is_browser(req: &RequestHeader) -> bool {
+    let accept = req.headers.get_all("accept");
+    let accept = accept.iter().filter_map(|v| v.to_str().ok());
+    wants_html(req.method == http::Method::GET, accept)
+}
+
+/// Where a browser comes back to after signing in: the request's path and query.
+fn next_of(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
 /// Browsers (a GET that accepts HTML) go to the login page with `next`; everything else
 /// gets a 401. A cookie that named a dead session is cleared.
 fn unauthenticated(s: &SessionPolicy, req: &RequestHeader, reason: RejectReason) -> LocalResponse {
-    let accept = req.headers.get_all("accept");
-    let accept = accept.iter().filter_map(|v| v.to_str().ok());
-    let resp = if wants_html(req.method == http::Method::GET, accept) {
-        let next = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        LocalResponse::redirect(forward_auth::login_location(&s.login_url, next))
+    let resp = if is_browser(req) {
+        let login = forward_auth::login_location(&s.login_url, next_of(req));
+        LocalResponse::redirect(login)
     } else {
         unauthorized(s)
     };
@@ -774,12 +776,21 @@ fn store_unavailable(ctx: &RequestCtx, e: &StoreError) -> LocalResponse {
     LocalResponse::error(503, "session_store_unavailable").header("retry-after", "1")
 }
 
+/// What the gateway names in `Allow` (on `OPTIONS *` and a refused `TRACE`).
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// 400 `{"error": "bad_request", "reason": ...}`.
+fn bad_request(reason: &str) -> Step {
+    let resp = LocalResponse::error(400, "bad_request").field("reason", reason);
+    Step::Respond(Decision::BadRequest, resp)
+}
+
 /// A request message refused by [`message`]: 400 or 405 with the reason.
 fn refused(refusal: message::Refusal) -> Step {
     let (status, code) = refusal.answer();
     let mut resp = LocalResponse::error(status, code);
     let decision = if status == 405 {
-        resp = resp.header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        resp = resp.header("allow", ALLOWED_METHODS);
         Decision::MethodNotAllowed
     } else {
         Decision::BadRequest
@@ -789,7 +800,7 @@ fn refused(refusal: message::Refusal) -> Step {
 
 /// `OPTIONS *`: what the gateway itself allows; never forwarded (no route judges `*`).
 fn server_options() -> LocalResponse {
-    LocalResponse::empty(204).header("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+    LocalResponse::empty(204).header("allow", ALLOWED_METHODS)
 }
 
 fn body_too_large() -> LocalResponse {
@@ -1011,9 +1022,9 @@ impl ProxyHttp for Gateway {
         }
         // A tunnel opens only for the websocket upgrade its route allowed (every other
         // Upgrade was refused or removed before the request left).
-        let websocket =
-            message::upgrade(&session.req_header().headers) == message::Upgrade::WebSocket;
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !websocket {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && message::upgrade(&session.req_header().headers) != message::Upgrade::WebSocket
+        {
             return Error::e_explain(ErrorType::HTTPStatus(502), "101 without an allowed upgrade");
         }
         Ok(())
