@@ -21,6 +21,14 @@ use std::time::Duration;
 /// Longest User-Agent kept with a session (enough to describe the device).
 const MAX_USER_AGENT: usize = 256;
 
+/// The device's `User-Agent`, shortened to what a session keeps.
+fn user_agent(req: &ApiRequest) -> Option<String> {
+    req.headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned())
+}
+
 pub struct Sessions {
     pub store: Arc<dyn SessionStore>,
     contract: SessionContract,
@@ -114,11 +122,7 @@ impl Sessions {
         );
         record.provider_data = who.provider_data;
         record.claims = Claims::password(now, who.roles);
-        record.user_agent = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        record.user_agent = user_agent(req);
         record.ip_hint = Some(client_ip::hint(self.client_ip(req)));
         match self
             .store
@@ -147,11 +151,7 @@ impl Sessions {
         req: &ApiRequest,
         who: &SignedIn,
     ) -> Result<Option<(SessionToken, SessionRecord)>, ApiError> {
-        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.contract.cookie_name)
-        else {
-            return Ok(None);
-        };
-        let Some(token) = SessionToken::parse(value) else {
+        let Some(token) = self.presented_token(req) else {
             return Ok(None);
         };
         let id = token.id();
@@ -171,11 +171,7 @@ impl Sessions {
             return Ok(None);
         }
         let fp = self.client_fingerprint(req);
-        let ua = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        let ua = user_agent(req);
         let ip = client_ip::hint(self.client_ip(req));
         let claims = Claims::password(now, who.roles.clone());
         let rebind = move |r: &mut SessionRecord| {
@@ -243,14 +239,19 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// The token of the one session cookie the request presents (none for zero, several or
+    /// a malformed one).
+    fn presented_token(&self, req: &ApiRequest) -> Option<SessionToken> {
+        match cookie::find(req.cookies(), &self.contract.cookie_name) {
+            CookieLookup::One(value) => SessionToken::parse(value),
+            _ => None,
+        }
+    }
+
     /// The request's own session: exactly one well-formed cookie naming a live session, from
     /// the device that signed in (the same checks the gateway makes). Its id and record.
     pub async fn current(&self, req: &ApiRequest) -> Result<(String, SessionRecord), ApiError> {
-        let CookieLookup::One(value) = cookie::find(req.cookies(), &self.contract.cookie_name)
-        else {
-            return Err(ApiError::Unauthenticated);
-        };
-        let token = SessionToken::parse(value).ok_or(ApiError::Unauthenticated)?;
+        let token = self.presented_token(req).ok_or(ApiError::Unauthenticated)?;
         let id = token.id();
         let record = self
             .store
