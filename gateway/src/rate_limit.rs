@@ -279,12 +279,7 @@ impl RateLimiter {
 
     /// IPv6 clients are counted per prefix: one host usually controls a whole /64.
     fn client_key(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(_) => IpNet::new(ip, self.ipv6_prefix)
-                .map(|n| n.network())
-                .unwrap_or(ip),
-            v4 => v4,
-        }
+        authflow_shared::client_ip::network(ip, self.ipv6_prefix)
     }
 }
 

@@ -201,12 +201,7 @@ impl MissBudget {
 
 /// The address a budget belongs to: IPv4 as is, IPv6 by its /64.
 fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(_) => ipnet::IpNet::new(ip, IPV6_PREFIX)
-            .map(|n| n.network())
-            .unwrap_or(ip),
-        v4 => v4,
-    }
+    authflow_shared::client_ip::network(ip, IPV6_PREFIX)
 }
 
 #[cfg(test)]

@@ -57,6 +57,17 @@ pub fn hint(ip: IpAddr) -> String {
     }
 }
 
+/// Who an address stands for when clients are counted: an IPv4 address as it is, an IPv6
+/// one reduced to its `/ipv6_prefix` (one host usually controls a whole /64).
+pub fn network(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(_) => IpNet::new(ip, ipv6_prefix)
+            .map(|n| n.network())
+            .unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are treated as the IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
