@@ -1,7 +1,12 @@
 //! Users in our own database: SQLite by default (a file, created and migrated on first
-//! start) or PostgreSQL, through one set of migrations (sqlx `Any`).
+//! start) or PostgreSQL, through one set of migrations (sqlx `Any`). An account made
+//! through an external provider has no password (`password_hash` is `''`, which no
+//! password matches) until a reset gives it one; its links live in [`super::identities`].
 
-use super::{Account, ProviderError, SignedIn, UserProvider};
+use super::{
+    identities, Account, EmailHolder, ExternalIdentity, LinkedIdentity, ProviderError, SignedIn,
+    Unlinked, UserProvider,
+};
 use crate::credentials::normalize_email;
 use crate::mail::{MailKind, Mailer};
 use crate::password::PasswordHasherPool;
@@ -110,6 +115,35 @@ impl BuiltinUsers {
 
     pub fn db(&self) -> &AnyPool {
         &self.db
+    }
+
+    /// `user_id` as a sign-in, with its roles as of now (they go into the session's claims).
+    async fn signed_in(&self, user_id: String, email: String) -> Result<SignedIn, ProviderError> {
+        let roles = super::roles::roles_of(&self.db, &user_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(SignedIn {
+            user_id,
+            email,
+            provider_data: None,
+            roles,
+        })
+    }
+
+    /// The address of account `user_id`, which may be signed in to: a missing or disabled
+    /// account is `InvalidCredentials`, as for a password sign-in.
+    async fn active_email(&self, user_id: &str) -> Result<String, ProviderError> {
+        let row = sqlx::query("SELECT email, disabled_at FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.db)
+            .await
+            .map_err(unavailable)?
+            .ok_or(ProviderError::InvalidCredentials)?;
+        if row.try_get::<Option<i64>, _>(1).unwrap_or(None).is_some() {
+            tracing::info!(user = %user_id, "identity link refused: account disabled");
+            return Err(ProviderError::InvalidCredentials);
+        }
+        row.try_get(0).map_err(unavailable)
     }
 
     async fn find(&self, email: &str) -> Result<Option<AnyRow>, ProviderError> {
@@ -230,6 +264,24 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
     ProviderError::Unavailable(e.to_string())
 }
 
+fn validation(field: &'static str, reason: &str) -> ProviderError {
+    ProviderError::Validation {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+/// An account as [`UserProvider::email_holder`] shows it, from a [`BuiltinUsers::find`] row.
+fn email_holder(row: &AnyRow) -> Result<EmailHolder, sqlx::Error> {
+    Ok(EmailHolder {
+        user_id: row.try_get("id")?,
+        has_password: !row.try_get::<String, _>("password_hash")?.is_empty(),
+        email_verified: row
+            .try_get::<Option<i64>, _>("email_verified_at")?
+            .is_some(),
+    })
+}
+
 #[async_trait]
 impl UserProvider for BuiltinUsers {
     /// The same work whatever the address holds (ASVS 5.0 6.3.8): one password hash, one
@@ -266,8 +318,12 @@ impl UserProvider for BuiltinUsers {
 
     async fn sign_in(&self, email: &str, password: &str) -> Result<SignedIn, ProviderError> {
         let row = self.find(email).await?;
-        let stored: Option<String> = row.as_ref().map(|r| r.get("password_hash"));
-        // Unknown emails verify against a dummy hash: same time as a wrong password.
+        let stored: Option<String> = row
+            .as_ref()
+            .map(|r| r.get::<String, _>("password_hash"))
+            .filter(|h| !h.is_empty());
+        // Unknown emails, and accounts without a password (made through a provider), verify
+        // against a dummy hash: same answer and time as a wrong password.
         if !self.hasher.verify(password, stored.as_deref()).await {
             return Err(ProviderError::InvalidCredentials);
         }
@@ -429,6 +485,9 @@ impl UserProvider for BuiltinUsers {
 
     /// Hashes first (the slow part, which can fail on its own), then burns the token and
     /// stores the hash in one transaction: the link is used up only with the password set.
+    /// An account without a password (made through a provider) gets its first one this way.
+    /// The link proves the mailbox, so an address it verifies takes the account's identities
+    /// with it ([`identities::drop_unproven`]).
     async fn reset_password(
         &self,
         token: &str,
@@ -455,6 +514,9 @@ impl UserProvider for BuiltinUsers {
         .map_err(unavailable)?
         .map(|r| r.get(0))
         .ok_or(ProviderError::InvalidToken)?;
+        identities::drop_unproven(&mut tx, &user_id)
+            .await
+            .map_err(unavailable)?;
         // The reset link proved control of the address, so it also counts as verification.
         let email: String = sqlx::query(
             "UPDATE users SET password_hash = $1, updated_at = $2, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $4 RETURNING email",
@@ -492,8 +554,9 @@ impl UserProvider for BuiltinUsers {
 
     /// Confirms the address and, with it, the password chosen in the sign-up that sent this
     /// link; that is a password change, so the account's other open links are retired with
-    /// it, and the caller ends its sessions. A link for an address already confirmed
-    /// changes nothing.
+    /// it, and the caller ends its sessions. Confirming the address also takes away the
+    /// identities linked to the account ([`identities::drop_unproven`]), whose sessions end
+    /// too. A link for an address already confirmed changes nothing.
     async fn verify_email(&self, token: &str) -> Result<Option<Account>, ProviderError> {
         let mut tx = self.db.begin().await.map_err(unavailable)?;
         let now = now_ms() as i64;
@@ -513,6 +576,9 @@ impl UserProvider for BuiltinUsers {
         let user_id: String = row.get(0);
         let chosen: Option<String> = row.try_get(1).unwrap_or(None);
         let sets_password = chosen.is_some();
+        let dropped = identities::drop_unproven(&mut tx, &user_id)
+            .await
+            .map_err(unavailable)?;
         let confirmed = sqlx::query(
             "UPDATE users SET email_verified_at = $1, password_hash = COALESCE($2, password_hash), updated_at = $1 \
              WHERE id = $3 AND email_verified_at IS NULL RETURNING email",
@@ -524,7 +590,7 @@ impl UserProvider for BuiltinUsers {
         .await
         .map_err(unavailable)?;
         let replaced = match confirmed {
-            Some(row) if sets_password => {
+            Some(row) if sets_password || dropped > 0 => {
                 retire_links(&mut tx, &user_id, None, now).await?;
                 Some(Account {
                     user_id,
@@ -535,6 +601,125 @@ impl UserProvider for BuiltinUsers {
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(replaced)
+    }
+
+    /// Does not ask for a verified address: the provider proved the person.
+    async fn identity_sign_in(
+        &self,
+        identity: &ExternalIdentity,
+    ) -> Result<Option<SignedIn>, ProviderError> {
+        let Some(account) = identities::account_of(&self.db, &identity.provider, &identity.subject)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        if account.disabled {
+            tracing::info!(user = %account.user_id, "identity sign-in refused: account disabled");
+            return Err(ProviderError::InvalidCredentials);
+        }
+        identities::record_sign_in(
+            &self.db,
+            &identity.provider,
+            &identity.subject,
+            now_ms() as i64,
+        )
+        .await
+        .map_err(unavailable)?;
+        self.signed_in(account.user_id, account.email)
+            .await
+            .map(Some)
+    }
+
+    async fn email_holder(&self, email: &str) -> Result<Option<EmailHolder>, ProviderError> {
+        self.find(email)
+            .await?
+            .as_ref()
+            .map(email_holder)
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    /// The account has no password (`''`). The address and the identity are each claimed
+    /// with `ON CONFLICT DO NOTHING`, so a race with a sign-up of the same address or a
+    /// creation from the same identity ends in `Validation` and a rollback, not in an error.
+    async fn create_from_identity(
+        &self,
+        identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        let email = identity
+            .email
+            .clone()
+            .ok_or_else(|| validation("email", "the provider gave no address"))?;
+        let user_id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms() as i64;
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        let created = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, email_verified_at, created_at, updated_at) \
+             VALUES ($1, $2, '', $3, $4, $4) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&user_id)
+        .bind(&email)
+        .bind(identity.email_verified.then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if created == 0 {
+            return Err(validation("email", "taken"));
+        }
+        if !identities::link(&mut tx, &user_id, identity, now)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(validation("identity", "already linked to an account"));
+        }
+        tx.commit().await.map_err(unavailable)?;
+        // A new account has no roles yet.
+        Ok(SignedIn {
+            user_id,
+            email,
+            provider_data: None,
+            roles: Vec::new(),
+        })
+    }
+
+    /// Linking again what is linked to this account already only records the sign-in.
+    async fn link_identity(
+        &self,
+        user_id: &str,
+        identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        let email = self.active_email(user_id).await?;
+        // The connection goes back before the roles are read (a pool of one must not wait
+        // on itself).
+        let linked = {
+            let mut conn = self.db.acquire().await.map_err(unavailable)?;
+            identities::link(&mut conn, user_id, identity, now_ms() as i64)
+                .await
+                .map_err(unavailable)?
+        };
+        if !linked {
+            return Err(validation("identity", "already linked to an account"));
+        }
+        self.signed_in(user_id.to_owned(), email).await
+    }
+
+    async fn identities(&self, user_id: &str) -> Result<Vec<LinkedIdentity>, ProviderError> {
+        identities::list(&self.db, user_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unlink_identity(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Unlinked, ProviderError> {
+        identities::unlink(&self.db, user_id, provider)
+            .await
+            .map_err(unavailable)
     }
 
     async fn health(&self) -> Result<(), String> {
@@ -581,5 +766,359 @@ mod tests {
             .await
             .expect("connect");
         assert!(file.is_file());
+    }
+
+    /// A built-in store on an SQLite file in `dir`, with cheap hashing and verification
+    /// required (so the tests show identity sign-in does not ask for it).
+    async fn store(dir: &tempfile::TempDir) -> BuiltinUsers {
+        let url = format!("sqlite://{}", dir.path().join("users.db").display());
+        let db = connect(&url, 4, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let mail = crate::config::MailConfig {
+            outbox_dir: dir.path().join("outbox").display().to_string(),
+            ..Default::default()
+        };
+        let pages = crate::pages::Pages::new(&Default::default(), &mail.base_url).expect("pages");
+        let counters = Arc::new(authflow_shared::store::MemorySessionStore::new());
+        let gate = crate::mail::MailGate::new(counters, Duration::from_secs(60));
+        let mailer = Mailer::new(&mail, &mail.base_url, gate, Arc::new(pages)).expect("mailer");
+        let hasher = PasswordHasherPool::new(8, 1, 1).expect("hasher");
+        let hour = Duration::from_secs(3600);
+        BuiltinUsers::new(db, hasher, Arc::new(mailer), true, hour, hour)
+    }
+
+    fn identity(provider: &str, subject: &str, email: &str, verified: bool) -> ExternalIdentity {
+        ExternalIdentity {
+            provider: provider.into(),
+            subject: subject.into(),
+            email: Some(email.into()),
+            email_verified: verified,
+        }
+    }
+
+    /// An account with a verified address and `password`, as a finished sign-up leaves it.
+    async fn password_account(users: &BuiltinUsers, email: &str, password: &str) -> String {
+        let hash = users.hasher.hash(password).await.expect("hash");
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, email_verified_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, 1, 1, 1)",
+        )
+        .bind(&id)
+        .bind(email)
+        .bind(hash)
+        .execute(&users.db)
+        .await
+        .expect("user");
+        id
+    }
+
+    fn is_validation(r: Result<SignedIn, ProviderError>, field: &str, reason: &str) -> bool {
+        match r {
+            Err(ProviderError::Validation {
+                field: f,
+                reason: r,
+            }) => f == field && r == reason,
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_identity_creates_a_passwordless_account_and_then_signs_in_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let gh = identity("github", "42", "ann@example.com", true);
+        assert!(users.identity_sign_in(&gh).await.expect("lookup").is_none());
+        let made = users.create_from_identity(&gh).await.expect("create");
+        assert_eq!(made.email, "ann@example.com");
+        let holder = users
+            .email_holder("ann@example.com")
+            .await
+            .expect("holder")
+            .expect("an account");
+        assert_eq!(
+            holder,
+            EmailHolder {
+                user_id: made.user_id.clone(),
+                has_password: false,
+                email_verified: true,
+            }
+        );
+        let again = users
+            .identity_sign_in(&gh)
+            .await
+            .expect("sign-in")
+            .expect("linked");
+        assert_eq!(
+            (again.user_id.as_str(), again.email.as_str()),
+            (made.user_id.as_str(), "ann@example.com")
+        );
+        let linked = users.identities(&made.user_id).await.expect("list");
+        assert_eq!(linked.len(), 1);
+        assert_eq!(linked[0].provider, "github");
+        assert_eq!(linked[0].email.as_deref(), Some("ann@example.com"));
+        assert!(linked[0].last_sign_in_at >= linked[0].linked_at);
+        assert!(users
+            .email_holder("bob@example.com")
+            .await
+            .expect("none")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unverified_address_stays_unverified_and_no_address_makes_no_account() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let made = users
+            .create_from_identity(&identity("oidc", "s1", "ann@example.com", false))
+            .await
+            .expect("create");
+        let holder = users.email_holder("ann@example.com").await.expect("holder");
+        assert!(holder.is_some_and(|h| !h.email_verified && h.user_id == made.user_id));
+        let mut nameless = identity("oidc", "s2", "", false);
+        nameless.email = None;
+        assert!(is_validation(
+            users.create_from_identity(&nameless).await,
+            "email",
+            "the provider gave no address"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_password_never_opens_a_provider_made_account() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        users
+            .create_from_identity(&identity("github", "42", "ann@example.com", true))
+            .await
+            .expect("create");
+        for guess in ["", "anything at all"] {
+            assert!(matches!(
+                users.sign_in("ann@example.com", guess).await,
+                Err(ProviderError::InvalidCredentials)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disabled_account_refuses_its_identities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let gh = identity("github", "42", "ann@example.com", true);
+        let made = users.create_from_identity(&gh).await.expect("create");
+        sqlx::query("UPDATE users SET disabled_at = 1 WHERE id = $1")
+            .bind(&made.user_id)
+            .execute(&users.db)
+            .await
+            .expect("disable");
+        assert!(matches!(
+            users.identity_sign_in(&gh).await,
+            Err(ProviderError::InvalidCredentials)
+        ));
+        let other = identity("oidc", "s1", "ann@example.com", true);
+        assert!(matches!(
+            users.link_identity(&made.user_id, &other).await,
+            Err(ProviderError::InvalidCredentials)
+        ));
+        assert_eq!(
+            users.identities(&made.user_id).await.expect("list").len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_links_to_one_account_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let ann = password_account(&users, "ann@example.com", "ann's password").await;
+        let bob = password_account(&users, "bob@example.com", "bob's password").await;
+        sqlx::query("INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, 'ops', 1)")
+            .bind(&ann)
+            .execute(&users.db)
+            .await
+            .expect("role");
+        let gh = identity("github", "42", "ann@work.example", false);
+        let linked = users.link_identity(&ann, &gh).await.expect("link");
+        assert_eq!(linked.user_id, ann);
+        assert_eq!(linked.email, "ann@example.com");
+        assert_eq!(linked.roles, vec!["ops".to_owned()]);
+        users.link_identity(&ann, &gh).await.expect("link again");
+        assert_eq!(users.identities(&ann).await.expect("list").len(), 1);
+        let taken = "already linked to an account";
+        assert!(is_validation(
+            users.link_identity(&bob, &gh).await,
+            "identity",
+            taken
+        ));
+        assert!(is_validation(
+            users.create_from_identity(&gh).await,
+            "identity",
+            taken
+        ));
+        assert!(users
+            .email_holder("ann@work.example")
+            .await
+            .expect("holder")
+            .is_none());
+        let signed_in = users.identity_sign_in(&gh).await.expect("sign-in");
+        assert!(signed_in.is_some_and(|s| s.user_id == ann && s.roles == ["ops"]));
+        let ann_at_oidc = identity("oidc", "s1", "ann@example.com", true);
+        assert!(is_validation(
+            users.create_from_identity(&ann_at_oidc).await,
+            "email",
+            "taken"
+        ));
+        assert!(users
+            .identity_sign_in(&ann_at_oidc)
+            .await
+            .expect("lookup")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn unlinking_keeps_the_last_way_to_sign_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let gh = identity("github", "42", "ann@example.com", true);
+        let ann = users
+            .create_from_identity(&gh)
+            .await
+            .expect("create")
+            .user_id;
+        assert_eq!(
+            users.unlink_identity(&ann, "github").await.expect("unlink"),
+            Unlinked::LastWay
+        );
+        assert_eq!(
+            users.unlink_identity(&ann, "oidc").await.expect("unlink"),
+            Unlinked::NotLinked
+        );
+        let oidc = identity("oidc", "s1", "ann@example.com", true);
+        users.link_identity(&ann, &oidc).await.expect("link");
+        assert_eq!(
+            users.unlink_identity(&ann, "github").await.expect("unlink"),
+            Unlinked::Done
+        );
+        assert_eq!(
+            users.unlink_identity(&ann, "github").await.expect("unlink"),
+            Unlinked::NotLinked
+        );
+        assert_eq!(
+            users.unlink_identity(&ann, "oidc").await.expect("unlink"),
+            Unlinked::LastWay
+        );
+        assert!(users
+            .identity_sign_in(&oidc)
+            .await
+            .expect("sign-in")
+            .is_some());
+
+        let bob = password_account(&users, "bob@example.com", "bob's password").await;
+        let bob_gh = identity("github", "7", "bob@example.com", true);
+        users.link_identity(&bob, &bob_gh).await.expect("link");
+        assert_eq!(
+            users.unlink_identity(&bob, "github").await.expect("unlink"),
+            Unlinked::Done
+        );
+        assert!(users
+            .identity_sign_in(&bob_gh)
+            .await
+            .expect("lookup")
+            .is_none());
+        assert!(users.identities(&bob).await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_unlinks_at_once_leave_one_way_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let gh = identity("github", "42", "ann@example.com", true);
+        let ann = users
+            .create_from_identity(&gh)
+            .await
+            .expect("create")
+            .user_id;
+        let oidc = identity("oidc", "s1", "ann@example.com", true);
+        users.link_identity(&ann, &oidc).await.expect("link");
+        // Two open connections, so that neither unlink waits for one to be made.
+        let warm = (users.db.acquire().await, users.db.acquire().await);
+        drop(warm);
+        let (a, b) = tokio::join!(
+            users.unlink_identity(&ann, "github"),
+            users.unlink_identity(&ann, "oidc")
+        );
+        let mut outcomes = [a.expect("unlink"), b.expect("unlink")];
+        outcomes.sort_by_key(|o| *o == Unlinked::LastWay);
+        assert_eq!(outcomes, [Unlinked::Done, Unlinked::LastWay]);
+        assert_eq!(users.identities(&ann).await.expect("list").len(), 1);
+    }
+
+    /// Someone signs in at a provider that asserts Ann's address unverified, and so owns a
+    /// new account under it; Ann signs up with a password and follows the mailed link.
+    #[tokio::test]
+    async fn verifying_the_address_takes_the_identities_of_an_unverified_account() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let squatter = identity("oidc", "mallory", "ann@example.com", false);
+        let made = users.create_from_identity(&squatter).await.expect("create");
+        let hash = users.hasher.hash("ann's password").await.expect("hash");
+        let verified = users
+            .record_sign_up("ann@example.com", &hash, "mailed-link")
+            .await
+            .expect("sign-up");
+        assert!(!verified);
+        let ended = users.verify_email("mailed-link").await.expect("verify");
+        assert_eq!(ended.map(|a| a.user_id), Some(made.user_id.clone()));
+        assert!(users
+            .identities(&made.user_id)
+            .await
+            .expect("list")
+            .is_empty());
+        assert!(users
+            .identity_sign_in(&squatter)
+            .await
+            .expect("lookup")
+            .is_none());
+        let ann = users.sign_in("ann@example.com", "ann's password").await;
+        assert!(ann.is_ok_and(|s| s.user_id == made.user_id));
+    }
+
+    #[tokio::test]
+    async fn a_reset_gives_a_provider_made_account_its_password_and_takes_unproven_identities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = store(&dir).await;
+        let unproven = identity("oidc", "mallory", "ann@example.com", false);
+        let ann = users
+            .create_from_identity(&unproven)
+            .await
+            .expect("create")
+            .user_id;
+        let proven = identity("github", "7", "bob@example.com", true);
+        let bob = users
+            .create_from_identity(&proven)
+            .await
+            .expect("create")
+            .user_id;
+        for (user, password) in [(&ann, "ann's password"), (&bob, "bob's password")] {
+            let token = users
+                .issue_token(user, RESET_PASSWORD, users.reset_ttl, None)
+                .await
+                .expect("token");
+            users.reset_password(&token, password).await.expect("reset");
+        }
+        assert!(users.identities(&ann).await.expect("list").is_empty());
+        assert!(users
+            .sign_in("ann@example.com", "ann's password")
+            .await
+            .is_ok());
+        // Bob's address was verified by his provider: his link stays.
+        assert_eq!(users.identities(&bob).await.expect("list").len(), 1);
+        assert!(users
+            .sign_in("bob@example.com", "bob's password")
+            .await
+            .is_ok());
+        let holder = users.email_holder("bob@example.com").await.expect("holder");
+        assert!(holder.is_some_and(|h| h.has_password && h.email_verified));
     }
 }
