@@ -119,7 +119,7 @@ fn load(path: &Path) -> Result<Loaded, CheckFailed> {
     let src = ConfigSource::read(path).map_err(lines)?;
     if authflow_auth::config::looks_like_auth_config(&src.text) {
         let cfg = AuthConfig::from_source(&src, &ProcessEnv, |_, _| {}).map_err(lines)?;
-        let pages = Pages::new(&cfg.pages, &cfg.mail.base_url).map_err(|e| CheckFailed(e.0))?;
+        let pages = Pages::new(&cfg.pages, cfg.public_url()).map_err(|e| CheckFailed(e.0))?;
         Ok(Loaded::Auth(src, Box::new(cfg), Box::new(pages)))
     } else {
         let cfg = GatewayConfig::from_source(&src, &ProcessEnv, |_, _| {}).map_err(lines)?;

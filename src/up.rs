@@ -7,7 +7,8 @@ use authflow_gateway::config::GatewayConfig;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::config::{redact_url, ConfigError, ConfigSource, Overrides, ProcessEnv};
 use authflow_shared::store::{
-    LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, SharedLimits, StoreError,
+    AuthStore, LoginThrottle, MemorySessionStore, RedisSessionStore, SessionStore, SharedLimits,
+    StoreError,
 };
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -156,7 +157,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
                 (memory.clone(), memory, None)
             }
         };
-        let gate = authflow_auth::api::mail_gate(&auth_cfg, throttle.clone());
+        let gate = authflow_auth::api::mail_gate(&auth_cfg, throttle.clone() as Arc<dyn LoginThrottle>);
         let pages = authflow_auth::server::pages_from_config(&auth_cfg)?;
         let users = authflow_auth::server::users_from_config(&auth_cfg, gate, pages.clone()).await?;
         let api = Arc::new(authflow_auth::api::Api::new(
@@ -204,7 +205,7 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
 /// when `up` runs on memory).
 type Stores = (
     Arc<dyn SessionStore>,
-    Arc<dyn LoginThrottle>,
+    Arc<dyn AuthStore>,
     Option<Arc<dyn SharedLimits>>,
 );
 

@@ -11,9 +11,11 @@ use crate::mail::MailGate;
 use crate::metrics::{self, Revocation};
 use crate::pages::Pages;
 use crate::sessions::Sessions;
+use crate::sso::flow::Sso;
+use crate::sso::state::CookieRules;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
-use authflow_shared::store::{LoginThrottle, SessionStore};
+use authflow_shared::store::{AuthStore, LoginThrottle, SessionStore, ShortLived};
 use bytes::Bytes;
 use http::Method;
 use serde::Deserialize;
@@ -62,6 +64,12 @@ pub fn mail_gate(cfg: &AuthConfig, counters: Arc<dyn LoginThrottle>) -> MailGate
 pub struct Api {
     pub accounts: Accounts,
     pub pages: Arc<Pages>,
+    /// The external providers (`[[identity.providers]]`).
+    pub sso: Sso,
+    /// Where provider sign-ins and waiting links are kept between requests.
+    pub sso_states: Arc<dyn ShortLived>,
+    /// `[identity] password`: the password endpoints answer.
+    pub password_enabled: bool,
 }
 
 impl Api {
@@ -69,16 +77,27 @@ impl Api {
         cfg: &AuthConfig,
         users: Arc<dyn UserProvider>,
         store: Arc<dyn SessionStore>,
-        throttle: Arc<dyn LoginThrottle>,
+        auth_store: Arc<dyn AuthStore>,
         pages: Arc<Pages>,
     ) -> Self {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies)
             .with_max_per_user(cfg.max_sessions_per_user);
+        let throttle: Arc<dyn LoginThrottle> = auth_store.clone();
+        let sso_states: Arc<dyn ShortLived> = auth_store;
         let mail_gate = mail_gate(cfg, throttle.clone());
+        let cookie = sessions.cookie();
+        let rules = CookieRules {
+            prefix: authflow_shared::cookie::secure_prefix(&cookie.name).unwrap_or(""),
+            secure: cookie.secure,
+        };
+        let sso = Sso::new(&cfg.identity, cfg.public_url(), sso_states.clone(), rules);
         let throttle = SignInThrottle::new(throttle, cfg.throttle.policy(), users.clone());
         Api {
             accounts: Accounts::new(users, sessions, throttle, mail_gate),
             pages,
+            sso,
+            sso_states,
+            password_enabled: cfg.identity.password,
         }
     }
 
@@ -91,6 +110,9 @@ impl Api {
     /// emailed link) get redirects instead of JSON.
     pub async fn handle(&self, req: &ApiRequest) -> HttpResponse {
         if req.method == Method::GET {
+            if let Some(resp) = self.sso_get(req).await {
+                return resp;
+            }
             if req.path == Page::Devices.path() {
                 return self.devices_page(req).await;
             }
@@ -107,6 +129,7 @@ impl Api {
         }
         let endpoint = Endpoint::from_path(&req.path);
         let result = match endpoint {
+            Some(e) if !self.password_enabled && e.uses_password() => Err(ApiError::NotFound),
             Some(e) if e.method() == req.method => self.run(e, req).await,
             Some(e) => Err(ApiError::MethodNotAllowed(e.allow())),
             None => Err(ApiError::NotFound),
@@ -208,6 +231,10 @@ impl Api {
             | Endpoint::SessionRevoke
             | Endpoint::SessionRevokeOthers
             | Endpoint::SessionRevokeAll => self.own_sessions(endpoint, req).await,
+            Endpoint::Providers => Ok(self.providers_json()),
+            Endpoint::SsoLink => self.sso_link(req).await,
+            Endpoint::Identities => self.own_identities(false, req).await,
+            Endpoint::IdentityUnlink => self.own_identities(true, req).await,
         }
     }
 

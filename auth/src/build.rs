@@ -38,7 +38,14 @@ pub enum StartError {
 /// The pages and mails of `cfg`, every template rendered in every language once; their
 /// warnings (catalogue gaps, low contrast) are logged.
 pub fn pages_from_config(cfg: &AuthConfig) -> Result<Arc<Pages>, StartError> {
-    let pages = Pages::new(&cfg.pages, &cfg.mail.base_url)?;
+    let mut pages = Pages::new(&cfg.pages, cfg.public_url())?;
+    let buttons = cfg
+        .identity
+        .providers
+        .iter()
+        .map(|p| (p.id.clone(), p.display_name().to_owned()))
+        .collect();
+    pages.set_sign_in(cfg.identity.password, buttons);
     for w in pages.warnings() {
         tracing::warn!("{w}");
     }
@@ -66,7 +73,7 @@ pub async fn users_from_config(
                 p.argon2_iterations,
                 p.argon2_parallelism,
             )?;
-            let mailer = Arc::new(Mailer::new(&cfg.mail, mail_gate, pages)?);
+            let mailer = Arc::new(Mailer::new(&cfg.mail, cfg.public_url(), mail_gate, pages)?);
             Ok(Arc::new(BuiltinUsers::new(
                 db,
                 hasher,

@@ -62,6 +62,14 @@ pub struct AuthConfig {
     /// Branding, languages and operator overrides of the pages and mails.
     #[serde(default)]
     pub pages: PagesConfig,
+    /// The public address of the gateway in front (`https://example.com`): provider
+    /// redirect URIs (`<public_url>/auth/sso/<id>/callback`) and mail links start with it.
+    /// `[mail] base_url` is its older name, used when this is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Password sign-in on or off, and the external providers.
+    #[serde(default)]
+    pub identity: crate::sso::config::IdentityConfig,
 }
 
 fn default_listen() -> String {
@@ -497,6 +505,14 @@ impl ConfigFile for AuthConfig {
         ]);
         vars
     }
+
+    /// Each provider's client secret, `AUTHFLOW_IDP_<ID>_CLIENT_SECRET`.
+    fn env_named_by_file(
+        &mut self,
+        read: &authflow_shared::config::EnvReader<'_>,
+    ) -> Vec<(String, String)> {
+        self.identity.read_secrets(read)
+    }
 }
 
 impl Validate for AuthConfig {
@@ -519,6 +535,8 @@ impl Validate for AuthConfig {
         p.section("password", &self.password);
         p.section("throttle", &self.throttle);
         p.section("pages", &self.pages);
+        p.section("identity", &self.identity);
+        self.public_url_problems(p);
         if let Some(sb) = &self.supabase {
             p.section("supabase", sb);
         }
@@ -527,6 +545,40 @@ impl Validate for AuthConfig {
 }
 
 impl AuthConfig {
+    /// The gateway's public address (no trailing slash): `public_url`, else `[mail]
+    /// base_url`.
+    pub fn public_url(&self) -> &str {
+        self.public_url
+            .as_deref()
+            .unwrap_or(&self.mail.base_url)
+            .trim_end_matches('/')
+    }
+
+    /// `public_url` is an http(s) origin (https off loopback when providers redirect to it),
+    /// and `[mail] base_url`, its alias, does not disagree with it.
+    fn public_url_problems(&self, p: &mut Problems) {
+        let Some(url) = &self.public_url else {
+            if !self.identity.providers.is_empty() {
+                crate::sso::config::check_url(self.public_url(), "mail.base_url", p);
+            }
+            return;
+        };
+        if self.identity.providers.is_empty() {
+            if !is_http_url(url) {
+                p.add("public_url", "must be an http(s) URL");
+            }
+        } else {
+            crate::sso::config::check_url(url, "public_url", p);
+        }
+        let mail = self.mail.base_url.trim_end_matches('/');
+        if mail != MailConfig::default().base_url && mail != url.trim_end_matches('/') {
+            p.add(
+                "mail.base_url",
+                "is the older name of public_url and disagrees with it: set public_url only",
+            );
+        }
+    }
+
     /// What the chosen provider needs from other sections.
     fn provider_problems(&self, p: &mut Problems) {
         self.session
@@ -541,6 +593,10 @@ impl AuthConfig {
                     p.add("database.url", "must start with sqlite: or postgres://");
                 }
             }
+            (Provider::Supabase, _) if !self.identity.providers.is_empty() => p.add(
+                "identity.providers",
+                "provider sign-in keeps its identities in the built-in user store; with provider = \"supabase\" configure the providers in Supabase instead",
+            ),
             (Provider::Supabase, None) => p.add(
                 "supabase",
                 "provider = \"supabase\" needs a [supabase] section",

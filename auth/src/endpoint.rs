@@ -33,10 +33,19 @@ pub enum Endpoint {
     SessionRevokeAll,
     /// A signed-in user changes their password (the old one required).
     ChangePassword,
+    /// The configured external providers, for single-page apps (`GET`).
+    Providers,
+    /// Links a provider identity waiting on the "link your account" page, with the existing
+    /// account's password.
+    SsoLink,
+    /// The signed-in user's linked provider identities (`GET`).
+    Identities,
+    /// Unlinks one of them (`{"provider": id}`).
+    IdentityUnlink,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Livez,
         Endpoint::Readyz,
         Endpoint::Health,
@@ -51,6 +60,10 @@ impl Endpoint {
         Endpoint::SessionRevokeOthers,
         Endpoint::SessionRevokeAll,
         Endpoint::ChangePassword,
+        Endpoint::Providers,
+        Endpoint::SsoLink,
+        Endpoint::Identities,
+        Endpoint::IdentityUnlink,
     ];
 
     /// Probes live at the root, for orchestrators.
@@ -75,6 +88,10 @@ impl Endpoint {
             Endpoint::SessionRevokeOthers => "/sessions/revoke-others",
             Endpoint::SessionRevokeAll => "/sessions/revoke-all",
             Endpoint::ChangePassword => "/change-password",
+            Endpoint::Providers => "/providers",
+            Endpoint::SsoLink => "/sso/link",
+            Endpoint::Identities => "/identities",
+            Endpoint::IdentityUnlink => "/identities/unlink",
         }
     }
 
@@ -94,9 +111,23 @@ impl Endpoint {
             | Endpoint::Readyz
             | Endpoint::Health
             | Endpoint::VerifyEmail
-            | Endpoint::Sessions => Method::GET,
+            | Endpoint::Sessions
+            | Endpoint::Providers
+            | Endpoint::Identities => Method::GET,
             _ => Method::POST,
         }
+    }
+
+    /// Whether it takes or sets a password: refused when `[identity] password = false`.
+    pub fn uses_password(self) -> bool {
+        matches!(
+            self,
+            Endpoint::SignUp
+                | Endpoint::SignIn
+                | Endpoint::ForgotPassword
+                | Endpoint::ResetPassword
+                | Endpoint::ChangePassword
+        )
     }
 
     /// The `Allow` header value for a 405 on this endpoint.
@@ -135,10 +166,13 @@ pub enum Page {
     SignedOut,
     /// "Your devices": the signed-in user's sessions (rendered with the session, by the API).
     Devices,
+    /// "Link your account": a provider sign-in met an existing account with its address; its
+    /// password links them.
+    Link,
 }
 
 impl Page {
-    pub const ALL: [Page; 8] = [
+    pub const ALL: [Page; 9] = [
         Page::SignIn,
         Page::SignUp,
         Page::CheckEmail,
@@ -147,6 +181,7 @@ impl Page {
         Page::Verified,
         Page::SignedOut,
         Page::Devices,
+        Page::Link,
     ];
 
     fn slug(self) -> &'static str {
@@ -159,6 +194,7 @@ impl Page {
             Page::Verified => "verified",
             Page::SignedOut => "signed-out",
             Page::Devices => "sessions",
+            Page::Link => "link",
         }
     }
 

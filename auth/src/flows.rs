@@ -13,7 +13,7 @@ use crate::metrics::{self, Revocation};
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
-use authflow_shared::session::SessionRecord;
+use authflow_shared::session::{Claims, SessionRecord};
 use authflow_shared::token::{log_id, SessionToken};
 use std::sync::Arc;
 
@@ -81,6 +81,63 @@ impl Accounts {
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in");
         self.sessions.align_roles(&record).await;
         Ok((token, record))
+    }
+
+    /// Starts the session of a provider sign-in: as a password sign-in does (any presented
+    /// session revoked, bound to this device, the per-user cap), with `amr` `fed` (and `pwd`
+    /// when the account's password was given too) and the provider in `idp`.
+    pub async fn sign_in_federated(
+        &self,
+        req: &ApiRequest,
+        who: crate::users::SignedIn,
+        idp: &str,
+        with_password: bool,
+    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+        let replaced = self.sessions.revoke_presented(req).await?;
+        metrics::revoked(Revocation::Replaced, replaced.len());
+        let began = authflow_shared::now_us();
+        let (token, record) = self
+            .sessions
+            .start_as(req, who, began, |now, roles| {
+                Claims::federated(now, idp, with_password, roles)
+            })
+            .await?;
+        tracing::info!(user = %record.user_id, session = log_id(&token.id()), provider = idp, "signed in");
+        self.sessions.align_roles(&record).await;
+        Ok((token, record))
+    }
+
+    /// Links the identity `pending` waits with to its account, once the account's password
+    /// is given (checked like a sign-in: throttled, same timing), and signs in.
+    pub async fn link_with_password(
+        &self,
+        req: &ApiRequest,
+        pending: &crate::sso::link::PendingLink,
+        password: &str,
+    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+        if !plausible_sign_in(&pending.email, password) {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let (who, _) = self
+            .throttle
+            .guard(
+                &pending.email,
+                self.sessions.client_ip(req),
+                self.users.sign_in(&pending.email, password),
+            )
+            .await?;
+        if who.user_id != pending.user_id {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let mut who = self
+            .users
+            .link_identity(&pending.user_id, &pending.identity())
+            .await?;
+        who.roles.extend(pending.provider_roles.iter().cloned());
+        who.roles.sort_unstable();
+        who.roles.dedup();
+        self.sign_in_federated(req, who, &pending.provider, true)
+            .await
     }
 
     /// Changes the password of the request's own session's user, who must give the old one

@@ -49,7 +49,15 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         }
         Endpoint::ChangePassword => format!("{}?notice=password_changed", Page::Devices.path()),
         Endpoint::SessionRevokeAll => Page::SignedOut.path(),
-        Endpoint::Livez | Endpoint::Readyz | Endpoint::Health | Endpoint::Sessions => return None,
+        Endpoint::Livez
+        | Endpoint::Readyz
+        | Endpoint::Health
+        | Endpoint::Sessions
+        | Endpoint::Providers
+        | Endpoint::Identities
+        | Endpoint::IdentityUnlink
+        // The link handler answers the form itself (it knows where `next` is).
+        | Endpoint::SsoLink => return None,
     })
 }
 
@@ -82,11 +90,20 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
         | Endpoint::SessionRevokeOthers
         | Endpoint::SessionRevokeAll
         | Endpoint::ChangePassword => Page::Devices,
+        Endpoint::SsoLink => match e {
+            ApiError::InvalidToken => {
+                return Some(format!("{}?error=sso_link_expired", Page::SignIn.path()))
+            }
+            _ => Page::Link,
+        },
         Endpoint::Logout
         | Endpoint::Livez
         | Endpoint::Readyz
         | Endpoint::Health
-        | Endpoint::Sessions => return None,
+        | Endpoint::Sessions
+        | Endpoint::Providers
+        | Endpoint::Identities
+        | Endpoint::IdentityUnlink => return None,
     };
     Some(format!("{}?{query}", page.path()))
 }

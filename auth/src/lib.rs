@@ -28,6 +28,7 @@ pub mod password;
 pub mod reload;
 pub mod server;
 pub mod sessions;
+pub mod sso;
 pub mod throttle;
 pub mod users;
 

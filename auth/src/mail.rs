@@ -92,7 +92,13 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(cfg: &MailConfig, gate: MailGate, pages: Arc<Pages>) -> Result<Self, MailError> {
+    /// `base_url`: where links in mails start (`public_url`).
+    pub fn new(
+        cfg: &MailConfig,
+        base_url: &str,
+        gate: MailGate,
+        pages: Arc<Pages>,
+    ) -> Result<Self, MailError> {
         let from: Mailbox = cfg
             .from
             .parse()
@@ -122,7 +128,7 @@ impl Mailer {
         };
         Ok(Mailer {
             from,
-            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
             transport,
             gate,
             pages,

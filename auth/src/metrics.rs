@@ -362,3 +362,22 @@ impl ActiveSessions {
 }
 
 pub use authflow_shared::metrics::render;
+
+/// Provider sign-in outcomes (`result`): `ok`, `linked`, `link_required`, or why it failed
+/// ([`crate::sso::SsoError::reason`] and the account checks' codes). Labelled by provider
+/// id, which the config bounds.
+static SSO_SIGN_INS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_auth_sso_sign_ins_total",
+        "Sign-ins through an external provider, by provider and result",
+        &["provider", "result"]
+    )
+    .ok()
+});
+
+/// Counts one provider sign-in outcome.
+pub fn sso_sign_in(provider: &str, result: &str) {
+    if let Some(v) = SSO_SIGN_INS.as_ref() {
+        v.with_label_values(&[provider, result]).inc();
+    }
+}

@@ -107,6 +107,18 @@ impl Sessions {
         who: SignedIn,
         began_us: u64,
     ) -> Result<(SessionToken, SessionRecord), ApiError> {
+        self.start_as(req, who, began_us, Claims::password).await
+    }
+
+    /// As [`Sessions::start`], with the claims `claims(now_ms, roles)` makes (a provider
+    /// sign-in's `fed`).
+    pub async fn start_as(
+        &self,
+        req: &ApiRequest,
+        who: SignedIn,
+        began_us: u64,
+        claims: impl FnOnce(u64, Vec<String>) -> Claims,
+    ) -> Result<(SessionToken, SessionRecord), ApiError> {
         let token = SessionToken::for_user(&who.user_id);
         let (idle, absolute) = (
             self.contract.idle_timeout.0,
@@ -121,7 +133,7 @@ impl Sessions {
             absolute,
         );
         record.provider_data = who.provider_data;
-        record.claims = Claims::password(now, who.roles);
+        record.claims = claims(now, who.roles);
         record.user_agent = user_agent(req);
         record.ip_hint = Some(client_ip::hint(self.client_ip(req)));
         match self
@@ -301,6 +313,26 @@ impl Sessions {
             }
         }
         Ok(false)
+    }
+
+    /// Ends every session of `user_id` that provider `idp` started; how many, and whether
+    /// `current` was one of them.
+    pub async fn end_by_provider(
+        &self,
+        user_id: &str,
+        idp: &str,
+        current: &str,
+    ) -> Result<(usize, bool), ApiError> {
+        let mut ended = 0;
+        let mut this_one = false;
+        for (id, record) in self.store.list_user(user_id).await? {
+            if record.claims.idp.as_deref() == Some(idp) {
+                self.store.delete(&id, user_id).await?;
+                ended += 1;
+                this_one |= id == current;
+            }
+        }
+        Ok((ended, this_one))
     }
 
     /// Ends every session of `user_id` but `keep`, atomically and with the revoke mark (a

@@ -54,6 +54,12 @@ pub fn user_id(session_id: &str) -> String {
     format!("user_id:{session_id}")
 }
 
+/// `short_lived:<key>`: a record used once within minutes ([`crate::store::ShortLived`]);
+/// `key` is already a hash or random, and names its kind (`sso:...`, `link:...`).
+pub fn short_lived(key: &str) -> String {
+    format!("short_lived:{key}")
+}
+
 /// `user_profile:{t}:<user_id>`: a cached copy of the user's public profile (JSON).
 pub fn user_profile(user_id: &str) -> String {
     user_key("user_profile", user_id)

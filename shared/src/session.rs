@@ -53,6 +53,10 @@ pub struct Claims {
     /// When the person last proved who they are (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<u64>,
+    /// The external provider (`[[identity.providers]]` id) the person signed in through, when
+    /// `amr` holds `fed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
     /// The account's roles, sorted and unique ([`crate::roles::normalize`]). Re-written in
     /// every live session of the user when an operator changes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -65,12 +69,31 @@ impl Claims {
         Claims {
             amr: vec!["pwd".into()],
             auth_time: Some(now_ms),
+            idp: None,
+            roles,
+        }
+    }
+
+    /// A sign-in at `now_ms` through provider `idp` (RFC 8176 `fed`); `with_password` when
+    /// the person also gave the account's password (linking the identity to it).
+    pub fn federated(now_ms: u64, idp: &str, with_password: bool, roles: Vec<String>) -> Self {
+        let mut amr = vec!["fed".to_owned()];
+        if with_password {
+            amr.insert(0, "pwd".to_owned());
+        }
+        Claims {
+            amr,
+            auth_time: Some(now_ms),
+            idp: Some(idp.to_owned()),
             roles,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.amr.is_empty() && self.auth_time.is_none() && self.roles.is_empty()
+        self.amr.is_empty()
+            && self.auth_time.is_none()
+            && self.idp.is_none()
+            && self.roles.is_empty()
     }
 
     /// Whether the session holds `role`.

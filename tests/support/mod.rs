@@ -8,6 +8,7 @@
 //!   serializes them), so a renamed key is a compile error, not a silent no-op.
 //! - [`services`]: `authflow gateway`, `authflow auth` and `authflow up` as running processes.
 //! - [`client`]: HTTP clients and helpers for reading responses.
+//! - [`browser`]: a cookie-keeping browser for the provider sign-in flows.
 //! - [`sessions`]: sessions written the way the auth service writes them.
 //! - [`mail`]: reading the auth service's outbox.
 //! - [`gotrue`]: the Supabase Auth (GoTrue) stand-in.
@@ -18,6 +19,7 @@
 //! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod configs;

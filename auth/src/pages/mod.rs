@@ -67,6 +67,16 @@ fn error_message(error: &str, field: Option<&str>) -> &'static str {
         },
         "not_found" => "error.not_found",
         "session_store_unavailable" | "user_store_unavailable" => "error.unavailable",
+        "sso_provider_error" => "error.sso_provider_error",
+        "sso_bad_state" => "error.sso_bad_state",
+        "sso_exchange_failed" | "sso_token_rejected" => "error.sso_rejected",
+        "sso_provider_unavailable" => "error.sso_provider_unavailable",
+        "sso_not_allowed" => "error.sso_not_allowed",
+        "sso_email_unverified" => "error.sso_email_unverified",
+        "sso_no_account" => "error.sso_no_account",
+        "sso_no_email" => "error.sso_no_email",
+        "sso_link_other_way" => "error.sso_link_other_way",
+        "sso_link_expired" => "error.sso_link_expired",
         _ => "error.other",
     }
 }
@@ -118,6 +128,7 @@ fn paths() -> Value {
         ("revoke", Endpoint::SessionRevoke),
         ("revoke_others", Endpoint::SessionRevokeOthers),
         ("revoke_all", Endpoint::SessionRevokeAll),
+        ("link_action", Endpoint::SsoLink),
     ]
     .map(|(k, e)| (k, e.path()));
     pages
@@ -172,6 +183,23 @@ pub struct Pages {
     static_dir: Option<PathBuf>,
     static_cache: HeaderValue,
     warnings: Vec<String>,
+    /// The ways to sign in the sign-in page offers ([`Pages::set_sign_in`]).
+    sign_in: SignInOptions,
+}
+
+/// What the sign-in page offers: a button per provider (above) and the password form.
+#[derive(Debug, Clone, Serialize)]
+struct SignInOptions {
+    password: bool,
+    providers: Vec<ProviderButton>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ProviderButton {
+    id: String,
+    name: String,
+    /// `/auth/sso/<id>`; the page adds `?next=`.
+    url: String,
 }
 
 impl std::fmt::Debug for Pages {
@@ -248,8 +276,17 @@ impl Pages {
             ))
             .unwrap_or(HeaderValue::from_static("no-cache")),
             warnings: Vec::new(),
+            sign_in: SignInOptions {
+                password: true,
+                providers: vec![ProviderButton {
+                    id: "fixture".into(),
+                    name: "Fixture".into(),
+                    url: "/auth/sso/fixture".into(),
+                }],
+            },
         };
         let errors = pages.check();
+        pages.sign_in.providers.clear();
         if !errors.is_empty() {
             return Err(TemplateErrors(errors));
         }
@@ -271,6 +308,22 @@ impl Pages {
             }
         }
         Ok(pages)
+    }
+
+    /// The ways the sign-in page offers: `password` (the form; `[identity] password`) and a
+    /// button per provider, (id, label), in the config's order.
+    pub fn set_sign_in(&mut self, password: bool, providers: Vec<(String, String)>) {
+        self.sign_in = SignInOptions {
+            password,
+            providers: providers
+                .into_iter()
+                .map(|(id, name)| ProviderButton {
+                    url: format!("{PAGE_PREFIX}/sso/{id}"),
+                    id,
+                    name,
+                })
+                .collect(),
+        };
     }
 
     /// What `check` and the log should say without refusing the config.
@@ -356,8 +409,23 @@ impl Pages {
         let (template, ctx) = match page {
             Page::SignIn => (
                 "signin.html",
-                context! { next => safe_next(param(query, "next").as_deref()) },
+                context! {
+                    next => safe_next(param(query, "next").as_deref()),
+                    password => self.sign_in.password,
+                    providers => &self.sign_in.providers,
+                },
             ),
+            Page::Link => {
+                let id = param(query, "provider");
+                let provider = self
+                    .sign_in
+                    .providers
+                    .iter()
+                    .find(|p| Some(&p.id) == id.as_ref())
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                ("link.html", context! { provider => provider })
+            }
             Page::SignUp => ("signup.html", context! {}),
             Page::CheckEmail => (
                 "check_email.html",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Every template the binary ships, by name. An operator's file of the same name in
 /// `templates_dir` replaces one; `authflow pages export` writes them all out.
-pub const EMBEDDED: [(&str, &str); 19] = [
+pub const EMBEDDED: [(&str, &str); 20] = [
     ("layout.html", include_str!("../../templates/layout.html")),
     ("_alerts.html", include_str!("../../templates/_alerts.html")),
     ("signin.html", include_str!("../../templates/signin.html")),
@@ -43,6 +43,7 @@ pub const EMBEDDED: [(&str, &str); 19] = [
         include_str!("../../templates/signed_out.html"),
     ),
     ("devices.html", include_str!("../../templates/devices.html")),
+    ("link.html", include_str!("../../templates/link.html")),
     ("authflow.css", include_str!("../../templates/authflow.css")),
     (
         "mail/layout.html",

@@ -3,6 +3,7 @@
 //! the sessions do not care which one runs.
 
 pub mod builtin;
+mod identities;
 pub mod roles;
 pub mod supabase;
 
@@ -26,6 +27,51 @@ pub struct SignedIn {
 pub struct Account {
     pub user_id: String,
     pub email: String,
+}
+
+/// An identity at an external provider (`[[identity.providers]]`), as it signs in: the
+/// provider's `id` and the stable subject it names the person by (OIDC `sub`, Microsoft
+/// `tid`+`oid`, GitHub's numeric id; never an email).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    pub provider: String,
+    pub subject: String,
+    /// The address the provider gave, normalized ([`crate::credentials::normalize_email`]).
+    pub email: Option<String>,
+    /// Whether that address counts as verified (the provider said so and the provider's
+    /// `trust_email_verified` allows it).
+    pub email_verified: bool,
+}
+
+/// An identity linked to an account, as the account's owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkedIdentity {
+    pub provider: String,
+    /// The address the provider gave when it was linked (may be none).
+    pub email: Option<String>,
+    pub linked_at: u64,
+    pub last_sign_in_at: u64,
+}
+
+/// The account that holds an address, as a provider sign-in must know it before it links or
+/// creates anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailHolder {
+    pub user_id: String,
+    /// Whether the account has a password to prove it with (a provider-made account has none).
+    pub has_password: bool,
+    /// Whether the account's own address was ever verified.
+    pub email_verified: bool,
+}
+
+/// What unlinking an identity did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    Done,
+    /// The account has no such identity.
+    NotLinked,
+    /// It is the last way to sign in (no password, no other identity): kept.
+    LastWay,
 }
 
 /// What can go wrong, in terms the API maps to fixed responses. None of these reveals
@@ -108,8 +154,61 @@ pub trait UserProvider: Send + Sync {
     async fn forget_addresses(&self, _account: &str) -> Result<(), ProviderError> {
         Ok(())
     }
+    /// The account `identity` (provider, subject) is linked to, as a sign-in: `Ok(None)` when
+    /// none is, `Err(InvalidCredentials)` when that account is disabled. Records the time of
+    /// this sign-in on the link.
+    async fn identity_sign_in(
+        &self,
+        _identity: &ExternalIdentity,
+    ) -> Result<Option<SignedIn>, ProviderError> {
+        Err(no_identities(self.name()))
+    }
+    /// The account holding `email` (normalized), whatever its state; `Ok(None)` when none.
+    async fn email_holder(&self, _email: &str) -> Result<Option<EmailHolder>, ProviderError> {
+        Err(no_identities(self.name()))
+    }
+    /// Creates an account for `identity` (whose email no account holds, or which has none)
+    /// with no password, its address verified iff `identity.email_verified`, and links the
+    /// identity to it, in one transaction. `Err(Validation)` if the address was taken in the
+    /// meantime (the caller then starts over).
+    async fn create_from_identity(
+        &self,
+        _identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        Err(no_identities(self.name()))
+    }
+    /// Links `identity` to account `user_id` (after its owner proved the account) and
+    /// returns the account as a sign-in. An identity already linked to another account is
+    /// `Err(Validation)`.
+    async fn link_identity(
+        &self,
+        _user_id: &str,
+        _identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        Err(no_identities(self.name()))
+    }
+    /// The identities linked to `user_id`, oldest first.
+    async fn identities(&self, _user_id: &str) -> Result<Vec<LinkedIdentity>, ProviderError> {
+        Ok(Vec::new())
+    }
+    /// Unlinks `user_id`'s identity at `provider`, unless it is the last way to sign in.
+    async fn unlink_identity(
+        &self,
+        _user_id: &str,
+        _provider: &str,
+    ) -> Result<Unlinked, ProviderError> {
+        Ok(Unlinked::NotLinked)
+    }
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;
     /// A name for logs and `/health`.
     fn name(&self) -> &'static str;
+}
+
+/// The error of a provider that keeps no external identities (Supabase: GoTrue links its
+/// own identities; AuthFlow's provider sign-in needs the built-in store).
+fn no_identities(provider: &str) -> ProviderError {
+    ProviderError::Unavailable(format!(
+        "the {provider} user provider keeps no external identities"
+    ))
 }

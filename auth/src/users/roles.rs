@@ -41,6 +41,11 @@ impl RoleMapping {
 
     /// The AuthFlow roles for a sign-in whose claims are `claims` (sorted, at most 32).
     pub fn roles(&self, claims: &serde_json::Value) -> Vec<String> {
+        self.map(&self.values(claims))
+    }
+
+    /// The provider's values at `roles_claim` in `claims` (none without one).
+    pub fn values(&self, claims: &serde_json::Value) -> Vec<String> {
         let Some(path) = &self.roles_claim else {
             return Vec::new();
         };
@@ -48,13 +53,22 @@ impl RoleMapping {
             .split('.')
             .try_fold(claims, |v, key| v.get(key))
             .unwrap_or(&serde_json::Value::Null);
-        let values: Vec<&str> = match found {
-            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
-            serde_json::Value::String(one) => vec![one.as_str()],
+        match found {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(str::to_owned)
+                .collect(),
+            serde_json::Value::String(one) => vec![one.clone()],
             _ => Vec::new(),
-        };
+        }
+    }
+
+    /// The AuthFlow roles `role_map` gives provider `values` (sorted, at most 32); unmapped
+    /// values are dropped.
+    pub fn map(&self, values: &[String]) -> Vec<String> {
         let mut out: Vec<String> = values
-            .into_iter()
+            .iter()
             .filter_map(|v| self.role_map.get(v))
             .filter(|r| roles::validate(r).is_ok())
             .cloned()

@@ -19,6 +19,13 @@ pub trait ConfigFile: DeserializeOwned + Validate + Sized {
     /// The environment variables this kind of file accepts, applied after the file.
     fn env_vars() -> Vec<EnvVar<Self>>;
 
+    /// Environment variables whose names the file decides (a secret per configured provider,
+    /// `AUTHFLOW_IDP_<ID>_CLIENT_SECRET`): read after [`ConfigFile::env_vars`] through `read`
+    /// (which also takes `<NAME>_FILE`). Returns the problems as (config key, reason).
+    fn env_named_by_file(&mut self, _read: &EnvReader<'_>) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Loads `path` through the one loader: file, then the process environment, validated
     /// once.
     fn from_path(path: &Path) -> Result<Self, ConfigError> {
@@ -34,6 +41,9 @@ pub trait ConfigFile: DeserializeOwned + Validate + Sized {
         load(src, env, cli)
     }
 }
+
+/// Reads one environment variable, or its `<NAME>_FILE`; `Ok(None)` when unset.
+pub type EnvReader<'a> = dyn Fn(&str) -> Result<Option<String>, String> + 'a;
 
 /// How an environment variable's value is put into a config of type `T`.
 pub type Setter<T> = Box<dyn Fn(&mut T, String)>;
@@ -141,6 +151,14 @@ pub fn load<T: ConfigFile>(
                 reason,
             }),
         }
+    }
+    for (key, reason) in cfg.env_named_by_file(&|name| read_env(env, name)) {
+        out.push(ConfigProblem {
+            file: src.file.clone(),
+            line: None,
+            key,
+            reason,
+        });
     }
     cli(&mut cfg, &mut overrides);
     let mut problems = Problems::new();

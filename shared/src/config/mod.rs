@@ -13,7 +13,9 @@ pub mod tracing;
 pub mod validate;
 pub mod watch;
 
-pub use layers::{load, load_file, ConfigFile, EnvVar, Environment, Overrides, ProcessEnv};
+pub use layers::{
+    load, load_file, ConfigFile, EnvReader, EnvVar, Environment, Overrides, ProcessEnv,
+};
 pub use redis::RedisConfig;
 pub use source::{ConfigError, ConfigProblem, ConfigSource};
 pub use tracing::{AcceptTraceparent, TracingConfig};

@@ -2,7 +2,7 @@
 //! index, revocation). For `authflow up`, where gateway and auth service share one process
 //! and no Redis server is wanted.
 
-use super::{Attempt, LoginThrottle, SessionStore, StoreError, ThrottlePolicy};
+use super::{Attempt, LoginThrottle, SessionStore, ShortLived, StoreError, ThrottlePolicy};
 use crate::session::SessionRecord;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -28,6 +28,8 @@ struct Inner {
     attempts: HashMap<String, Attempts>,
     /// address -> end of its mail cooldown
     mail_cooldowns: HashMap<String, Instant>,
+    /// key -> value and its end ([`ShortLived`])
+    short_lived: HashMap<String, (String, Instant)>,
     writes: u64,
 }
 
@@ -226,6 +228,29 @@ impl SessionStore for MemorySessionStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[async_trait]
+impl ShortLived for MemorySessionStore {
+    async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let now = Instant::now();
+        g.short_lived.retain(|_, (_, end)| *end > now);
+        if g.short_lived.contains_key(key) {
+            return Ok(false);
+        }
+        g.short_lived
+            .insert(key.to_owned(), (value.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut g = self.lock()?;
+        Ok(g.short_lived
+            .remove(key)
+            .filter(|(_, end)| *end > Instant::now())
+            .map(|(v, _)| v))
     }
 }
 

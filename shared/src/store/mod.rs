@@ -194,6 +194,23 @@ pub trait LoginThrottle: Send + Sync {
     async fn mail_allowed(&self, address: &str, cooldown: Duration) -> Result<bool, StoreError>;
 }
 
+/// Small records that live a few minutes and are used once: the state of a provider sign-in
+/// between its redirect and its callback, an account link waiting for its password. In the
+/// shared store, so that any auth instance can finish what another began.
+#[async_trait]
+pub trait ShortLived: Send + Sync {
+    /// Stores `value` under `key` for `ttl`, unless the key exists (`Ok(false)`).
+    async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Returns the value under `key` and deletes it in the same step: two callers can never
+    /// both get it.
+    async fn take(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// What the auth service keeps in the shared store besides sessions.
+pub trait AuthStore: LoginThrottle + ShortLived {}
+
+impl<T: LoginThrottle + ShortLived> AuthStore for T {}
+
 /// A GCRA decision taken in the shared store ([`SharedLimits::gcra`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedDecision {

@@ -24,10 +24,11 @@ pub enum Op {
     ClearAttempts,
     MailCooldown,
     CountActive,
+    ShortLived,
 }
 
 impl Op {
-    const ALL: [Op; 13] = [
+    const ALL: [Op; 14] = [
         Op::Lookup,
         Op::Track,
         Op::Touch,
@@ -41,6 +42,7 @@ impl Op {
         Op::ClearAttempts,
         Op::MailCooldown,
         Op::CountActive,
+        Op::ShortLived,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Op {
             Op::ClearAttempts => "login_attempts_clear",
             Op::MailCooldown => "mail_cooldown",
             Op::CountActive => "sessions_count",
+            Op::ShortLived => "short_lived",
         }
     }
 }

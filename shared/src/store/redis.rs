@@ -5,8 +5,8 @@ use super::codec::{decode, session_keys};
 use super::feed::RedisFeed;
 use super::op_metrics::{self, Op};
 use super::{
-    Attempt, LoginThrottle, SessionFeed, SessionStore, SharedDecision, SharedLimits, StoreError,
-    ThrottlePolicy,
+    Attempt, LoginThrottle, SessionFeed, SessionStore, SharedDecision, SharedLimits, ShortLived,
+    StoreError, ThrottlePolicy,
 };
 use crate::config::RedisConfig;
 use crate::keys;
@@ -553,6 +553,33 @@ impl LoginThrottle for RedisSessionStore {
             )
             .await?;
         Ok(set.is_some())
+    }
+}
+
+#[async_trait]
+impl ShortLived for RedisSessionStore {
+    async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .bounded(
+                Op::ShortLived,
+                self.once().await?.set(
+                    keys::short_lived(key),
+                    value,
+                    Some(Expiration::PX(ms(ttl))),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.bounded(
+            Op::ShortLived,
+            self.once().await?.getdel(keys::short_lived(key)),
+        )
+        .await
     }
 }
 
