@@ -3,6 +3,7 @@
 //! sessions in memory and users in SQLite unless real servers are named.
 
 use authflow_auth::config::AuthConfig;
+use authflow_auth::sso::config::{Preset, ProviderConfig};
 use authflow_gateway::config::GatewayConfig;
 use authflow_shared::config::ConfigFile;
 use authflow_shared::config::{redact_url, ConfigError, ConfigSource, Overrides, ProcessEnv};
@@ -39,6 +40,17 @@ pub struct UpArgs {
     pub auth_port: u16,
     #[arg(long, default_value_t = 9000)]
     pub demo_port: u16,
+    /// Offer "Sign in with <--oidc-name>" through this OpenID provider (its issuer URL); the
+    /// client secret comes from AUTHFLOW_IDP_OIDC_CLIENT_SECRET. Register the redirect URI
+    /// http://localhost:<gateway-port>/auth/sso/oidc/callback at the provider.
+    #[arg(long, requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// The client id registered at the --oidc-issuer provider.
+    #[arg(long, requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// The sign-in button's label for the --oidc-issuer provider.
+    #[arg(long, default_value = "OpenID")]
+    pub oidc_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +118,38 @@ fn auth_flags(args: &UpArgs, auth: &mut AuthConfig, o: &mut Overrides) {
     if let Some(url) = &args.redis_url {
         auth.redis.url = url.clone();
         o.set("redis.url", "--redis-url");
+    }
+    if let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) {
+        auth.identity
+            .providers
+            .push(oidc_provider(issuer, client_id, &args.oidc_name));
+        o.set("identity.providers", "--oidc-issuer/--oidc-client-id");
+    }
+}
+
+/// The generic OpenID provider `--oidc-issuer` adds, with the id `oidc`.
+fn oidc_provider(issuer: &str, client_id: &str, name: &str) -> ProviderConfig {
+    ProviderConfig {
+        id: "oidc".into(),
+        preset: Preset::Generic,
+        client_id: client_id.to_owned(),
+        client_secret: None,
+        secret: Default::default(),
+        display_name: Some(name.to_owned()),
+        scopes: None,
+        issuer: Some(issuer.to_owned()),
+        allowed_algs: vec!["RS256".into()],
+        tenant: None,
+        allowed_tenants: Vec::new(),
+        authorize_url: None,
+        token_url: None,
+        api_url: None,
+        allowed_orgs: Vec::new(),
+        allowed_domains: Vec::new(),
+        trust_email_verified: true,
+        create_accounts: true,
+        roles_claim: None,
+        role_map: Default::default(),
     }
 }
 

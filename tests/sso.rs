@@ -8,12 +8,12 @@ mod support;
 
 use authflow_auth::config::AuthConfig;
 use authflow_auth::sso::config::ProviderConfig;
+use authflow_gateway::config::AuthMode;
 use authflow_shared::store::SessionStore;
 use authflow_shared::token::SessionToken;
 use serde_json::json;
 use support::browser::{location, query_param, Browser, PUBLIC_URL};
 use support::oidc::{BadIdToken, OidcAccount, OidcProvider, ALICE, BOB, EVE};
-use authflow_gateway::config::AuthMode;
 use support::*;
 
 const PW: &str = "correct horse battery";
@@ -405,7 +405,10 @@ async fn the_providers_are_listed_and_passwords_can_be_switched_off() {
         .await
         .expect("page")
         .replace("&#x2f;", "/");
-    assert!(page.contains("href=\"/auth/sso/test?next=/app/\""), "{page}");
+    assert!(
+        page.contains("href=\"/auth/sso/test?next=/app/\""),
+        "{page}"
+    );
     assert!(
         !page.contains("type=\"password\""),
         "the password form is hidden: {page}"
@@ -444,4 +447,37 @@ async fn a_provider_session_passes_the_gateway() {
         .expect("revoke");
     let r = b.get("/app/me").await;
     assert_ne!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authflow_up_signs_in_through_the_provider_its_flags_name() {
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let idp = OidcProvider::start(&format!("{public}/auth/sso/oidc/callback")).await;
+    let issuer = idp.issuer();
+    let up = Up::start_on(
+        port,
+        &[
+            "--oidc-issuer",
+            &issuer,
+            "--oidc-client-id",
+            &idp.client_id,
+            "--oidc-name",
+            "Test IdP",
+        ],
+        &[("AUTHFLOW_IDP_OIDC_CLIENT_SECRET", &idp.client_secret)],
+    )
+    .await;
+    let mut b = Browser::new(&up.url(""));
+    let page = b.get("/auth/signin").await.text().await.expect("page");
+    assert!(page.contains("Sign in with Test IdP"), "{page}");
+    let r = b.get("/auth/sso/oidc?next=/app/").await;
+    assert_eq!(r.status(), 302);
+    let back = idp.sign_in(&location(&r), ALICE).await;
+    let back = back.replace(&public, &up.url(""));
+    let r = b.get(&back).await;
+    assert_eq!(r.status(), 302, "{:?}", r.headers().get("location"));
+    assert_eq!(location(&r), "/app/");
+    let r = b.get("/app/").await;
+    assert_eq!(r.status(), 200);
 }

@@ -265,8 +265,14 @@ pub struct Up {
 
 impl Up {
     pub async fn start(extra_args: &[&str]) -> Up {
+        Self::start_on(free_port(), extra_args, &[]).await
+    }
+
+    /// As [`Up::start`], with the gateway on `gateway_port` (chosen first, when a provider
+    /// must know the redirect URI before `up` runs) and extra environment `env`.
+    pub async fn start_on(gateway_port: u16, extra_args: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (g, a, d) = (free_port(), free_port(), free_port());
+        let (g, a, d) = (gateway_port, free_port(), free_port());
         let mut cmd = Command::new(authflow_bin());
         cmd.arg("up")
             .arg("--data-dir")
@@ -280,6 +286,7 @@ impl Up {
                 &d.to_string(),
             ])
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

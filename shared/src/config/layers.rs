@@ -20,7 +20,8 @@ pub trait ConfigFile: DeserializeOwned + Validate + Sized {
     fn env_vars() -> Vec<EnvVar<Self>>;
 
     /// Environment variables whose names the file decides (a secret per configured provider,
-    /// `AUTHFLOW_IDP_<ID>_CLIENT_SECRET`): read after [`ConfigFile::env_vars`] through `read`
+    /// `AUTHFLOW_IDP_<ID>_CLIENT_SECRET`): read after [`ConfigFile::env_vars`] and the flags,
+    /// through `read`
     /// (which also takes `<NAME>_FILE`). Returns the problems as (config key, reason).
     fn env_named_by_file(&mut self, _read: &EnvReader<'_>) -> Vec<(String, String)> {
         Vec::new()
@@ -152,6 +153,8 @@ pub fn load<T: ConfigFile>(
             }),
         }
     }
+    cli(&mut cfg, &mut overrides);
+    // After the flags: a flag may add what names a variable (`authflow up --oidc-issuer`).
     for (key, reason) in cfg.env_named_by_file(&|name| read_env(env, name)) {
         out.push(ConfigProblem {
             file: src.file.clone(),
@@ -160,7 +163,6 @@ pub fn load<T: ConfigFile>(
             reason,
         });
     }
-    cli(&mut cfg, &mut overrides);
     let mut problems = Problems::new();
     cfg.validate(&mut problems);
     for (key, reason) in problems.into_vec() {
