@@ -127,6 +127,20 @@ fn load(path: &Path) -> Result<Loaded, CheckFailed> {
     }
 }
 
+/// The providers' issuers that cannot be reached from here (warnings, never errors).
+fn provider_warnings(cfg: &AuthConfig) -> Vec<String> {
+    if cfg.identity.providers.is_empty() {
+        return Vec::new();
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(authflow_auth::sso::reachability(&cfg.identity)),
+        Err(e) => vec![format!("providers not checked: {e}")],
+    }
+}
+
 fn summary(l: &Loaded) -> Vec<String> {
     match l {
         Loaded::Gateway(src, cfg) => {
@@ -150,6 +164,11 @@ fn summary(l: &Loaded) -> Vec<String> {
                 .iter()
                 .map(|w| format!("warning: {file}: {w}"))
                 .collect();
+            out.extend(
+                provider_warnings(cfg)
+                    .into_iter()
+                    .map(|w| format!("warning: {file}: {w}")),
+            );
             let overridden = match pages.overridden() {
                 [] => String::new(),
                 names => format!(", overridden: {}", names.join(" ")),

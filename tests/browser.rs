@@ -3,8 +3,10 @@
 //! → follow the verification link from the outbox → sign in → the app shows the user → "Your
 //! devices" lists this one → sign out → /app/ sends you to sign in again. Then the sign-in
 //! page with the default branding, with a logo and colour of the operator's, and in German,
-//! with a template carrying an inline script that the Content-Security-Policy must stop. A
-//! screenshot of each page is kept in `target/screenshots/`.
+//! with a template carrying an inline script that the Content-Security-Policy must stop. Then
+//! sign-in through an OpenID provider (the test `oidc-provider`, another site): /app/ → the
+//! sign-in page's "Sign in with Test IdP" → the provider's login form → back on /app/ signed
+//! in. A screenshot of each page is kept in `target/screenshots/`.
 
 mod support;
 
@@ -12,6 +14,7 @@ use fantoccini::{ClientBuilder, Locator};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::oidc::{OidcProvider, ALICE};
 use support::*;
 
 struct ChromeDriver {
@@ -343,4 +346,85 @@ async fn the_sign_in_page_is_branded_translated_and_runs_no_inline_script_in_chr
     );
     german.shot("12-sign-in-german").await;
     german.c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_through_an_openid_provider_in_chromium() {
+    // The gateway's port first: the provider must know the redirect URI before `up` runs.
+    // `localhost` throughout, as `up` advertises it, so the gateway's cookies stay on one host;
+    // the provider is 127.0.0.1:<its port>, another site, as a real provider is.
+    let port = free_port();
+    let base = format!("http://localhost:{port}");
+    let idp = OidcProvider::start(&format!("{base}/auth/sso/oidc/callback")).await;
+    let _up = Up::start_on(
+        port,
+        &[
+            "--oidc-issuer",
+            &idp.issuer(),
+            "--oidc-client-id",
+            &idp.client_id,
+            "--oidc-name",
+            "Test IdP",
+        ],
+        &[("AUTHFLOW_IDP_OIDC_CLIENT_SECRET", &idp.client_secret)],
+    )
+    .await;
+    let driver = chromedriver().await;
+    let b = Browser {
+        c: connect(&driver, "en-US,en").await,
+        base,
+        shots: screenshots_dir(),
+    };
+
+    b.c.goto(&format!("{}/app/", b.base)).await.expect("goto");
+    assert_eq!(
+        b.wait_for_path("/auth/signin").await,
+        "/auth/signin?next=/app/"
+    );
+    let text = b.text().await;
+    assert!(text.contains("Sign in with Test IdP"), "{text}");
+    b.shot("20-sign-in-with-provider").await;
+
+    b.c.find(Locator::LinkText("Sign in with Test IdP"))
+        .await
+        .expect("provider button")
+        .click()
+        .await
+        .expect("click");
+    // The provider's devInteractions login form, on the provider's own origin.
+    let login =
+        b.c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("input[name=login]"))
+            .await
+            .expect("the provider's login form");
+    let at = b.c.current_url().await.expect("url");
+    assert_eq!(
+        at.origin().ascii_serialization(),
+        idp.issuer(),
+        "not on the provider: {at}"
+    );
+    assert!(at.path().starts_with("/interaction/"), "{at}");
+    login.send_keys(ALICE.login).await.expect("type login");
+    b.fill("input[name=password]", "any password").await;
+    b.shot("21-provider-login").await;
+    b.c.find(Locator::Css("button.login-submit"))
+        .await
+        .expect("the provider's sign-in button")
+        .click()
+        .await
+        .expect("click");
+
+    // Consent is implied for the test client: the provider sends the browser straight back
+    // through the callback to where it started.
+    b.wait_for_path("/app/").await;
+    let at = b.c.current_url().await.expect("url");
+    assert_eq!(at.as_str(), format!("{}/app/", b.base));
+    let text = b.text().await;
+    assert!(
+        text.contains(&format!("Signed in as {}", ALICE.email)),
+        "{text}"
+    );
+    b.shot("22-app-signed-in-through-provider").await;
+    b.c.close().await.expect("close");
 }

@@ -339,3 +339,138 @@ fn is_loopback(u: &url::Url) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::AuthConfig;
+    use authflow_shared::config::{ConfigError, ConfigFile, ConfigSource};
+
+    const GOOD: &str = "[[identity.providers]]\nid = \"corp-idp\"\npreset = \"generic\"\nclient_id = \"af\"\nissuer = \"https://idp.example.com\"\n";
+
+    fn check(text: &str, env: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let src = ConfigSource {
+            file: "auth.toml".into(),
+            text: text.into(),
+        };
+        AuthConfig::from_source(&src, &env, |_, _| {})
+    }
+
+    fn secret() -> [(&'static str, &'static str); 1] {
+        [("AUTHFLOW_IDP_CORP_IDP_CLIENT_SECRET", "s3cret")]
+    }
+
+    /// The keys of every problem, in file order.
+    fn keys(e: ConfigError) -> Vec<String> {
+        e.0.into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn a_provider_takes_its_secret_from_its_own_variable() {
+        let cfg = check(GOOD, &secret()).expect("valid");
+        let p = &cfg.identity.providers[0];
+        assert_eq!(p.secret.expose(), "s3cret");
+        assert_eq!(p.scopes(), vec!["openid", "email", "profile"]);
+        assert!(
+            !format!("{cfg:?}").contains("s3cret"),
+            "Debug shows the secret"
+        );
+        let e = check(GOOD, &[]).expect_err("no secret");
+        assert_eq!(keys(e), vec!["identity.providers[0].client_id"]);
+    }
+
+    #[test]
+    fn a_secret_in_the_file_is_refused_and_named() {
+        let text = format!("{GOOD}client_secret = \"oops\"\n");
+        let e = check(&text, &secret()).expect_err("secret in file");
+        assert_eq!(e.0[0].key, "identity.providers[0].client_secret");
+        assert!(
+            e.0[0]
+                .reason
+                .contains("AUTHFLOW_IDP_CORP_IDP_CLIENT_SECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn symmetric_and_none_algorithms_are_refused() {
+        for alg in ["HS256", "none", "HS512"] {
+            let text = format!("{GOOD}allowed_algs = [\"RS256\", \"{alg}\"]\n");
+            let e = check(&text, &secret()).expect_err(alg);
+            assert_eq!(keys(e), vec!["identity.providers[0].allowed_algs"], "{alg}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        let text = GOOD.replace("https://idp.example.com", "http://idp.example.com");
+        let e = check(&text, &secret()).expect_err("http issuer");
+        assert_eq!(keys(e), vec!["identity.providers[0].issuer"]);
+        let text = GOOD.replace("https://idp.example.com", "http://127.0.0.1:5556");
+        check(&text, &secret()).expect("loopback");
+        let text = format!("public_url = \"http://auth.example.com\"\n{GOOD}");
+        let e = check(&text, &secret()).expect_err("http public_url");
+        assert_eq!(keys(e), vec!["public_url"]);
+    }
+
+    #[test]
+    fn ids_must_fit_a_url_and_be_unique() {
+        let text = GOOD.replace("corp-idp", "Corp IdP");
+        let e = check(&text, &[("AUTHFLOW_IDP_CORP IDP_CLIENT_SECRET", "x")]).expect_err("bad id");
+        assert!(keys(e).contains(&"identity.providers[0].id".to_string()));
+        let text = format!(
+            "{GOOD}\n{}",
+            GOOD.replace("[[identity.providers]]\n", "[[identity.providers]]\n")
+        );
+        let e = check(&text, &secret()).expect_err("twice");
+        assert!(keys(e).contains(&"identity.providers[1].id".to_string()));
+    }
+
+    #[test]
+    fn microsofts_shared_tenants_need_an_allow_list() {
+        let text =
+            "[[identity.providers]]\nid = \"entra\"\npreset = \"microsoft\"\nclient_id = \"af\"\n";
+        let env = [("AUTHFLOW_IDP_ENTRA_CLIENT_SECRET", "x")];
+        let e = check(text, &env).expect_err("organizations without tenants");
+        assert_eq!(keys(e), vec!["identity.providers[0].allowed_tenants"]);
+        let text = format!("{text}allowed_tenants = [\"9188040d-6c67-4c5b-b112-36a304b66dad\"]\n");
+        let cfg = check(&text, &env).expect("valid");
+        assert_eq!(
+            cfg.identity.providers[0].issuer().as_deref(),
+            Some("https://login.microsoftonline.com/organizations/v2.0")
+        );
+    }
+
+    #[test]
+    fn github_defaults_and_its_urls() {
+        let text = "[[identity.providers]]\nid = \"gh\"\npreset = \"github\"\nclient_id = \"af\"\nallowed_orgs = [\"acme\"]\n";
+        let cfg = check(text, &[("AUTHFLOW_IDP_GH_CLIENT_SECRET", "x")]).expect("valid");
+        let p = &cfg.identity.providers[0];
+        assert_eq!(p.scopes(), vec!["read:user", "user:email", "read:org"]);
+        assert_eq!(p.github_urls().2, "https://api.github.com");
+        let text =
+            format!("{text}token_url = \"http://github.corp.example/login/oauth/access_token\"\n");
+        let e = check(&text, &[("AUTHFLOW_IDP_GH_CLIENT_SECRET", "x")]).expect_err("http");
+        assert_eq!(keys(e), vec!["identity.providers[0].token_url"]);
+    }
+
+    #[test]
+    fn supabase_users_cannot_take_providers() {
+        let text = format!("provider = \"supabase\"\n[supabase]\nurl = \"https://x.supabase.co/auth/v1\"\nanon_key = \"k\"\nencryption_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n{GOOD}");
+        let e = check(&text, &secret()).expect_err("supabase");
+        assert!(keys(e).contains(&"identity.providers".to_string()));
+    }
+
+    #[test]
+    fn mail_base_url_is_an_alias_that_may_not_disagree() {
+        let cfg = check("[mail]\nbase_url = \"https://a.example\"\n", &[]).expect("alias");
+        assert_eq!(cfg.public_url(), "https://a.example");
+        let cfg = check("public_url = \"https://b.example/\"\n", &[]).expect("new name");
+        assert_eq!(cfg.public_url(), "https://b.example");
+        let e = check(
+            "public_url = \"https://b.example\"\n[mail]\nbase_url = \"https://a.example\"\n",
+            &[],
+        )
+        .expect_err("disagree");
+        assert_eq!(keys(e), vec!["mail.base_url"]);
+    }
+}

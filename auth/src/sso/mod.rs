@@ -68,6 +68,27 @@ impl SsoError {
     }
 }
 
+/// What `authflow check` says about the providers it can reach from here: a warning per
+/// OpenID issuer whose discovery fails (an offline CI still checks the file; a wrong
+/// issuer shows before the first person tries it).
+pub async fn reachability(cfg: &config::IdentityConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, p) in cfg
+        .providers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_oidc())
+    {
+        if let Err(e) = oidc::Oidc::new(p, http_client()).metadata().await {
+            out.push(format!(
+                "identity.providers[{i}] ({}): issuer not reachable from here: {e}",
+                p.id
+            ));
+        }
+    }
+    out
+}
+
 /// The HTTP client for providers: no redirects followed (a token or discovery endpoint that
 /// redirects is refused, not followed somewhere else), bounded in time.
 pub fn http_client() -> reqwest::Client {

@@ -429,3 +429,112 @@ fn truthy(v: Option<&Value>) -> bool {
 fn groups(cfg: &ProviderConfig, c: &IdClaims) -> Vec<String> {
     cfg.role_mapping().values(&Value::Object(c.extra.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(toml_text: &str) -> ProviderConfig {
+        toml::from_str(toml_text).expect("provider")
+    }
+
+    fn claims(v: Value) -> IdClaims {
+        serde_json::from_value(v).expect("claims")
+    }
+
+    const TID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+    fn entra() -> ProviderConfig {
+        cfg(&format!(
+            "id = \"entra\"\npreset = \"microsoft\"\nclient_id = \"app\"\nallowed_tenants = [\"{TID}\"]\n"
+        ))
+    }
+
+    fn entra_claims(tid: &str, iss_tid: &str) -> Value {
+        json!({"iss": format!("https://login.microsoftonline.com/{iss_tid}/v2.0"), "sub": "pairwise",
+               "aud": "app", "nonce": "n", "tid": tid, "oid": "00000000-0000-0000-0000-000000000042",
+               "email": "Ann@Corp.Example"})
+    }
+
+    #[test]
+    fn microsoft_subjects_are_tenant_and_object_never_the_email() {
+        let u = identity(&entra(), &claims(entra_claims(TID, TID)), "n").expect("ok");
+        assert_eq!(
+            u.subject,
+            format!("{TID}/00000000-0000-0000-0000-000000000042")
+        );
+        // Entra's email is unverified unless the tenant vouches for its domain.
+        assert!(!u.email_verified);
+        let mut c = entra_claims(TID, TID);
+        c["xms_edov"] = json!(true);
+        assert!(
+            identity(&entra(), &claims(c), "n")
+                .expect("ok")
+                .email_verified
+        );
+    }
+
+    #[test]
+    fn microsoft_multi_tenant_checks_iss_against_the_tokens_tenant() {
+        let other = "11111111-2222-3333-4444-555555555555";
+        // Another tenant, consistently named: not allowed.
+        let e = identity(&entra(), &claims(entra_claims(other, other)), "n").expect_err("tenant");
+        assert!(matches!(e, SsoError::NotAllowed(_)), "{e}");
+        // An allowed tid in a token issued by another tenant: a forgery.
+        let e = identity(&entra(), &claims(entra_claims(TID, other)), "n").expect_err("iss");
+        assert!(matches!(e, SsoError::Token(_)), "{e}");
+    }
+
+    #[test]
+    fn google_domains_are_the_hd_claim_not_the_address() {
+        let g = cfg("id = \"google\"\npreset = \"google\"\nclient_id = \"app\"\nallowed_domains = [\"corp.example\"]\n");
+        let base = json!({"iss": "https://accounts.google.com", "sub": "1", "aud": "app", "nonce": "n",
+                          "email": "ann@corp.example", "email_verified": true});
+        // A gmail-style account whose address merely ends in the domain: no hd, refused.
+        let e = identity(&g, &claims(base.clone()), "n").expect_err("no hd");
+        assert!(matches!(e, SsoError::NotAllowed(_)));
+        let mut with_hd = base;
+        with_hd["hd"] = json!("corp.example");
+        assert!(identity(&g, &claims(with_hd), "n").is_ok());
+    }
+
+    #[test]
+    fn azp_and_audiences_follow_core_3_1_3_7() {
+        let p = cfg("id = \"x\"\npreset = \"generic\"\nclient_id = \"app\"\nissuer = \"https://i.example\"\n");
+        let base =
+            json!({"iss": "https://i.example", "sub": "1", "nonce": "n", "aud": ["app", "other"]});
+        let e = identity(&p, &claims(base.clone()), "n").expect_err("no azp");
+        assert!(matches!(e, SsoError::Token(_)));
+        let mut c = base.clone();
+        c["azp"] = json!("other");
+        assert!(identity(&p, &claims(c), "n").is_err());
+        let mut c = base;
+        c["azp"] = json!("app");
+        assert!(identity(&p, &claims(c), "n").is_ok());
+    }
+
+    #[test]
+    fn email_verified_as_a_string_counts_and_groups_are_read() {
+        let p = cfg("id = \"x\"\npreset = \"generic\"\nclient_id = \"app\"\nissuer = \"https://i.example\"\nroles_claim = \"groups\"\nrole_map = { eng = \"admin\" }\n");
+        let c = json!({"iss": "https://i.example", "sub": "1", "aud": "app", "nonce": "n",
+                       "email": "a@b.example", "email_verified": "true", "groups": ["eng", "sales"]});
+        let u = identity(&p, &claims(c), "n").expect("ok");
+        assert!(u.email_verified);
+        assert_eq!(u.groups, vec!["eng", "sales"]);
+        assert_eq!(p.role_mapping().map(&u.groups), vec!["admin"]);
+    }
+
+    #[test]
+    fn only_the_configured_algorithms_are_allowed() {
+        let mut p = cfg("id = \"x\"\npreset = \"generic\"\nclient_id = \"app\"\nissuer = \"https://i.example\"\n");
+        let o = Oidc::new(&p, reqwest::Client::new());
+        assert!(o.allowed(Algorithm::RS256));
+        assert!(!o.allowed(Algorithm::ES256));
+        assert!(!o.allowed(Algorithm::HS256));
+        p.allowed_algs = vec!["ES256".into(), "HS256".into()];
+        let o = Oidc::new(&p, reqwest::Client::new());
+        assert!(o.allowed(Algorithm::ES256));
+        assert!(!o.allowed(Algorithm::HS256), "HS* never, even if listed");
+    }
+}
