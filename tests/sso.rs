@@ -481,3 +481,50 @@ async fn authflow_up_signs_in_through_the_provider_its_flags_name() {
     let r = b.get("/app/").await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_reload_with_the_config_and_sign_ins_in_flight_survive() {
+    let s = setup(|_, _| {}).await;
+    let mut b = s.browser();
+    // Begun before the reload, finished after it.
+    let back = s.to_callback(&mut b, "/app/", ALICE).await;
+    let path = s.auth.config_path();
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(text.contains("Test IdP"), "{text}");
+    std::fs::write(&path, text.replace("Test IdP", "Renamed IdP")).expect("write");
+    let status = std::process::Command::new(authflow_bin())
+        .args(["reload", "--pid", &s.auth.pid().to_string()])
+        .status()
+        .expect("authflow reload");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = json(b.get("/api/v1/simple_auth/providers").await).await;
+        if body["providers"][0]["display_name"] == "Renamed IdP" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reloaded: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = b.get(&back).await;
+    assert_eq!(r.status(), 302, "{:?}", r.headers().get("location"));
+    assert!(b.session().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_are_counted_by_provider_and_result() {
+    let metrics_port = free_port();
+    let s = setup(|c, _| c.metrics_listen = Some(format!("127.0.0.1:{metrics_port}"))).await;
+    let mut b = s.browser();
+    assert_eq!(s.sign_in(&mut b, "/app/", ALICE).await.status(), 302);
+    let mut b = s.browser();
+    let back = s.to_callback(&mut b, "/app/", ALICE).await;
+    s.idp.next_id_token(BadIdToken::Expired).await;
+    assert_eq!(refusal(&b.get(&back).await), "sso_token_rejected");
+    let wanted = [
+        "authflow_auth_sso_sign_ins_total{provider=\"test\",result=\"ok\"} 1",
+        "authflow_auth_sso_sign_ins_total{provider=\"test\",result=\"token_rejected\"} 1",
+    ];
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
+}
