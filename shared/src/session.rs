@@ -61,7 +61,15 @@ pub struct Claims {
     /// every live session of the user when an operator changes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// When a second factor was last used in this session (Unix ms): at sign-in, or at a
+    /// step-up. Routes with `mfa_max_age` compare against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_time: Option<u64>,
 }
+
+/// `amr` values (RFC 8176) that are a second factor: a one-time code, a hardware- or
+/// software-bound key (passkey), or a provider's own multi-factor sign-in.
+pub const SECOND_FACTORS: [&str; 4] = ["otp", "hwk", "swk", "mfa"];
 
 impl Claims {
     /// A password sign-in at `now_ms` by someone holding `roles` (already normalized).
@@ -71,6 +79,7 @@ impl Claims {
             auth_time: Some(now_ms),
             idp: None,
             roles,
+            mfa_time: None,
         }
     }
 
@@ -86,7 +95,17 @@ impl Claims {
             auth_time: Some(now_ms),
             idp: Some(idp.to_owned()),
             roles,
+            mfa_time: None,
         }
+    }
+
+    /// When the session's last second factor was used, if it has one.
+    pub fn second_factor_at(&self) -> Option<u64> {
+        self.amr
+            .iter()
+            .any(|m| SECOND_FACTORS.contains(&m.as_str()))
+            .then_some(self.mfa_time.or(self.auth_time))
+            .flatten()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,6 +113,7 @@ impl Claims {
             && self.auth_time.is_none()
             && self.idp.is_none()
             && self.roles.is_empty()
+            && self.mfa_time.is_none()
     }
 
     /// Whether the session holds `role`.
