@@ -204,13 +204,10 @@ pub fn run(args: &UpArgs) -> Result<(), UpError> {
         let gate = authflow_auth::api::mail_gate(&auth_cfg, throttle.clone() as Arc<dyn LoginThrottle>);
         let pages = authflow_auth::server::pages_from_config(&auth_cfg)?;
         let users = authflow_auth::server::users_from_config(&auth_cfg, gate, pages.clone()).await?;
-        let api = Arc::new(authflow_auth::api::Api::new(
-            &auth_cfg,
-            users,
-            store.clone(),
-            throttle,
-            pages,
-        ));
+        let api = Arc::new(
+            authflow_auth::api::Api::new(&auth_cfg, users, store.clone(), throttle, pages)
+                .map_err(|e| UpError::Auth(authflow_auth::server::StartError::Config(e)))?,
+        );
 
         let mut gateway = authflow_gateway::server::build_with_store(&gw_cfg, store, shared_limits)?;
         gateway.bootstrap();

@@ -528,3 +528,58 @@ async fn sign_ins_are_counted_by_provider_and_result() {
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
     assert_metric_lines(&scrape_until(&url, &wanted).await, &wanted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_provider_address_never_reaches_upstreams() {
+    let s = setup(|_, _| {}).await;
+    let mut b = s.browser();
+    let r = s.sign_in(&mut b, "/app/", EVE).await;
+    assert_eq!(r.status(), 302, "a new account for an address nobody holds");
+    let record = s.claims(b.session().expect("session")).await;
+    assert_eq!(
+        record.email, None,
+        "eve's address is not verified: not in the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_nobody_confirmed_cannot_block_a_verified_provider_sign_in() {
+    let s = setup(|_, _| {}).await;
+    // Someone signs up with alice's address and never confirms it.
+    let r = client()
+        .post(s.auth.api("signup"))
+        .json(&json!({"email": ALICE.email, "password": "the squatter's password"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), 202);
+    // Alice signs in at her provider, which verified the address: the account is hers.
+    let mut b = s.browser();
+    let r = s.sign_in(&mut b, "/app/", ALICE).await;
+    assert_eq!(r.status(), 302, "{:?}", r.headers().get("location"));
+    let record = s.claims(b.session().expect("session")).await;
+    assert_eq!(record.email.as_deref(), Some(ALICE.email));
+    // The squatter's password is gone, and so is the link mailed to them.
+    let r = client()
+        .post(s.auth.api("signin"))
+        .json(&json!({"email": ALICE.email, "password": "the squatter's password"}))
+        .send()
+        .await
+        .expect("signin");
+    assert_eq!(r.status(), 401);
+    let mail = wait_for_mail(&s.auth.outbox(), ALICE.email, "verify-email").await;
+    let r = client()
+        .get(
+            s.auth
+                .api(&format!("verify-email?token={}", link_token(&mail))),
+        )
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(r.status(), 400, "the squatter's verification link is void");
+    assert_eq!(
+        s.claims(b.session().expect("session")).await.user_id,
+        record.user_id,
+        "alice's session survives"
+    );
+}

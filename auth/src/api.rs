@@ -5,10 +5,11 @@
 use crate::config::AuthConfig;
 use crate::endpoint::{Endpoint, Page};
 use crate::error::ApiError;
-use crate::flows::Accounts;
+use crate::flows::{Accounts, Outcome};
 use crate::http::{json_response, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::mail::MailGate;
 use crate::metrics::{self, Revocation};
+use crate::pages::safe_next;
 use crate::pages::Pages;
 use crate::sessions::Sessions;
 use crate::sso::flow::Sso;
@@ -79,7 +80,7 @@ impl Api {
         store: Arc<dyn SessionStore>,
         auth_store: Arc<dyn AuthStore>,
         pages: Arc<Pages>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let sessions = Sessions::new(store, &cfg.session, &cfg.trusted_proxies)
             .with_max_per_user(cfg.max_sessions_per_user);
         let throttle: Arc<dyn LoginThrottle> = auth_store.clone();
@@ -91,14 +92,20 @@ impl Api {
             secure: cookie.secure,
         };
         let sso = Sso::new(&cfg.identity, cfg.public_url(), sso_states.clone(), rules);
+        let mfa = crate::mfa::Mfa::new(
+            &cfg.mfa,
+            &cfg.pages.product_name,
+            users.as_ref(),
+            sso_states.clone(),
+        )?;
         let throttle = SignInThrottle::new(throttle, cfg.throttle.policy(), users.clone());
-        Api {
-            accounts: Accounts::new(users, sessions, throttle, mail_gate),
+        Ok(Api {
+            accounts: Accounts::new(users, sessions, throttle, mail_gate, mfa),
             pages,
             sso,
             sso_states,
             password_enabled: cfg.identity.password,
-        }
+        })
     }
 
     /// The user provider's name, for logs.
@@ -115,6 +122,9 @@ impl Api {
             }
             if req.path == Page::Devices.path() {
                 return self.devices_page(req).await;
+            }
+            if req.path == Page::MfaSetup.path() {
+                return self.mfa_setup_page(req).await;
             }
             if let Some(page) = self
                 .pages
@@ -173,7 +183,15 @@ impl Api {
                 let c: Credentials = req.input()?;
                 let result = accounts.sign_in(req, &c.email, &c.password).await;
                 metrics::sign_in(&result);
-                let (token, record) = result?;
+                let (token, record) = match result? {
+                    Outcome::Session(token, record) => (token, record),
+                    Outcome::SecondFactor(pending) => {
+                        let next = safe_next(req.form_field("next").as_deref());
+                        return self
+                            .second_factor_answer(pending, &next, req.is_form())
+                            .await;
+                    }
+                };
                 let mut resp = json_response(
                     200,
                     &json!({"user_id": record.user_id, "email": record.email, "expires_at": record.expires_at / 1000}),
@@ -235,6 +253,12 @@ impl Api {
             Endpoint::SsoLink => self.sso_link(req).await,
             Endpoint::Identities => self.own_identities(false, req).await,
             Endpoint::IdentityUnlink => self.own_identities(true, req).await,
+            Endpoint::Mfa
+            | Endpoint::MfaVerify
+            | Endpoint::TotpEnroll
+            | Endpoint::TotpConfirm
+            | Endpoint::TotpDisable
+            | Endpoint::RecoveryRegenerate => self.second_factor_endpoint(endpoint, req).await,
         }
     }
 

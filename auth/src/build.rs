@@ -104,5 +104,5 @@ pub async fn api_from_config(cfg: &AuthConfig) -> Result<Api, StartError> {
     let store: Arc<dyn SessionStore> = redis.clone();
     let gate = crate::api::mail_gate(cfg, redis.clone());
     let users = users_from_config(cfg, gate, pages.clone()).await?;
-    Ok(Api::new(cfg, users, store, redis, pages))
+    Api::new(cfg, users, store, redis, pages).map_err(StartError::Config)
 }

@@ -70,6 +70,9 @@ pub struct AuthConfig {
     /// Password sign-in on or off, and the external providers.
     #[serde(default)]
     pub identity: crate::sso::config::IdentityConfig,
+    /// Second factors (TOTP, recovery codes): off, optional, or required of everyone.
+    #[serde(default)]
+    pub mfa: crate::mfa::MfaConfig,
 }
 
 fn default_listen() -> String {
@@ -493,6 +496,9 @@ impl ConfigFile for AuthConfig {
                     }
                 },
             ),
+            EnvVar::new(crate::mfa::ENV_MFA_KEY, "mfa.key", |c: &mut Self, v| {
+                c.mfa.key = v.into()
+            }),
             EnvVar::new(
                 ENV_ENCRYPTION_KEY,
                 "supabase.encryption_key",
@@ -536,6 +542,7 @@ impl Validate for AuthConfig {
         p.section("throttle", &self.throttle);
         p.section("pages", &self.pages);
         p.section("identity", &self.identity);
+        p.section("mfa", &self.mfa);
         self.public_url_problems(p);
         if let Some(sb) = &self.supabase {
             p.section("supabase", sb);
@@ -596,6 +603,10 @@ impl AuthConfig {
             (Provider::Supabase, _) if !self.identity.providers.is_empty() => p.add(
                 "identity.providers",
                 "provider sign-in keeps its identities in the built-in user store; with provider = \"supabase\" configure the providers in Supabase instead",
+            ),
+            (Provider::Supabase, _) if self.mfa.required != crate::mfa::Required::Never => p.add(
+                "mfa.required",
+                "second factors are kept in the built-in user store; with provider = \"supabase\" use Supabase's own MFA",
             ),
             (Provider::Supabase, None) => p.add(
                 "supabase",

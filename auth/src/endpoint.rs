@@ -42,10 +42,22 @@ pub enum Endpoint {
     Identities,
     /// Unlinks one of them (`{"provider": id}`).
     IdentityUnlink,
+    /// The signed-in person's second factors (`GET`).
+    Mfa,
+    /// Finishes a sign-in waiting for its second factor, or steps a session up.
+    MfaVerify,
+    /// Starts a TOTP enrolment (secret, URI, QR code).
+    TotpEnroll,
+    /// Confirms it with a code; answers the recovery codes, once.
+    TotpConfirm,
+    /// Removes the authenticator and the recovery codes (password and a code).
+    TotpDisable,
+    /// A new set of recovery codes (password and a code).
+    RecoveryRegenerate,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 24] = [
         Endpoint::Livez,
         Endpoint::Readyz,
         Endpoint::Health,
@@ -64,6 +76,12 @@ impl Endpoint {
         Endpoint::SsoLink,
         Endpoint::Identities,
         Endpoint::IdentityUnlink,
+        Endpoint::Mfa,
+        Endpoint::MfaVerify,
+        Endpoint::TotpEnroll,
+        Endpoint::TotpConfirm,
+        Endpoint::TotpDisable,
+        Endpoint::RecoveryRegenerate,
     ];
 
     /// Probes live at the root, for orchestrators.
@@ -92,6 +110,12 @@ impl Endpoint {
             Endpoint::SsoLink => "/sso/link",
             Endpoint::Identities => "/identities",
             Endpoint::IdentityUnlink => "/identities/unlink",
+            Endpoint::Mfa => "/mfa",
+            Endpoint::MfaVerify => "/mfa/verify",
+            Endpoint::TotpEnroll => "/mfa/totp/enroll",
+            Endpoint::TotpConfirm => "/mfa/totp/confirm",
+            Endpoint::TotpDisable => "/mfa/totp/disable",
+            Endpoint::RecoveryRegenerate => "/mfa/recovery/regenerate",
         }
     }
 
@@ -113,7 +137,8 @@ impl Endpoint {
             | Endpoint::VerifyEmail
             | Endpoint::Sessions
             | Endpoint::Providers
-            | Endpoint::Identities => Method::GET,
+            | Endpoint::Identities
+            | Endpoint::Mfa => Method::GET,
             _ => Method::POST,
         }
     }
@@ -169,10 +194,15 @@ pub enum Page {
     /// "Link your account": a provider sign-in met an existing account with its address; its
     /// password links them.
     Link,
+    /// "Enter your code": a sign-in waiting for its second factor, or a step-up.
+    MfaPrompt,
+    /// "Set up an authenticator": the QR code and the confirm form (needs a session or a
+    /// sign-in that must enrol; rendered by the API).
+    MfaSetup,
 }
 
 impl Page {
-    pub const ALL: [Page; 9] = [
+    pub const ALL: [Page; 11] = [
         Page::SignIn,
         Page::SignUp,
         Page::CheckEmail,
@@ -182,6 +212,8 @@ impl Page {
         Page::SignedOut,
         Page::Devices,
         Page::Link,
+        Page::MfaPrompt,
+        Page::MfaSetup,
     ];
 
     fn slug(self) -> &'static str {
@@ -195,6 +227,8 @@ impl Page {
             Page::SignedOut => "signed-out",
             Page::Devices => "sessions",
             Page::Link => "link",
+            Page::MfaPrompt => "mfa",
+            Page::MfaSetup => "mfa/setup",
         }
     }
 

@@ -28,6 +28,12 @@ pub enum ApiError {
     MixedScriptEmail,
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A wrong, used or expired second-factor code.
+    #[error("invalid code")]
+    InvalidCode,
+    /// The account has no such second factor (or already has one, for an enrolment).
+    #[error("second factor: {0}")]
+    SecondFactor(&'static str),
     /// No valid session on a request that needs one.
     #[error("unauthenticated")]
     Unauthenticated,
@@ -88,6 +94,8 @@ impl ApiError {
             ApiError::Validation { .. } => "validation_failed",
             ApiError::MixedScriptEmail => "mixed_script_email",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidCode => "invalid_code",
+            ApiError::SecondFactor(_) => "second_factor_state",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::EmailNotVerified => "email_not_verified",
             ApiError::InvalidToken => "invalid_token",
@@ -107,7 +115,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => 413,
             ApiError::InvalidJson(_) | ApiError::InvalidToken | ApiError::MixedScriptEmail => 400,
             ApiError::Validation { .. } => 422,
-            ApiError::InvalidCredentials | ApiError::Unauthenticated => 401,
+            ApiError::InvalidCredentials | ApiError::Unauthenticated | ApiError::InvalidCode => 401,
+            ApiError::SecondFactor(_) => 409,
             ApiError::EmailNotVerified | ApiError::CrossSite => 403,
             ApiError::RateLimited | ApiError::AccountLocked(_) => 429,
             ApiError::SessionStore(_) | ApiError::UserStore(_) => 503,
@@ -140,6 +149,7 @@ impl ApiError {
                 body["field"] = json!(field);
                 body["reason"] = json!(reason);
             }
+            ApiError::SecondFactor(reason) => body["reason"] = json!(reason),
             ApiError::MixedScriptEmail => {
                 body["field"] = json!("email");
                 body["reason"] = json!(

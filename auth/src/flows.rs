@@ -10,6 +10,8 @@ use crate::error::ApiError;
 use crate::http::ApiRequest;
 use crate::mail::{MailGate, MailKind};
 use crate::metrics::{self, Revocation};
+use crate::mfa::pending::PendingSignIn;
+use crate::mfa::{Mfa, Required};
 use crate::sessions::Sessions;
 use crate::throttle::SignInThrottle;
 use crate::users::UserProvider;
@@ -20,8 +22,19 @@ use std::sync::Arc;
 pub struct Accounts {
     pub users: Arc<dyn UserProvider>,
     pub sessions: Sessions,
-    throttle: SignInThrottle,
+    pub throttle: SignInThrottle,
     mail_gate: MailGate,
+    /// Second factors; `None` when `[mfa] required = "never"`.
+    pub mfa: Option<Mfa>,
+}
+
+/// What a sign-in whose first factor was right ends in.
+pub enum Outcome {
+    /// A session.
+    Session(SessionToken, SessionRecord),
+    /// No session yet: the account's second factor (or, under `required = "always"`, its
+    /// enrolment) comes first.
+    SecondFactor(PendingSignIn),
 }
 
 impl Accounts {
@@ -30,13 +43,48 @@ impl Accounts {
         sessions: Sessions,
         throttle: SignInThrottle,
         mail_gate: MailGate,
+        mfa: Option<Mfa>,
     ) -> Self {
         Accounts {
             users,
             sessions,
             throttle,
             mail_gate,
+            mfa,
         }
+    }
+
+    /// The second factor the account of `who` must give before a session, if any: a
+    /// pending sign-in remembering how the first factor was proved (`amr`, `idp`).
+    pub async fn second_factor_due(
+        &self,
+        req: &ApiRequest,
+        who: &crate::users::SignedIn,
+        began_us: u64,
+        amr: &str,
+        idp: Option<&str>,
+    ) -> Result<Option<PendingSignIn>, ApiError> {
+        let Some(mfa) = &self.mfa else {
+            return Ok(None);
+        };
+        let enrolled = mfa.enrolled(&who.user_id).await?;
+        let must_enrol = !enrolled.any() && mfa.required == Required::Always;
+        if !enrolled.any() && !must_enrol {
+            return Ok(None);
+        }
+        Ok(Some(PendingSignIn {
+            user_id: who.user_id.clone(),
+            email: who.email.clone(),
+            roles: who.roles.clone(),
+            provider_data: who.provider_data.clone(),
+            amr: vec![amr.to_owned()],
+            idp: idp.map(str::to_owned),
+            began_us,
+            fingerprint: self.sessions.fingerprint_of(req),
+            next: None,
+            must_enrol,
+            expires_ms: authflow_shared::now_ms() + crate::mfa::pending::TTL.as_millis() as u64,
+        }))
     }
 
     /// Creates an account (or quietly mails the owner of an existing address: the answer is
@@ -57,7 +105,7 @@ impl Accounts {
         req: &ApiRequest,
         email: &str,
         password: &str,
-    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+    ) -> Result<Outcome, ApiError> {
         let email = email_input(email)?;
         if !plausible_sign_in(&email, password) {
             return Err(ApiError::InvalidCredentials);
@@ -70,15 +118,52 @@ impl Accounts {
                 self.users.sign_in(&email, password),
             )
             .await?;
+        if let Some(pending) = self
+            .second_factor_due(req, &who, began, "pwd", None)
+            .await?
+        {
+            tracing::info!(user = %who.user_id, "password right; waiting for the second factor");
+            return Ok(Outcome::SecondFactor(pending));
+        }
         if let Some((token, record)) = self.sessions.rebind_presented(req, &who).await? {
             metrics::rebound();
             tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in again: session re-bound to this device");
-            return Ok((token, record));
+            return Ok(Outcome::Session(token, record));
         }
         let replaced = self.sessions.revoke_presented(req).await?;
         metrics::revoked(Revocation::Replaced, replaced.len());
         let (token, record) = self.sessions.start(req, who, began).await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), "signed in");
+        self.sessions.align_roles(&record).await;
+        Ok(Outcome::Session(token, record))
+    }
+
+    /// Finishes a sign-in that waited for its second factor, proved as `proof`: the session
+    /// it would have had, with the factor in `amr` and `mfa_time`. Created with the time the
+    /// first factor was checked, so a reset or a revoke-all since then refuses it.
+    pub async fn finish_second_factor(
+        &self,
+        req: &ApiRequest,
+        pending: &PendingSignIn,
+        proof: crate::mfa::Proof,
+    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+        let replaced = self.sessions.revoke_presented(req).await?;
+        metrics::revoked(Revocation::Replaced, replaced.len());
+        let (token, record) = self
+            .sessions
+            .start_as(req, pending.signed_in(), pending.began_us, |now, roles| {
+                let mut amr = pending.amr.clone();
+                amr.push(proof.amr().to_owned());
+                Claims {
+                    amr,
+                    auth_time: Some(now),
+                    idp: pending.idp.clone(),
+                    roles,
+                    mfa_time: Some(now),
+                }
+            })
+            .await?;
+        tracing::info!(user = %record.user_id, session = log_id(&token.id()), method = proof.as_str(), "signed in with a second factor");
         self.sessions.align_roles(&record).await;
         Ok((token, record))
     }
@@ -92,10 +177,20 @@ impl Accounts {
         who: crate::users::SignedIn,
         idp: &str,
         with_password: bool,
-    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+    ) -> Result<Outcome, ApiError> {
+        let began = authflow_shared::now_us();
+        let first = if with_password { "pwd" } else { "fed" };
+        if let Some(mut pending) = self
+            .second_factor_due(req, &who, began, first, Some(idp))
+            .await?
+        {
+            if with_password {
+                pending.amr = vec!["pwd".into(), "fed".into()];
+            }
+            return Ok(Outcome::SecondFactor(pending));
+        }
         let replaced = self.sessions.revoke_presented(req).await?;
         metrics::revoked(Revocation::Replaced, replaced.len());
-        let began = authflow_shared::now_us();
         let (token, record) = self
             .sessions
             .start_as(req, who, began, |now, roles| {
@@ -104,7 +199,7 @@ impl Accounts {
             .await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), provider = idp, "signed in");
         self.sessions.align_roles(&record).await;
-        Ok((token, record))
+        Ok(Outcome::Session(token, record))
     }
 
     /// Links the identity `pending` waits with to its account, once the account's password
@@ -114,7 +209,7 @@ impl Accounts {
         req: &ApiRequest,
         pending: &crate::sso::link::PendingLink,
         password: &str,
-    ) -> Result<(SessionToken, SessionRecord), ApiError> {
+    ) -> Result<Outcome, ApiError> {
         if !plausible_sign_in(&pending.email, password) {
             return Err(ApiError::InvalidCredentials);
         }
@@ -138,6 +233,32 @@ impl Accounts {
         who.roles.dedup();
         self.sign_in_federated(req, who, &pending.provider, true)
             .await
+    }
+
+    /// Checks that `password` is the password of `user_id` (whose address is `email`), under
+    /// the sign-in throttle, as a change to the account's factors needs.
+    pub async fn check_password(
+        &self,
+        req: &ApiRequest,
+        email: &str,
+        user_id: &str,
+        password: &str,
+    ) -> Result<(), ApiError> {
+        if !plausible_sign_in(email, password) {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let (who, _) = self
+            .throttle
+            .guard(
+                email,
+                self.sessions.client_ip(req),
+                self.users.sign_in(email, password),
+            )
+            .await?;
+        if who.user_id != user_id {
+            return Err(ApiError::InvalidCredentials);
+        }
+        Ok(())
     }
 
     /// Changes the password of the request's own session's user, who must give the old one

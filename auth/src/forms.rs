@@ -17,6 +17,8 @@ pub fn redirect_after(
     result: Result<HttpResponse, ApiError>,
 ) -> HttpResponse {
     match result {
+        // The handler chose the next page itself (a sign-in that needs its second factor).
+        Ok(resp) if resp.status() == http::StatusCode::SEE_OTHER => resp,
         Ok(resp) => match success_target(req, endpoint) {
             Some(to) => {
                 let mut out = see_other(&to);
@@ -56,8 +58,15 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         | Endpoint::Providers
         | Endpoint::Identities
         | Endpoint::IdentityUnlink
-        // The link handler answers the form itself (it knows where `next` is).
-        | Endpoint::SsoLink => return None,
+        | Endpoint::Mfa
+        // These handlers answer the form themselves (they know where `next` is, or show
+        // the recovery codes once).
+        | Endpoint::SsoLink
+        | Endpoint::MfaVerify
+        | Endpoint::TotpEnroll
+        | Endpoint::TotpConfirm
+        | Endpoint::RecoveryRegenerate => return None,
+        Endpoint::TotpDisable => format!("{}?notice=mfa_disabled", Page::Devices.path()),
     })
 }
 
@@ -103,7 +112,15 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
         | Endpoint::Sessions
         | Endpoint::Providers
         | Endpoint::Identities
-        | Endpoint::IdentityUnlink => return None,
+        | Endpoint::IdentityUnlink
+        | Endpoint::Mfa => return None,
+        Endpoint::MfaVerify => {
+            let next = safe_next(req.form_field("next").as_deref());
+            query.push_str(&format!("&next={}", encode_query_value(&next)));
+            Page::MfaPrompt
+        }
+        Endpoint::TotpEnroll | Endpoint::TotpConfirm => Page::MfaSetup,
+        Endpoint::TotpDisable | Endpoint::RecoveryRegenerate => Page::Devices,
     };
     Some(format!("{}?{query}", page.path()))
 }

@@ -23,6 +23,7 @@ pub mod forms;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod pages;
 pub mod password;
 pub mod reload;

@@ -38,6 +38,8 @@ pub enum MailKind {
     Verification,
     /// A password-reset link.
     Reset,
+    /// "A recovery code of yours was used" (never held back by the cooldown).
+    RecoveryCodeUsed,
 }
 
 impl MailKind {
@@ -46,6 +48,7 @@ impl MailKind {
             MailKind::AlreadyRegistered => "registered",
             MailKind::Verification => "verify",
             MailKind::Reset => "reset",
+            MailKind::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 }
@@ -258,6 +261,19 @@ impl Mailer {
             to: to.to_owned(),
             lang: lang.to_owned(),
             link: format!("{}{}", self.base_url, Page::ForgotPassword.path()),
+            valid_minutes: 0,
+        }
+    }
+
+    /// "A recovery code was used to sign in to your account", with where to make a new set
+    /// (and to change the password, if it was not the owner).
+    pub fn recovery_code_used(&self, to: &str, lang: &str) -> Outgoing {
+        Outgoing {
+            kind: MailKind::RecoveryCodeUsed,
+            template: MailTemplate::RecoveryCodeUsed,
+            to: to.to_owned(),
+            lang: lang.to_owned(),
+            link: format!("{}{}", self.base_url, Page::Devices.path()),
             valid_minutes: 0,
         }
     }

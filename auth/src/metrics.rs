@@ -381,3 +381,27 @@ pub fn sso_sign_in(provider: &str, result: &str) {
         v.with_label_values(&[provider, result]).inc();
     }
 }
+
+/// Second-factor checks by method (`totp`, `recovery_code`, `totp_enroll`) and result.
+static MFA: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "authflow_auth_mfa_total",
+        "Second-factor checks by method and result",
+        &["method", "result"]
+    )
+    .ok()
+});
+
+/// Counts one second-factor check.
+pub fn mfa<T>(method: &str, result: &Result<T, ApiError>) {
+    let label = match result {
+        Ok(_) => "ok",
+        Err(ApiError::InvalidCode) => "invalid_code",
+        Err(ApiError::AccountLocked(_)) => "locked",
+        Err(ApiError::SessionStore(_) | ApiError::UserStore(_)) => "unavailable",
+        Err(_) => "refused",
+    };
+    if let Some(v) = MFA.as_ref() {
+        v.with_label_values(&[method, label]).inc();
+    }
+}

@@ -127,7 +127,8 @@ impl Sessions {
         let now = authflow_shared::now_ms();
         let mut record = SessionRecord::new(
             who.user_id,
-            Some(who.email),
+            // Empty when the address is not verified (a provider's unverified claim).
+            Some(who.email).filter(|e| !e.is_empty()),
             self.client_fingerprint(req),
             now,
             absolute,
@@ -381,6 +382,11 @@ impl Sessions {
     /// The gateway's fingerprint header when the request comes from a trusted proxy (the
     /// gateway sees the real client); otherwise computed here, with the same function, from
     /// what this service sees.
+    /// The device fingerprint of `req`'s client (what a session is bound to).
+    pub fn fingerprint_of(&self, req: &ApiRequest) -> String {
+        self.client_fingerprint(req)
+    }
+
     fn client_fingerprint(&self, req: &ApiRequest) -> String {
         let peer = client_ip::canonical(req.peer.ip());
         if client_ip::is_trusted(peer, &self.trusted_proxies) {

@@ -47,6 +47,8 @@ pub struct SignInThrottle {
 enum Counter {
     Pair,
     Account,
+    /// Second-factor codes of one account.
+    Code,
 }
 
 impl SignInThrottle {
@@ -112,6 +114,22 @@ impl SignInThrottle {
             tracing::warn!(error = %e, "reset address not remembered");
         }
         Ok(())
+    }
+
+    /// Runs `check` (a second-factor code's) for account `user_id` unless its codes are
+    /// locked. One counter per account, whatever the address, counted before the check in
+    /// the shared store: six digits must not be guessable by spreading guesses over
+    /// addresses, parallel requests or auth instances. A success clears it.
+    pub async fn guard_code<T>(
+        &self,
+        user_id: &str,
+        check: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let key = hash_hex(format!("second-factor\n{user_id}").as_bytes());
+        self.begin(&key, &self.pair_policy(), Counter::Code).await?;
+        let out = check.await?;
+        self.counters.clear_attempts(&key).await?;
+        Ok(out)
     }
 
     /// The pair's policy: the account's locks, no cap.

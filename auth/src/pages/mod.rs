@@ -53,6 +53,15 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// A fixed enrolment for rendering the setup page in `check`.
+fn fixture_enrolment() -> crate::mfa::Enrolment {
+    crate::mfa::Enrolment {
+        secret: "JBSWY3DPEHPK3PXP".into(),
+        otpauth_uri: "otpauth://totp/AuthFlow:ann%40example.com?secret=JBSWY3DPEHPK3PXP".into(),
+        qr_svg: "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>".into(),
+    }
+}
+
 /// The catalogue key of the message for an `?error=` code (and its `field`).
 fn error_message(error: &str, field: Option<&str>) -> &'static str {
     match error {
@@ -77,6 +86,8 @@ fn error_message(error: &str, field: Option<&str>) -> &'static str {
         "sso_no_email" => "error.sso_no_email",
         "sso_link_other_way" => "error.sso_link_other_way",
         "sso_link_expired" => "error.sso_link_expired",
+        "invalid_code" => "error.invalid_code",
+        "second_factor_state" => "error.second_factor_state",
         _ => "error.other",
     }
 }
@@ -89,6 +100,7 @@ fn notice_message(notice: &str) -> Option<&'static str> {
         "signed_out" => "notice.signed_out",
         "others_signed_out" => "notice.others_signed_out",
         "password_changed" => "notice.password_changed",
+        "mfa_disabled" => "notice.mfa_disabled",
         _ => return None,
     })
 }
@@ -117,6 +129,8 @@ fn paths() -> Value {
         ("signup", Page::SignUp),
         ("forgot_password", Page::ForgotPassword),
         ("sessions", Page::Devices),
+        ("mfa", Page::MfaPrompt),
+        ("mfa_setup", Page::MfaSetup),
     ]
     .map(|(k, p)| (k, p.path()));
     let actions = [
@@ -129,6 +143,10 @@ fn paths() -> Value {
         ("revoke_others", Endpoint::SessionRevokeOthers),
         ("revoke_all", Endpoint::SessionRevokeAll),
         ("link_action", Endpoint::SsoLink),
+        ("mfa_verify_action", Endpoint::MfaVerify),
+        ("totp_confirm_action", Endpoint::TotpConfirm),
+        ("totp_disable_action", Endpoint::TotpDisable),
+        ("recovery_regenerate_action", Endpoint::RecoveryRegenerate),
     ]
     .map(|(k, e)| (k, e.path()));
     pages
@@ -146,13 +164,15 @@ pub enum MailTemplate {
     Verification,
     AlreadyRegistered,
     PasswordReset,
+    RecoveryCodeUsed,
 }
 
 impl MailTemplate {
-    pub const ALL: [MailTemplate; 3] = [
+    pub const ALL: [MailTemplate; 4] = [
         MailTemplate::Verification,
         MailTemplate::AlreadyRegistered,
         MailTemplate::PasswordReset,
+        MailTemplate::RecoveryCodeUsed,
     ];
 
     fn name(self) -> &'static str {
@@ -160,6 +180,7 @@ impl MailTemplate {
             MailTemplate::Verification => "verification",
             MailTemplate::AlreadyRegistered => "already_registered",
             MailTemplate::PasswordReset => "password_reset",
+            MailTemplate::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 }
@@ -374,11 +395,11 @@ impl Pages {
                 &serde_json::json!({"error": "not_found"}),
             ));
         };
-        if page == Page::Devices {
+        if page == Page::Devices || page == Page::MfaSetup {
             return Some(see_other(&format!(
                 "{}?next={}",
                 Page::SignIn.path(),
-                encode(&Page::Devices.path())
+                encode(&page.path())
             )));
         }
         let lang = self.language(headers);
@@ -426,6 +447,16 @@ impl Pages {
                     .unwrap_or_default();
                 ("link.html", context! { provider => provider })
             }
+            Page::MfaPrompt => (
+                "mfa.html",
+                context! {
+                    next => safe_next(param(query, "next").as_deref()),
+                    recovery => param(query, "recovery").is_some(),
+                },
+            ),
+            Page::MfaSetup => {
+                return self.render_mfa_setup(&fixture_enrolment(), lang, query);
+            }
             Page::SignUp => ("signup.html", context! {}),
             Page::CheckEmail => (
                 "check_email.html",
@@ -442,6 +473,57 @@ impl Pages {
         };
         self.templates
             .render(template, self.context(lang, query, ctx))
+    }
+
+    /// "Set up an authenticator" for `enrolment`, answered to the request.
+    pub fn mfa_setup(
+        &self,
+        enrolment: &crate::mfa::Enrolment,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> HttpResponse {
+        let lang = self.language(headers);
+        self.respond(&lang, self.render_mfa_setup(enrolment, &lang, query))
+    }
+
+    fn render_mfa_setup(
+        &self,
+        e: &crate::mfa::Enrolment,
+        lang: &str,
+        query: Option<&str>,
+    ) -> Result<String, String> {
+        self.templates.render(
+            "mfa_setup.html",
+            self.context(
+                lang,
+                query,
+                context! {
+                    // Rectangles the qrcode crate drew from the URI: no text of anyone's.
+                    qr_svg => Value::from_safe_string(e.qr_svg.clone()),
+                    secret => &e.secret,
+                    next => safe_next(param(query, "next").as_deref()),
+                },
+            ),
+        )
+    }
+
+    /// The recovery codes, shown once, then on to `next`.
+    pub fn recovery_codes(
+        &self,
+        codes: &[String],
+        next: &str,
+        headers: &http::HeaderMap,
+    ) -> HttpResponse {
+        let lang = self.language(headers);
+        let html = self.templates.render(
+            "recovery_codes.html",
+            self.context(
+                &lang,
+                None,
+                context! { codes => codes, next => safe_next(Some(next)) },
+            ),
+        );
+        self.respond(&lang, html)
     }
 
     /// The HTML of "Your devices" for `list` in `lang`.
@@ -557,6 +639,14 @@ impl Pages {
                 results.push(self.render_page(page, &lang, None));
             }
             results.push(self.render_devices(&sessions, 7_200_000, &lang, fixture));
+            results.push(self.templates.render(
+                "recovery_codes.html",
+                self.context(
+                    &lang,
+                    None,
+                    context! { codes => ["ABCDE-FGHIJ"], next => "/app/" },
+                ),
+            ));
             results.push(self.render_devices(&sessions, 7_200_000, &lang, None));
             for mail in MailTemplate::ALL {
                 results.push(

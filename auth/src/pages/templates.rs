@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Every template the binary ships, by name. An operator's file of the same name in
 /// `templates_dir` replaces one; `authflow pages export` writes them all out.
-pub const EMBEDDED: [(&str, &str); 20] = [
+pub const EMBEDDED: [(&str, &str); 25] = [
     ("layout.html", include_str!("../../templates/layout.html")),
     ("_alerts.html", include_str!("../../templates/_alerts.html")),
     ("signin.html", include_str!("../../templates/signin.html")),
@@ -44,6 +44,23 @@ pub const EMBEDDED: [(&str, &str); 20] = [
     ),
     ("devices.html", include_str!("../../templates/devices.html")),
     ("link.html", include_str!("../../templates/link.html")),
+    (
+        "mail/recovery_code_used.html",
+        include_str!("../../templates/mail/recovery_code_used.html"),
+    ),
+    (
+        "mail/recovery_code_used.txt",
+        include_str!("../../templates/mail/recovery_code_used.txt"),
+    ),
+    ("mfa.html", include_str!("../../templates/mfa.html")),
+    (
+        "mfa_setup.html",
+        include_str!("../../templates/mfa_setup.html"),
+    ),
+    (
+        "recovery_codes.html",
+        include_str!("../../templates/recovery_codes.html"),
+    ),
     ("authflow.css", include_str!("../../templates/authflow.css")),
     (
         "mail/layout.html",

@@ -7,7 +7,10 @@
 //! - else, an address no account holds gets a new account (when `create_accounts`);
 //! - else, the existing account is linked only when the provider asserted a *verified*
 //!   address and the person gives the account's password on the "link your account" page;
-//!   an unverified address never links and never makes a second account with that address.
+//!   an unverified address never links and never makes a second account with that address;
+//! - an account whose own address nobody ever verified (a sign-up never confirmed) is no
+//!   account to protect: a provider that verified the address takes it over (its password
+//!   and sessions end), so nobody can block someone's provider sign-in by signing up first.
 
 use super::config::ProviderConfig;
 use super::ProviderUser;
@@ -33,6 +36,9 @@ pub enum Landing {
     Account(SignedIn),
     /// An account holds the (verified) address: its password must link them.
     LinkRequired(PendingLink),
+    /// An account whose address nobody ever verified held it; the provider verified it, so
+    /// the account is now the identity's: its sessions must end before this one starts.
+    Claimed(SignedIn),
     /// Refused, with the sign-in page's message code (`sso_...`).
     Refused(&'static str),
 }
@@ -95,6 +101,15 @@ pub async fn resolve(
             }
             Err(e) => Err(e.into()),
         },
+        Some(holder) if !holder.email_verified && identity.email_verified => {
+            match users.claim_unverified(&holder.user_id, &identity).await {
+                Ok(who) => Ok(Landing::Claimed(who)),
+                Err(ProviderError::Validation { .. }) => {
+                    Ok(Landing::Refused("sso_email_unverified"))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Some(holder) => Ok(existing(holder, &identity, cfg, user, next)),
     }
 }

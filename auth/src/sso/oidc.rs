@@ -144,7 +144,8 @@ impl Oidc {
     pub async fn check_iss_param(&self, iss: Option<&str>) -> Result<(), SsoError> {
         let meta = self.metadata().await?;
         match iss {
-            Some(iss) if iss.trim_end_matches('/') == meta.issuer.trim_end_matches('/') => Ok(()),
+            // RFC 9207 §2.4: simple string comparison.
+            Some(iss) if iss == meta.issuer => Ok(()),
             Some(iss)
                 if self.cfg.multi_tenant()
                     && iss.starts_with("https://login.microsoftonline.com/") =>

@@ -7,6 +7,7 @@ use super::link::{self, Landing, PendingLink, LINK_COOKIE};
 use crate::api::Api;
 use crate::endpoint::{Page, PAGE_PREFIX};
 use crate::error::ApiError;
+use crate::flows::Outcome;
 use crate::http::{json_response, see_other, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::metrics::{self, Revocation};
 use crate::pages::safe_next;
@@ -26,6 +27,10 @@ struct PasswordOnly {
 struct ProviderOnly {
     provider: String,
 }
+
+/// The longest `next` a sign-in keeps (longer ones go to the default page): it is stored
+/// with every sign-in begun.
+const MAX_NEXT: usize = 1024;
 
 /// `/auth/sso/<id>` and `/auth/sso/<id>/callback`: the provider id and whether it is the
 /// callback.
@@ -69,7 +74,9 @@ impl Api {
 
     async fn sso_start(&self, provider: &super::flow::Provider, req: &ApiRequest) -> HttpResponse {
         let id = provider.cfg.id.as_str();
-        let next = safe_next(req.query_param("next").as_deref());
+        let next = Some(safe_next(req.query_param("next").as_deref()))
+            .filter(|n| n.len() <= MAX_NEXT)
+            .unwrap_or_else(|| safe_next(None));
         match self.sso.start(provider, &next).await {
             Ok((url, cookie)) => {
                 let mut resp = found(&url);
@@ -130,6 +137,19 @@ impl Api {
                 );
                 accounts.sign_in_federated(req, who, id, false).await
             }
+            Ok(Landing::Claimed(mut who)) => {
+                let ended = accounts.sessions.revoke_user(&who.user_id).await;
+                tracing::warn!(provider = id, user = %who.user_id, ended = ?ended.as_ref().ok(), "an unverified sign-up was taken over by a provider that verified its address");
+                match ended {
+                    Ok(n) => metrics::revoked(Revocation::EmailVerified, n),
+                    Err(e) => return back_to_sign_in(e.code(), &done.next),
+                }
+                who.roles = merged(
+                    who.roles,
+                    provider.cfg.role_mapping().map(&done.user.groups),
+                );
+                accounts.sign_in_federated(req, who, id, false).await
+            }
             Ok(Landing::LinkRequired(pending)) => {
                 return self.ask_for_link(id, pending).await;
             }
@@ -145,7 +165,13 @@ impl Api {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok((token, record)) => {
+            Ok(Outcome::SecondFactor(pending)) => {
+                metrics::sso_sign_in(id, "second_factor");
+                self.second_factor_answer(pending, &done.next, true)
+                    .await
+                    .unwrap_or_else(|e| back_to_sign_in(e.code(), &done.next))
+            }
+            Ok(Outcome::Session(token, record)) => {
                 tracing::info!(provider = id, user = %record.user_id, "signed in through a provider");
                 metrics::sso_sign_in(id, "ok");
                 let sessions = &accounts.sessions;
@@ -187,12 +213,7 @@ impl Api {
     }
 
     fn link_cookie(&self, secret: &str, max_age: u64) -> String {
-        let rules = &self.sso.cookies;
-        format!(
-            "{}{LINK_COOKIE}={secret}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-            rules.prefix,
-            if rules.secure { "; Secure" } else { "" }
-        )
+        self.sso.cookies.flow_cookie(LINK_COOKIE, secret, max_age)
     }
 
     /// `POST sso/link {password}`: the existing account's password links the waiting
@@ -200,7 +221,7 @@ impl Api {
     /// waiting (the sign-in throttle counts the guesses).
     pub async fn sso_link(&self, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
         let input: PasswordOnly = req.input()?;
-        let name = format!("{}{LINK_COOKIE}", self.sso.cookies.prefix);
+        let name = self.sso.cookies.flow_cookie_name(LINK_COOKIE);
         let secret = match authflow_shared::cookie::find(req.cookies(), &name) {
             authflow_shared::cookie::CookieLookup::One(v) => v.to_owned(),
             _ => return Err(ApiError::InvalidToken),
@@ -214,7 +235,15 @@ impl Api {
             .link_with_password(req, &pending, &input.password)
             .await;
         let (token, record) = match result {
-            Ok(done) => done,
+            Ok(Outcome::Session(token, record)) => (token, record),
+            Ok(Outcome::SecondFactor(factor)) => {
+                metrics::sso_sign_in(&pending.provider, "linked");
+                let mut resp = self
+                    .second_factor_answer(factor, &pending.next, req.is_form())
+                    .await?;
+                set_cookie(&mut resp, &self.link_cookie("", 0));
+                return Ok(resp);
+            }
             Err(e @ (ApiError::InvalidCredentials | ApiError::AccountLocked(_))) => {
                 link::put_back(store, &secret, &pending).await?;
                 return Err(e);

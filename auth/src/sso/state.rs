@@ -67,6 +67,22 @@ impl CookieRules {
         )
     }
 
+    /// `Set-Cookie` for a short-lived flow cookie `name` (with the session cookie's prefix):
+    /// a waiting link, a sign-in waiting for its second factor. An empty `value` with
+    /// `max_age` 0 drops it.
+    pub fn flow_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        format!(
+            "{}{name}={value}; {}",
+            self.prefix,
+            self.attributes(max_age)
+        )
+    }
+
+    /// The name a flow cookie `name` is sent back under.
+    pub fn flow_cookie_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// `Set-Cookie` that drops the sign-in cookie of `state`.
     pub fn clear(&self, state: &str) -> String {
         format!("{}=; {}", self.name(state), self.attributes(0))

@@ -117,14 +117,27 @@ impl BuiltinUsers {
         &self.db
     }
 
+    pub fn mailer(&self) -> &Arc<Mailer> {
+        &self.mailer
+    }
+
     /// `user_id` as a sign-in, with its roles as of now (they go into the session's claims).
+    /// The account as a provider sign-in: its address only when verified (an address a
+    /// provider asserted without verifying it must never reach upstreams as `X-User-Email`).
     async fn signed_in(&self, user_id: String, email: String) -> Result<SignedIn, ProviderError> {
         let roles = super::roles::roles_of(&self.db, &user_id)
             .await
             .map_err(unavailable)?;
+        let verified = sqlx::query("SELECT email_verified_at FROM users WHERE id = $1")
+            .bind(&user_id)
+            .fetch_optional(&self.db)
+            .await
+            .map_err(unavailable)?
+            .and_then(|r| r.try_get::<Option<i64>, _>(0).ok().flatten())
+            .is_some();
         Ok(SignedIn {
             user_id,
-            email,
+            email: if verified { email } else { String::new() },
             provider_data: None,
             roles,
         })
@@ -284,6 +297,10 @@ fn email_holder(row: &AnyRow) -> Result<EmailHolder, sqlx::Error> {
 
 #[async_trait]
 impl UserProvider for BuiltinUsers {
+    fn as_builtin(&self) -> Option<&BuiltinUsers> {
+        Some(self)
+    }
+
     /// The same work whatever the address holds (ASVS 5.0 6.3.8): one password hash, one
     /// write ([`BuiltinUsers::record_sign_up`]), one ask of the mail cooldown and one mail
     /// handed to the queue, which sends it after the answer. A new address gets its account
@@ -676,13 +693,53 @@ impl UserProvider for BuiltinUsers {
             return Err(validation("identity", "already linked to an account"));
         }
         tx.commit().await.map_err(unavailable)?;
-        // A new account has no roles yet.
+        // A new account has no roles yet; an unverified address is not passed on.
         Ok(SignedIn {
             user_id,
-            email,
+            email: if identity.email_verified {
+                email
+            } else {
+                String::new()
+            },
             provider_data: None,
             roles: Vec::new(),
         })
+    }
+
+    /// Nobody ever proved the mailbox of this account (a sign-up never verified), and the
+    /// provider now has: the account becomes the identity's. Its password (chosen by whoever
+    /// signed up) and every open link go, the address counts as verified, and the identity
+    /// is linked, in one transaction; the caller ends the account's sessions.
+    async fn claim_unverified(
+        &self,
+        user_id: &str,
+        identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        let now = now_ms() as i64;
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        let claimed = sqlx::query(
+            "UPDATE users SET password_hash = '', email_verified_at = $1, updated_at = $1 \
+             WHERE id = $2 AND email_verified_at IS NULL AND disabled_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if claimed != 1 {
+            return Err(validation("email", "the account changed meanwhile"));
+        }
+        retire_links(&mut tx, user_id, None, now).await?;
+        if !identities::link(&mut tx, user_id, identity, now)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(validation("identity", "already linked to an account"));
+        }
+        tx.commit().await.map_err(unavailable)?;
+        let email = identity.email.clone().unwrap_or_default();
+        self.signed_in(user_id.to_owned(), email).await
     }
 
     /// Linking again what is linked to this account already only records the sign-in.

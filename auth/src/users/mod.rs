@@ -177,6 +177,17 @@ pub trait UserProvider: Send + Sync {
     ) -> Result<SignedIn, ProviderError> {
         Err(no_identities(self.name()))
     }
+    /// Gives account `user_id`, whose address was never verified, to `identity`, whose
+    /// provider verified that address: its password and open links go, the address counts
+    /// as verified, the identity is linked (GoTrue's rule for unconfirmed sign-ups). The
+    /// caller ends the account's sessions.
+    async fn claim_unverified(
+        &self,
+        _user_id: &str,
+        _identity: &ExternalIdentity,
+    ) -> Result<SignedIn, ProviderError> {
+        Err(no_identities(self.name()))
+    }
     /// Links `identity` to account `user_id` (after its owner proved the account) and
     /// returns the account as a sign-in. An identity already linked to another account is
     /// `Err(Validation)`.
@@ -198,6 +209,11 @@ pub trait UserProvider: Send + Sync {
         _provider: &str,
     ) -> Result<Unlinked, ProviderError> {
         Ok(Unlinked::NotLinked)
+    }
+    /// The built-in store behind this provider, for what keeps its data beside the accounts
+    /// (second factors); `None` for Supabase.
+    fn as_builtin(&self) -> Option<&builtin::BuiltinUsers> {
+        None
     }
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;

@@ -252,6 +252,22 @@ impl ShortLived for MemorySessionStore {
             .filter(|(_, end)| *end > Instant::now())
             .map(|(v, _)| v))
     }
+
+    async fn advance(&self, key: &str, value: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let now = Instant::now();
+        let current = g
+            .short_lived
+            .get(key)
+            .filter(|(_, end)| *end > now)
+            .and_then(|(v, _)| v.parse::<u64>().ok());
+        if current.is_some_and(|c| c >= value) {
+            return Ok(false);
+        }
+        g.short_lived
+            .insert(key.to_owned(), (value.to_string(), now + ttl));
+        Ok(true)
+    }
 }
 
 #[async_trait]

@@ -204,6 +204,10 @@ pub trait ShortLived: Send + Sync {
     /// Returns the value under `key` and deletes it in the same step: two callers can never
     /// both get it.
     async fn take(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Raises the number under `key` to `value` (kept for `ttl`) if it is below it, in one
+    /// step; `Ok(false)` when it already is `value` or more. A one-time code's time step is
+    /// accepted once this way, by whichever auth instance sees it first.
+    async fn advance(&self, key: &str, value: u64, ttl: Duration) -> Result<bool, StoreError>;
 }
 
 /// What the auth service keeps in the shared store besides sessions.

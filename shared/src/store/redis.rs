@@ -581,11 +581,31 @@ impl ShortLived for RedisSessionStore {
         )
         .await
     }
+
+    async fn advance(&self, key: &str, value: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![(value as i64).into(), ms(ttl).into()];
+        let client = self.once().await?;
+        let raised: i64 = self
+            .bounded(
+                Op::ShortLived,
+                client.eval(scripts::ADVANCE, vec![keys::short_lived(key)], args),
+            )
+            .await?;
+        Ok(raised == 1)
+    }
 }
 
 /// The Lua scripts: each is one atomic step on the server, so no other client's command can
 /// fall between its reads and writes.
 mod scripts {
+    /// Raises KEYS[1] to ARGV[1] (PX ARGV[2]) unless it is already there or beyond.
+    pub const ADVANCE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
     /// Creates a session unless the user's sessions were revoked after the sign-in began
     /// (KEYS: session, user_sessions, device, user_id, user_profile, revoked_before, seen).
     pub const CREATE_SESSION: &str = r#"

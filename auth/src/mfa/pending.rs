@@ -1,0 +1,95 @@
+//! A sign-in whose password (or provider) was right, waiting for its second factor: no
+//! session yet, only this record in the shared store (five minutes, single use) under the
+//! hash of a secret in an `HttpOnly` cookie, bound to the device fingerprint of the request
+//! that began it. The session it becomes is created with the time the sign-in began, so a
+//! password reset or a revoke-all in between voids it (the store's revoke mark).
+
+use crate::users::SignedIn;
+use authflow_shared::digest::hash_hex;
+use authflow_shared::store::{ShortLived, StoreError};
+use authflow_shared::token::random_token;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long the code prompt waits.
+pub const TTL: Duration = Duration::from_secs(300);
+/// The cookie naming a pending sign-in.
+pub const COOKIE: &str = "authflow_mfa";
+
+/// A sign-in waiting for its second factor, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub user_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub provider_data: Option<String>,
+    /// How the first factor was proved: `["pwd"]`, or `["fed"]` with `idp`.
+    pub amr: Vec<String>,
+    pub idp: Option<String>,
+    /// When the first factor was checked (µs, the store's clock where known).
+    pub began_us: u64,
+    /// The device fingerprint of the request that began it.
+    pub fingerprint: String,
+    /// Where to go afterwards (a local path), when the sign-in came with one.
+    pub next: Option<String>,
+    /// `[mfa] required = "always"` and no factor yet: the person must enrol first.
+    #[serde(default)]
+    pub must_enrol: bool,
+    /// Unix ms after which it is gone, wrong codes or not.
+    pub expires_ms: u64,
+}
+
+impl PendingSignIn {
+    pub fn signed_in(&self) -> SignedIn {
+        SignedIn {
+            user_id: self.user_id.clone(),
+            email: self.email.clone(),
+            provider_data: self.provider_data.clone(),
+            roles: self.roles.clone(),
+        }
+    }
+}
+
+fn key(secret: &str) -> String {
+    format!("mfa:{}", hash_hex(secret.as_bytes()))
+}
+
+/// Stores `p` and returns the secret for its cookie.
+pub async fn remember(store: &dyn ShortLived, p: &PendingSignIn) -> Result<String, StoreError> {
+    let secret = random_token(32);
+    put(store, &secret, p).await?;
+    Ok(secret)
+}
+
+/// Takes the pending sign-in the cookie's `secret` names (once).
+pub async fn take(
+    store: &dyn ShortLived,
+    secret: &str,
+) -> Result<Option<PendingSignIn>, StoreError> {
+    if secret.is_empty() || secret.len() > 128 {
+        return Ok(None);
+    }
+    Ok(store
+        .take(&key(secret))
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// Stores `p` under `secret` until its end (again, after a wrong code: the throttle counts
+/// the guesses, and a put back never extends its life).
+pub async fn put(
+    store: &dyn ShortLived,
+    secret: &str,
+    p: &PendingSignIn,
+) -> Result<(), StoreError> {
+    let left = p.expires_ms.saturating_sub(authflow_shared::now_ms());
+    if left == 0 {
+        return Ok(());
+    }
+    let value = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store
+        .put_new(&key(secret), &value, Duration::from_millis(left))
+        .await?;
+    Ok(())
+}
