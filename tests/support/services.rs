@@ -188,6 +188,15 @@ impl AuthService {
         Self::start_with_log(cfg, &[], Some(level)).await
     }
 
+    /// As [`AuthService::start_logging`], with extra environment `env`.
+    pub async fn start_logging_with(
+        cfg: AuthConfig,
+        env: &[(&str, &str)],
+        level: &str,
+    ) -> AuthService {
+        Self::start_with_log(cfg, env, Some(level)).await
+    }
+
     async fn start_with_log(
         mut cfg: AuthConfig,
         env: &[(&str, &str)],
