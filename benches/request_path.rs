@@ -3,7 +3,7 @@
 //! `cargo bench --bench request_path`. These say what each step costs on its own; the
 //! end-to-end cost (with sockets, Redis and the upstream) is measured by `benches/e2e.sh`.
 
-use authflow_gateway::access::{self, Requirements};
+use authflow_gateway::access::{self, Requirements, SecondFactor};
 use authflow_gateway::config::{AuthMode, RateLimitConfig, RouteConfig};
 use authflow_gateway::metrics::traffic::RouteMetrics;
 use authflow_gateway::rate_limit::{Phase, RateLimiter, Request};
@@ -88,6 +88,31 @@ fn session_steps(c: &mut Criterion) {
         "access: route roles (any of 2 + all of 2) vs 3 roles",
         |b| b.iter(|| access::check(black_box(&[&any, &all]), black_box(&with_roles.claims))),
     );
+    // A second factor rides in the same record (`amr`, `mfa_time`): a scan of `amr`, and a
+    // clock read only for a route with `mfa_max_age`.
+    let mut with_otp = with_roles.clone();
+    with_otp.claims.amr.push("otp".into());
+    with_otp.claims.mfa_time = Some(authflow_shared::now_ms());
+    let mfa = Requirements {
+        second_factor: Some(SecondFactor { max_age: None }),
+        ..Requirements::default()
+    };
+    let fresh = Requirements {
+        second_factor: Some(SecondFactor {
+            max_age: Some(Duration::from_secs(900)),
+        }),
+        ..Requirements::default()
+    };
+    c.bench_function("access: route mfa vs a session with otp", |b| {
+        b.iter(|| access::check(black_box(&[&mfa]), black_box(&with_otp.claims)))
+    });
+    c.bench_function(
+        "access: route mfa_max_age vs a session with otp (clock read)",
+        |b| b.iter(|| access::check(black_box(&[&fresh]), black_box(&with_otp.claims))),
+    );
+    c.bench_function("access: open route (nothing demanded)", |b| {
+        b.iter(|| access::check(black_box(&[]), black_box(&with_otp.claims)))
+    });
     c.bench_function("access: X-User-Roles header value (3 roles)", |b| {
         b.iter(|| roles::header_value(black_box(&with_roles.claims.roles)))
     });
@@ -144,6 +169,8 @@ per = "1m"
         pass_headers: Vec::new(),
         roles: Vec::new(),
         roles_all: Vec::new(),
+        mfa: false,
+        mfa_max_age: None,
     };
     let routes = vec![
         route("/", "demo", AuthMode::Public),

@@ -266,3 +266,37 @@ fn check_refuses_roles_on_a_public_route_and_bad_role_names() {
         "{err}"
     );
 }
+
+#[test]
+fn check_refuses_a_second_factor_on_a_public_route_and_a_max_age_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = std::fs::read_to_string("conf/gateway.toml").expect("example");
+    text.push_str(
+        "\n[[routes]]\nprefix = \"/open/\"\nupstream = \"app\"\nauth = \"public\"\nmfa = true\n\
+         \n[[routes]]\nprefix = \"/half/\"\nupstream = \"app\"\nauth = \"required\"\nmfa_max_age = \"15m\"\n\
+         \n[[routes]]\nprefix = \"/fine/\"\nupstream = \"app\"\nauth = \"required\"\nmfa = true\nmfa_max_age = \"15m\"\n",
+    );
+    let path = write_temp(dir.path(), "mfa.toml", &text);
+    let out = run(&["check"], &path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    // Each problem names the file, the line of the key, and the key.
+    let public = line_starting(&text, "mfa = true");
+    assert!(
+        err.contains(&format!("{file}:{public}: routes["))
+            && err.contains("].mfa: a public route checks no session"),
+        "{err}"
+    );
+    let half = line_starting(&text, "mfa_max_age");
+    assert!(
+        err.contains(&format!("{file}:{half}: routes["))
+            && err.contains("].mfa_max_age: needs mfa = true"),
+        "{err}"
+    );
+    let problems = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("error: {file}:")))
+        .count();
+    assert_eq!(problems, 2, "only the two bad routes: {err}");
+}

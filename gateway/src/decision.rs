@@ -25,6 +25,9 @@ pub enum Decision {
     Unauthenticated,
     /// A valid session without what the route demands (its roles): 403.
     Forbidden,
+    /// A valid session without the (fresh enough) second factor the route demands: 302 to
+    /// the second-factor page or 401 `mfa_required`.
+    MfaRequired,
     /// The session store could not answer: 503 (fail closed).
     StoreUnavailable,
     /// The upstream failed or timed out: 502 or 504.
@@ -36,7 +39,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 14] = [
+    pub const ALL: [Decision; 15] = [
         Decision::Forwarded,
         Decision::Verified,
         Decision::BadRequest,
@@ -47,6 +50,7 @@ impl Decision {
         Decision::NoRoute,
         Decision::Unauthenticated,
         Decision::Forbidden,
+        Decision::MfaRequired,
         Decision::StoreUnavailable,
         Decision::UpstreamError,
         Decision::ServerOptions,
@@ -65,6 +69,7 @@ impl Decision {
             Decision::NoRoute => "no_route",
             Decision::Unauthenticated => "unauthenticated",
             Decision::Forbidden => "forbidden",
+            Decision::MfaRequired => "mfa_required",
             Decision::StoreUnavailable => "store_unavailable",
             Decision::UpstreamError => "upstream_error",
             Decision::ServerOptions => "server_options",

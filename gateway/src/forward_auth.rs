@@ -7,6 +7,9 @@
 //! any request, so the fingerprint and the rate limits see the real client. A `/verify`
 //! request is never routed to an upstream.
 
+use crate::access::{Requirements, SecondFactor};
+use crate::response::LocalResponse;
+use authflow_shared::config::HumanDuration;
 use authflow_shared::request::{encode_query_value, query_param, wants_html};
 use pingora::http::RequestHeader;
 
@@ -145,6 +148,92 @@ pub fn wants_redirect(req: &RequestHeader) -> bool {
             .is_some_and(yes)
 }
 
+/// Why the check URL's own demands were refused (400): the proxy's config is wrong, and a
+/// check that cannot say what it was asked fails closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadDemand {
+    /// `?roles=` is not a list of role names.
+    Roles(String),
+    /// `?mfa=` is not a yes or no, `?mfa_max_age=` not a duration of whole seconds, or given
+    /// without `?mfa=1`.
+    SecondFactor(String),
+}
+
+impl BadDemand {
+    /// The `reason` of the 400.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BadDemand::Roles(_) => "bad_roles",
+            BadDemand::SecondFactor(_) => "bad_mfa",
+        }
+    }
+
+    /// What was wrong, for the log.
+    pub fn detail(&self) -> &str {
+        match self {
+            BadDemand::Roles(d) | BadDemand::SecondFactor(d) => d,
+        }
+    }
+}
+
+/// What the caller's config demands on the check URL besides the original request's route
+/// (oauth2-proxy's `allowed_groups` habit): `?roles=a,b` (any of them admits), `?mfa=1` (a
+/// second factor) and `?mfa_max_age=15m` (used that recently; only with `?mfa=1`, as on a
+/// route). `None` when it demands nothing.
+pub fn demanded(query: Option<&str>) -> Result<Option<Requirements>, BadDemand> {
+    let roles = query_param(query, "roles");
+    let mfa = query_param(query, "mfa");
+    let max_age = query_param(query, "mfa_max_age");
+    if roles.is_none() && mfa.is_none() && max_age.is_none() {
+        return Ok(None);
+    }
+    let mut demand = match roles {
+        Some(list) => {
+            Requirements::from_query(&list).map_err(|e| BadDemand::Roles(e.to_string()))?
+        }
+        None => Requirements::default(),
+    };
+    let bad = |why: String| BadDemand::SecondFactor(why);
+    let mfa = match mfa.as_deref().map(str::trim) {
+        None | Some("0" | "false" | "no") => false,
+        Some("1" | "true" | "yes") => true,
+        Some(other) => return Err(bad(format!("mfa={other:?} is not 1 or 0"))),
+    };
+    let max_age = match max_age {
+        Some(text) => {
+            let d = text.parse::<HumanDuration>().map_err(bad)?.0;
+            SecondFactor::check_max_age(d).map_err(|why| bad(format!("mfa_max_age {why}")))?;
+            Some(d)
+        }
+        None => None,
+    };
+    if max_age.is_some() && !mfa {
+        return Err(bad("mfa_max_age needs mfa=1".into()));
+    }
+    demand.second_factor = mfa.then_some(SecondFactor { max_age });
+    Ok(Some(demand))
+}
+
+/// `/verify`'s refusal `api` (a 401) as the original request's client should get it:
+/// a browser's is a 302 to `page` when the caller asks for redirects ([`wants_redirect`]),
+/// else `api` naming `page` in [`LOGIN_HEADER`], for a proxy that redirects itself (nginx).
+/// The same for a missing session (`page`: the sign-in page) and a step-up (the
+/// second-factor page).
+pub fn refusal(
+    req: &RequestHeader,
+    original: &Original,
+    page: impl FnOnce() -> String,
+    api: LocalResponse,
+) -> LocalResponse {
+    if !from_browser(req, original) {
+        api
+    } else if wants_redirect(req) {
+        LocalResponse::redirect(page())
+    } else {
+        api.header(LOGIN_HEADER, page())
+    }
+}
+
 /// Whether the original request came from a browser that should see the sign-in page.
 pub fn from_browser(req: &RequestHeader, original: &Original) -> bool {
     let accept = req.headers.get_all("accept");
@@ -152,7 +241,8 @@ pub fn from_browser(req: &RequestHeader, original: &Original) -> bool {
     wants_html(original.method == http::Method::GET, accept)
 }
 
-/// Where a browser goes to sign in: `login_url` with the original URI in `next`.
+/// Where a browser goes to sign in (or for a second factor): the page `login_url` with the
+/// original URI in `next`, percent-encoded.
 pub fn login_location(login_url: &str, original_uri: &str) -> String {
     let sep = if login_url.contains('?') { '&' } else { '?' };
     format!("{login_url}{sep}next={}", encode_query_value(original_uri))
@@ -288,6 +378,67 @@ mod tests {
             "/verify/app",
             &[(REDIRECT_HEADER, "0")]
         )));
+    }
+
+    #[test]
+    fn the_check_url_demands_roles_and_a_second_factor() {
+        assert_eq!(demanded(None), Ok(None));
+        assert_eq!(demanded(Some("redirect=1")), Ok(None));
+        let d = demanded(Some("roles=admin,ops&redirect=1"))
+            .expect("ok")
+            .expect("some");
+        assert_eq!((d.any.len(), d.second_factor), (2, None));
+        let d = demanded(Some("mfa=1")).expect("ok").expect("some");
+        assert_eq!(d.second_factor, Some(SecondFactor { max_age: None }));
+        assert!(d.any.is_empty());
+        let d = demanded(Some("mfa=true&mfa_max_age=15m&roles=admin"))
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            d.second_factor,
+            Some(SecondFactor {
+                max_age: Some(std::time::Duration::from_secs(900))
+            })
+        );
+        assert_eq!(d.any, vec!["admin"]);
+        let d = demanded(Some("mfa=0")).expect("ok").expect("some");
+        assert!(d.is_open());
+        for bad in [
+            "mfa=maybe",
+            "mfa_max_age=15m",
+            "mfa=0&mfa_max_age=15m",
+            "mfa=1&mfa_max_age=15",
+            "mfa=1&mfa_max_age=0s",
+            "mfa=1&mfa_max_age=1500ms",
+        ] {
+            let e = demanded(Some(bad)).expect_err(bad);
+            assert_eq!(e.as_str(), "bad_mfa", "{bad}: {}", e.detail());
+        }
+        let e = demanded(Some("roles=bad%20role&mfa=1")).expect_err("roles");
+        assert_eq!(e.as_str(), "bad_roles");
+    }
+
+    #[test]
+    fn a_browsers_refusal_is_a_redirect_only_when_asked() {
+        let original = |r: &RequestHeader| original(r, "", true).expect("clear");
+        let api = || LocalResponse::second_factor_required(None);
+        let page = || "/auth/mfa?next=/x".to_owned();
+        let html = [("accept", "text/html")];
+        let r = req("/verify?redirect=1", &html);
+        let resp = refusal(&r, &original(&r), page, api());
+        assert_eq!(
+            (resp.status, resp.header_value("location")),
+            (302, Some("/auth/mfa?next=/x"))
+        );
+        let r = req("/verify", &html);
+        let resp = refusal(&r, &original(&r), page, api());
+        assert_eq!(resp.status, 401);
+        assert_eq!(resp.header_value(LOGIN_HEADER), Some("/auth/mfa?next=/x"));
+        assert!(resp.header_value("www-authenticate").is_some());
+        let r = req("/verify?redirect=1", &[("accept", "application/json")]);
+        let resp = refusal(&r, &original(&r), page, api());
+        assert_eq!(resp.status, 401);
+        assert_eq!(resp.header_value(LOGIN_HEADER), None);
     }
 
     #[test]

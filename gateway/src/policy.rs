@@ -32,6 +32,8 @@ pub struct SessionPolicy {
     pub cookie: CookieSpec,
     pub fingerprint: FingerprintSpec,
     pub login_url: String,
+    /// Where browsers go for a second factor a route demands.
+    pub mfa_url: String,
 }
 
 impl Policy {
@@ -66,6 +68,7 @@ impl Policy {
                 cookie: cfg.session.cookie(),
                 fingerprint: cfg.session.fingerprint.clone(),
                 login_url: cfg.session_check.login_url.clone(),
+                mfa_url: cfg.session_check.mfa_url.clone(),
             },
             needs_store: cfg.routes.iter().any(|r| r.auth == AuthMode::Required),
         }

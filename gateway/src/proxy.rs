@@ -1,7 +1,8 @@
 //! The `ProxyHttp` implementation. `request_filter` reads top to bottom as the policy:
 //! client IP → input limits → canonical path and host → rate limit → health → route → body
-//! limit → session → fingerprint → access (the route's roles: `access.rs`); each step lives
-//! in its own module and returns a decision, and one place sends local responses.
+//! limit → session → fingerprint → access (the route's roles and second factor:
+//! `access.rs`); each step lives in its own module and returns a decision, and one place
+//! sends local responses.
 
 use crate::access::{self, Access, Requirements};
 use crate::canonical;
@@ -30,7 +31,7 @@ use authflow_shared::config::AcceptTraceparent;
 use authflow_shared::cookie;
 use authflow_shared::fingerprint::FINGERPRINT_HEADER;
 use authflow_shared::otel;
-use authflow_shared::request::{query_param, wants_html};
+use authflow_shared::request::wants_html;
 use authflow_shared::roles;
 use authflow_shared::store::{SessionFeed, SessionStore, SharedLimits, StoreError};
 use authflow_shared::token::log_id;
@@ -43,7 +44,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr as StdSocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// The roles of the session, sorted and comma-separated, for upstreams and forward-auth
@@ -412,20 +413,17 @@ impl Gateway {
             return refused;
         }
         // What the original request's route demands, and what the caller's config adds
-        // (`?roles=a,b` on the check URL, oauth2-proxy's `allowed_groups` habit).
+        // (`?roles=a,b`, `?mfa=1`, `?mfa_max_age=15m` on the check URL).
         let route = match ctx.policy.router.find(ctx.host.as_deref(), &ctx.path) {
             RouteMatch::Found(r) if r.auth == AuthMode::Required => Some(r.clone()),
             _ => None,
         };
-        let asked = match query_param(req.uri.query(), "roles") {
-            Some(list) => match Requirements::from_query(&list) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::info!(request_id = %ctx.request_id, error = %e, "forward-auth: bad ?roles=");
-                    return bad_request("bad_roles");
-                }
-            },
-            None => None,
+        let asked = match forward_auth::demanded(req.uri.query()) {
+            Ok(asked) => asked,
+            Err(e) => {
+                tracing::info!(request_id = %ctx.request_id, error = e.detail(), "forward-auth: bad demand on the check URL");
+                return bad_request(e.as_str());
+            }
         };
         let needs: Vec<&Requirements> = route
             .as_ref()
@@ -460,21 +458,18 @@ impl Gateway {
                 let resp = forbidden(&ctx.policy.session, html, &session, &original.uri);
                 Step::Respond(Decision::Forbidden, resp)
             }
+            Ok(Verdict::SecondFactor { max_age }) => {
+                let s = &ctx.policy.session;
+                let page = || forward_auth::login_location(&s.mfa_url, &original.uri);
+                let api = LocalResponse::second_factor_required(max_age);
+                let resp = forward_auth::refusal(req, &original, page, api);
+                Step::Respond(Decision::MfaRequired, resp)
+            }
             Ok(Verdict::Rejected(reason)) => {
-                let resp = if forward_auth::from_browser(req, &original) {
-                    let login =
-                        forward_auth::login_location(&ctx.policy.session.login_url, &original.uri);
-                    if forward_auth::wants_redirect(req) {
-                        LocalResponse::redirect(login)
-                    } else {
-                        // For a proxy that turns the 401 into the redirect (nginx).
-                        unauthorized(&ctx.policy.session).header(forward_auth::LOGIN_HEADER, login)
-                    }
-                } else {
-                    unauthorized(&ctx.policy.session)
-                };
-                let resp = clear_cookie(&ctx.policy.session, resp, reason);
-                Step::Respond(Decision::Unauthenticated, resp)
+                let s = &ctx.policy.session;
+                let page = || forward_auth::login_location(&s.login_url, &original.uri);
+                let resp = forward_auth::refusal(req, &original, page, unauthorized(s));
+                Step::Respond(Decision::Unauthenticated, clear_cookie(s, resp, reason))
             }
             Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
@@ -526,7 +521,8 @@ impl Gateway {
     }
 
     /// The session step of a protected route: valid and admitted, rejected (302 / 401),
-    /// signed in without what the route demands (403), or the store is down (503).
+    /// signed in without the route's roles (403) or its second factor (302 / 401), or the
+    /// store is down (503).
     async fn require_session(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Step {
         let route = ctx.route.clone();
         let needs: &[&Requirements] = match &route {
@@ -553,6 +549,10 @@ impl Gateway {
                 let html = is_browser(req);
                 let resp = forbidden(&ctx.policy.session, html, &session, next_of(req));
                 Step::Respond(Decision::Forbidden, resp)
+            }
+            Ok(Verdict::SecondFactor { max_age }) => {
+                let resp = step_up(&ctx.policy.session, req, max_age);
+                Step::Respond(Decision::MfaRequired, resp)
             }
             Ok(Verdict::Throttled(over)) => unknown_cookies_throttled(ctx, over),
             Err(e) => Step::Respond(Decision::StoreUnavailable, store_unavailable(ctx, &e)),
@@ -592,6 +592,10 @@ impl Gateway {
                     Access::Forbidden(why) => {
                         tracing::info!(request_id = %ctx.request_id, user = %session.record.user_id, reason = why.as_str(), "access forbidden");
                         Ok(Verdict::Forbidden { session, why })
+                    }
+                    Access::SecondFactor { max_age, why } => {
+                        tracing::info!(request_id = %ctx.request_id, user = %session.record.user_id, reason = why.as_str(), "second factor required");
+                        Ok(Verdict::SecondFactor { max_age })
                     }
                 }
             }
@@ -694,6 +698,16 @@ fn unauthenticated(s: &SessionPolicy, req: &RequestHeader, reason: RejectReason)
 fn forbidden(s: &SessionPolicy, html: bool, session: &Entry, next: &str) -> LocalResponse {
     let sign_in = forward_auth::login_location(&s.login_url, next);
     LocalResponse::forbidden(html, session.record.email.as_deref(), &sign_in)
+}
+
+/// A step-up: browsers go to the second-factor page, coming back to the request's path and
+/// query; anyone else gets 401 `mfa_required` with the RFC 9470 challenge. The cookie stays.
+fn step_up(s: &SessionPolicy, req: &RequestHeader, max_age: Option<Duration>) -> LocalResponse {
+    if is_browser(req) {
+        LocalResponse::redirect(forward_auth::login_location(&s.mfa_url, next_of(req)))
+    } else {
+        LocalResponse::second_factor_required(max_age)
+    }
 }
 
 /// The public key of `X-Authflow-Jwt` (GET or HEAD), cacheable for five minutes.

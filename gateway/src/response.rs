@@ -67,6 +67,21 @@ impl LocalResponse {
         }
     }
 
+    /// 401 for a signed-in person a route asks for a (fresher) second factor:
+    /// `{"error":"mfa_required"}` and the RFC 9470 challenge, whose `max_age` (seconds) is
+    /// there when the route bounds the factor's age (`mfa_max_age`). The session and its
+    /// cookie stay.
+    pub fn second_factor_required(max_age: Option<std::time::Duration>) -> Self {
+        let mut challenge = String::from(
+            "Bearer error=\"insufficient_user_authentication\", \
+             error_description=\"A second factor is required\"",
+        );
+        if let Some(max_age) = max_age {
+            challenge.push_str(&format!(", max_age={}", max_age.as_secs()));
+        }
+        Self::error(401, "mfa_required").header("www-authenticate", challenge)
+    }
+
     /// `{"error": code}` with `status`.
     pub fn error(status: u16, code: &str) -> Self {
         Self::json(status, serde_json::json!({ "error": code }))
@@ -235,5 +250,23 @@ mod tests {
         );
         let api = LocalResponse::forbidden(false, Some("a@b"), "/x");
         assert_eq!(&api.body[..], br#"{"error":"forbidden"}"#);
+    }
+
+    #[test]
+    fn a_step_up_is_the_rfc_9470_challenge_with_max_age_only_when_bounded() {
+        let r = LocalResponse::second_factor_required(Some(std::time::Duration::from_secs(900)));
+        assert_eq!(r.status, 401);
+        assert_eq!(&r.body[..], br#"{"error":"mfa_required"}"#);
+        assert_eq!(
+            r.header_value("www-authenticate"),
+            Some(
+                "Bearer error=\"insufficient_user_authentication\", \
+                 error_description=\"A second factor is required\", max_age=900"
+            )
+        );
+        let r = LocalResponse::second_factor_required(None);
+        let challenge = r.header_value("www-authenticate").expect("challenge");
+        assert!(challenge.ends_with("is required\""), "{challenge}");
+        assert!(r.header_value("set-cookie").is_none());
     }
 }

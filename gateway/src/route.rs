@@ -2,7 +2,7 @@
 //! wins; a route bound to a host beats one that is not. Prefixes match in any ASCII case
 //! unless the route is `case_sensitive`.
 
-use crate::access::Requirements;
+use crate::access::{Requirements, SecondFactor};
 use crate::config::{AuthMode, RouteConfig};
 use crate::metrics::traffic::{route_label, RouteMetrics};
 use std::sync::Arc;
@@ -101,7 +101,12 @@ impl Router {
                             .iter()
                             .map(|h| h.to_ascii_lowercase())
                             .collect(),
-                        access: Requirements::new(&r.roles, &r.roles_all),
+                        access: Requirements {
+                            second_factor: r.mfa.then(|| SecondFactor {
+                                max_age: r.mfa_max_age.map(|d| d.0),
+                            }),
+                            ..Requirements::new(&r.roles, &r.roles_all)
+                        },
                     }))
                 })
                 .collect();
@@ -186,6 +191,8 @@ mod tests {
             pass_headers: Vec::new(),
             roles: Vec::new(),
             roles_all: Vec::new(),
+            mfa: false,
+            mfa_max_age: None,
         }
     }
 

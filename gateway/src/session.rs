@@ -68,12 +68,13 @@ impl RejectReason {
     }
 }
 
-/// The metric and log label of a session check's outcome: `ok`, `forbidden`, a
-/// [`RejectReason`], `throttled`, or `store_error`.
+/// The metric and log label of a session check's outcome: `ok`, `forbidden`,
+/// `mfa_required`, a [`RejectReason`], `throttled`, or `store_error`.
 pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
     match verdict {
         Ok(Verdict::Valid { .. }) => "ok",
         Ok(Verdict::Forbidden { .. }) => "forbidden",
+        Ok(Verdict::SecondFactor { .. }) => "mfa_required",
         Ok(Verdict::Rejected(reason)) => reason.as_str(),
         Ok(Verdict::Throttled(_)) => "throttled",
         Err(_) => "store_error",
@@ -82,9 +83,15 @@ pub fn outcome<E>(verdict: &Result<Verdict, E>) -> &'static str {
 
 /// Every label [`outcome`] can give.
 pub fn all_outcomes() -> impl Iterator<Item = &'static str> {
-    ["ok", "forbidden", "throttled", "store_error"]
-        .into_iter()
-        .chain(RejectReason::ALL.iter().map(|r| r.as_str()))
+    [
+        "ok",
+        "forbidden",
+        "mfa_required",
+        "throttled",
+        "store_error",
+    ]
+    .into_iter()
+    .chain(RejectReason::ALL.iter().map(|r| r.as_str()))
 }
 
 /// What the session step found.
@@ -100,6 +107,12 @@ pub enum Verdict {
     Forbidden {
         session: Arc<Entry>,
         why: crate::access::Denied,
+    },
+    /// A valid session the route admits only with a (fresher) second factor
+    /// ([`crate::access::Access::SecondFactor`]): a step-up, the cookie kept. `max_age`:
+    /// the strictest `mfa_max_age` demanded, told to the client.
+    SecondFactor {
+        max_age: Option<Duration>,
     },
     /// The client's address looked up too many cookies Redis did not know
     /// (`[session_check] unknown_cookie_lookups`); this one was not looked up: 429, and the

@@ -69,6 +69,8 @@ pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
         pass_headers: Vec::new(),
         roles: Vec::new(),
         roles_all: Vec::new(),
+        mfa: false,
+        mfa_max_age: None,
     }
 }
 

@@ -97,6 +97,9 @@ pub struct SessionCheckConfig {
     pub touch_interval: HumanDuration,
     /// Where browsers are sent to sign in; `?next=<path>` is appended.
     pub login_url: String,
+    /// Where browsers are sent for a second factor a route demands (`mfa`, `mfa_max_age`);
+    /// `?next=<path>` is appended. The auth service's page.
+    pub mfa_url: String,
     /// What a fingerprint mismatch does: `"revoke"` deletes the session (a stolen cookie is
     /// burned), `"reject"` only refuses the request, `"reauth"` refuses it and puts the
     /// session aside until its holder signs in again from the new device (`reauth_hold`).
@@ -137,6 +140,7 @@ impl Default for SessionCheckConfig {
         SessionCheckConfig {
             touch_interval: HumanDuration::secs(60),
             login_url: "/auth/signin".into(),
+            mfa_url: "/auth/mfa".into(),
             on_fingerprint_mismatch: MismatchPolicy::Revoke,
             reauth_hold: HumanDuration::secs(600),
             breaker_threshold: 5,
@@ -346,6 +350,16 @@ pub struct RouteConfig {
     /// Roles a signed-in person must all hold (besides one of `roles`, when both are set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles_all: Vec<String>,
+    /// A second factor is needed: the session's `amr` holds `otp`, `hwk`, `swk` or `mfa`
+    /// (`authflow_shared::session::SECOND_FACTORS`); else browsers go to
+    /// `[session_check] mfa_url` and API clients get 401. Only on `auth = "required"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa: bool,
+    /// With `mfa = true` (refused without it, so removing `mfa` cannot leave a freshness
+    /// behind that still asks): the second factor must have been used at most this long
+    /// ago (`claims.mfa_time`), else it is asked again (a step-up). Whole seconds, >= 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_max_age: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,11 +525,10 @@ impl Validate for SessionCheckConfig {
         {
             p.add("reauth_hold", "must be between 1s and 24h");
         }
-        if !(self.login_url.starts_with('/') || is_http_url(&self.login_url)) {
-            p.add(
-                "login_url",
-                "must be a path starting with / or an http(s) URL",
-            );
+        for (key, url) in [("login_url", &self.login_url), ("mfa_url", &self.mfa_url)] {
+            if !(url.starts_with('/') || is_http_url(url)) {
+                p.add(key, "must be a path starting with / or an http(s) URL");
+            }
         }
         if self.unknown_cookie_cache.0 > std::time::Duration::from_secs(60) {
             p.add(
@@ -651,6 +664,19 @@ impl Validate for RouteConfig {
                 key,
                 "a public route checks no session, so no roles: set auth = \"required\"",
             );
+        }
+        if self.auth == AuthMode::Public && self.mfa {
+            p.add(
+                "mfa",
+                "a public route checks no session, so no second factor: set auth = \"required\"",
+            );
+        }
+        if let Some(max_age) = self.mfa_max_age {
+            if !self.mfa {
+                p.add("mfa_max_age", "needs mfa = true on the same route");
+            } else if let Err(why) = crate::access::SecondFactor::check_max_age(max_age.0) {
+                p.add("mfa_max_age", why);
+            }
         }
         for (key, list) in [("roles", &self.roles), ("roles_all", &self.roles_all)] {
             for (i, r) in list.iter().enumerate() {
@@ -818,6 +844,41 @@ auth = "required"
         let p = first_problem(&with("required", "roles_all = [\"ok\", \"not ok\"]"));
         assert_eq!(p.key, "routes[0].roles_all[1]");
         assert!(p.reason.contains("not ok"), "{p}");
+    }
+
+    #[test]
+    fn a_second_factor_needs_a_protected_route_and_whole_seconds() {
+        let with = |auth: &str, keys: &str| {
+            GOOD.replace(
+                "auth = \"required\"\n",
+                &format!("auth = \"{auth}\"\n{keys}\n"),
+            )
+        };
+        let cfg = check(&with("required", "mfa = true\nmfa_max_age = \"15m\"")).expect("valid");
+        assert!(cfg.routes[0].mfa);
+        assert_eq!(cfg.routes[0].mfa_max_age, Some(HumanDuration::secs(900)));
+        let text = with("public", "mfa = true");
+        let p = first_problem(&text);
+        assert_eq!(p.key, "routes[0].mfa");
+        assert_eq!(p.line, line_of(&text, "mfa = true"));
+        assert!(p.reason.contains("public"), "{p}");
+        let text = with("required", "mfa_max_age = \"15m\"");
+        let p = first_problem(&text);
+        assert_eq!(p.key, "routes[0].mfa_max_age");
+        assert_eq!(p.line, line_of(&text, "mfa_max_age"));
+        assert!(p.reason.contains("mfa = true"), "{p}");
+        for bad in ["0s", "1500ms"] {
+            let p = first_problem(&with(
+                "required",
+                &format!("mfa = true\nmfa_max_age = \"{bad}\""),
+            ));
+            assert_eq!(p.key, "routes[0].mfa_max_age", "{bad}");
+        }
+        let p = first_problem(&GOOD.replace(
+            "login_url = \"/auth/signin\"",
+            "login_url = \"/auth/signin\"\nmfa_url = \"auth/mfa\"",
+        ));
+        assert_eq!(p.key, "session_check.mfa_url");
     }
 
     #[test]
