@@ -119,12 +119,42 @@ fn auth_flags(args: &UpArgs, auth: &mut AuthConfig, o: &mut Overrides) {
         auth.redis.url = url.clone();
         o.set("redis.url", "--redis-url");
     }
+    // Second factors on, with a key kept in the data directory (made on the first start),
+    // unless AUTHFLOW_MFA_KEY gives one.
+    if auth.mfa.key.is_empty() {
+        match dev_mfa_key(&args.data_dir) {
+            Ok(key) => auth.mfa.key = key.into(),
+            Err(e) => tracing::warn!(error = %e, "no second-factor key: second factors stay off"),
+        }
+    }
+    if !auth.mfa.key.is_empty() {
+        auth.mfa.required = authflow_auth::mfa::Required::Optional;
+        o.set("mfa.required", "authflow up");
+    }
     if let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) {
         auth.identity
             .providers
             .push(oidc_provider(issuer, client_id, &args.oidc_name));
         o.set("identity.providers", "--oidc-issuer/--oidc-client-id");
     }
+}
+
+/// `<data_dir>/mfa.key`: 32 random bytes (base64url), written once, readable by the owner
+/// only; what seals the TOTP secrets `up` keeps in its database.
+fn dev_mfa_key(data_dir: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    let path = data_dir.join("mfa.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_owned());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let key = authflow_shared::token::random_token(32);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(&path)?.write_all(key.as_bytes())?;
+    Ok(key)
 }
 
 /// The generic OpenID provider `--oidc-issuer` adds, with the id `oidc`.

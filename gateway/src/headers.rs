@@ -148,14 +148,17 @@ pub fn strip_identity(req: &mut RequestHeader, extra: &[String], keep: &[String]
     }
 }
 
-/// Removes the session cookie from every `Cookie` header, dropping headers left empty.
+/// Removes the session cookie, and the auth service's flow cookies (a sign-in in progress:
+/// [`authflow_shared::cookie::is_flow_cookie`]), from every `Cookie` header, dropping
+/// headers left empty.
 pub fn strip_session_cookie(req: &mut RequestHeader, cookie_name: &str) -> pingora::Result<()> {
+    let drop = |name: &str| name == cookie_name || authflow_shared::cookie::is_flow_cookie(name);
     let kept: Vec<String> = req
         .headers
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| authflow_shared::cookie::without(v, cookie_name))
+        .filter_map(|v| authflow_shared::cookie::without_matching(v, drop))
         .collect();
     req.remove_header("cookie");
     if !kept.is_empty() {
@@ -333,6 +336,19 @@ mod tests {
         let mut r = req(&[("cookie", "sid=x")]);
         strip_session_cookie(&mut r, "sid").expect("strip");
         assert!(r.headers.get("cookie").is_none());
+    }
+
+    #[test]
+    fn the_auth_services_flow_cookies_never_reach_an_upstream() {
+        let mut r = req(&[(
+            "cookie",
+            "a=1; authflow_sso_affe72be8da5=s; __Host-authflow_link=l; authflow_mfa=m; authflow_ssox=kept",
+        )]);
+        strip_session_cookie(&mut r, "sid").expect("strip");
+        assert_eq!(
+            r.headers.get("cookie").map(|v| v.as_bytes()),
+            Some(&b"a=1; authflow_ssox=kept"[..])
+        );
     }
 
     #[test]

@@ -45,13 +45,39 @@ pub fn find_all<'a>(cookie_headers: impl IntoIterator<Item = &'a str>, name: &st
 
 /// The `Cookie` header value with every cookie called `name` removed; `None` when nothing is left.
 pub fn without(cookie_header: &str, name: &str) -> Option<String> {
+    without_matching(cookie_header, |n| n == name)
+}
+
+/// The `Cookie` header value without the cookies whose name `drop` picks; `None` when
+/// nothing is left.
+pub fn without_matching(cookie_header: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
     let kept: Vec<&str> = cookie_header
         .split(';')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(pair.trim(), |(k, _)| k.trim()) != name)
+        .filter(|pair| !drop(pair.split_once('=').map_or(pair.trim(), |(k, _)| k.trim())))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// The cookie of an account link waiting for the password.
+pub const LINK_COOKIE: &str = "authflow_link";
+/// The cookie of a sign-in waiting for its second factor.
+pub const MFA_COOKIE: &str = "authflow_mfa";
+/// The auth service's short-lived flow cookies with fixed names.
+pub const FLOW_COOKIES: [&str; 2] = [LINK_COOKIE, MFA_COOKIE];
+/// The prefix of a provider sign-in's cookie (`authflow_sso_<12 hex>`).
+pub const SSO_COOKIE_PREFIX: &str = "authflow_sso_";
+
+/// Whether `name` (with or without a `__Host-`/`__Secure-` prefix) is one of the auth
+/// service's flow cookies: bearer secrets of a sign-in in progress, which the gateway never
+/// passes to any other upstream, as it never passes the session cookie.
+pub fn is_flow_cookie(name: &str) -> bool {
+    let base = name
+        .strip_prefix("__Host-")
+        .or_else(|| name.strip_prefix("__Secure-"))
+        .unwrap_or(name);
+    FLOW_COOKIES.contains(&base) || base.starts_with(SSO_COOKIE_PREFIX)
 }
 
 /// How the session cookie is written. The same attributes serve to set and to clear it,

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// How long the code prompt waits.
 pub const TTL: Duration = Duration::from_secs(300);
 /// The cookie naming a pending sign-in.
-pub const COOKIE: &str = "authflow_mfa";
+pub const COOKIE: &str = authflow_shared::cookie::MFA_COOKIE;
 
 /// A sign-in waiting for its second factor, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

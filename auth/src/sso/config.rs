@@ -417,10 +417,7 @@ mod tests {
         let text = GOOD.replace("corp-idp", "Corp IdP");
         let e = check(&text, &[("AUTHFLOW_IDP_CORP IDP_CLIENT_SECRET", "x")]).expect_err("bad id");
         assert!(keys(e).contains(&"identity.providers[0].id".to_string()));
-        let text = format!(
-            "{GOOD}\n{}",
-            GOOD.replace("[[identity.providers]]\n", "[[identity.providers]]\n")
-        );
+        let text = format!("{GOOD}\n{GOOD}");
         let e = check(&text, &secret()).expect_err("twice");
         assert!(keys(e).contains(&"identity.providers[1].id".to_string()));
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const LINK_TTL: Duration = Duration::from_secs(600);
 
 /// The cookie naming a link waiting for its password.
-pub const LINK_COOKIE: &str = "authflow_link";
+pub const LINK_COOKIE: &str = authflow_shared::cookie::LINK_COOKIE;
 
 /// Where a provider sign-in lands.
 #[derive(Debug)]

@@ -54,8 +54,9 @@ pub struct CookieRules {
 impl CookieRules {
     fn name(&self, state: &str) -> String {
         format!(
-            "{}authflow_sso_{}",
+            "{}{}{}",
             self.prefix,
+            authflow_shared::cookie::SSO_COOKIE_PREFIX,
             &hash_hex(state.as_bytes())[..12]
         )
     }
