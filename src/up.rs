@@ -178,6 +178,7 @@ fn oidc_provider(issuer: &str, client_id: &str, name: &str) -> ProviderConfig {
         allowed_domains: Vec::new(),
         trust_email_verified: true,
         create_accounts: true,
+        trust_upstream_mfa: false,
         roles_claim: None,
         role_map: Default::default(),
     }

@@ -349,6 +349,7 @@ async fn each_forged_id_token_is_what_it_says() {
                 assert_eq!(header.expect(kind).kid.as_deref(), Some("rotated-1"));
                 assert_eq!(verified.expect(kind)["nonce"], flow.nonce.as_str());
             }
+            BadIdToken::UpstreamMfa => unreachable!("not in ALL"),
         }
         previous = flow;
         previous_jwt = jwt;

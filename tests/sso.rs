@@ -590,3 +590,22 @@ async fn a_sign_up_nobody_confirmed_cannot_block_a_verified_provider_sign_in() {
         "alice's session survives"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_second_factor_counts_only_when_trusted() {
+    for trusted in [false, true] {
+        let s = setup(|_, p| p.trust_upstream_mfa = trusted).await;
+        let mut b = s.browser();
+        let back = s.to_callback(&mut b, "/app/", ALICE).await;
+        s.idp.next_id_token(BadIdToken::UpstreamMfa).await;
+        let r = b.get(&back).await;
+        assert_eq!(r.status(), 302);
+        let claims = s.claims(b.session().expect("session")).await.claims;
+        assert_eq!(
+            claims.amr.contains(&"mfa".to_string()),
+            trusted,
+            "{claims:?}"
+        );
+        assert_eq!(claims.mfa_time.is_some(), trusted, "{claims:?}");
+    }
+}

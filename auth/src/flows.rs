@@ -28,6 +28,18 @@ pub struct Accounts {
     pub mfa: Option<Mfa>,
 }
 
+/// How a provider sign-in was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Federated<'a> {
+    /// The provider's id.
+    pub idp: &'a str,
+    /// The account's password was given too (linking).
+    pub with_password: bool,
+    /// The provider says it asked for a second factor, and is trusted to
+    /// (`trust_upstream_mfa`).
+    pub upstream_mfa: bool,
+}
+
 /// What a sign-in whose first factor was right ends in.
 pub enum Outcome {
     /// A session.
@@ -170,31 +182,44 @@ impl Accounts {
 
     /// Starts the session of a provider sign-in: as a password sign-in does (any presented
     /// session revoked, bound to this device, the per-user cap), with `amr` `fed` (and `pwd`
-    /// when the account's password was given too) and the provider in `idp`.
+    /// when the account's password was given too) and the provider in `idp`. The account's
+    /// second factor comes first, unless the provider is trusted to have asked for one and
+    /// says it did (`trust_upstream_mfa`): then the session counts it (`mfa`, `mfa_time`).
     pub async fn sign_in_federated(
         &self,
         req: &ApiRequest,
         who: crate::users::SignedIn,
-        idp: &str,
-        with_password: bool,
+        how: Federated<'_>,
     ) -> Result<Outcome, ApiError> {
+        let Federated {
+            idp,
+            with_password,
+            upstream_mfa,
+        } = how;
         let began = authflow_shared::now_us();
         let first = if with_password { "pwd" } else { "fed" };
-        if let Some(mut pending) = self
-            .second_factor_due(req, &who, began, first, Some(idp))
-            .await?
-        {
-            if with_password {
-                pending.amr = vec!["pwd".into(), "fed".into()];
+        if !upstream_mfa {
+            if let Some(mut pending) = self
+                .second_factor_due(req, &who, began, first, Some(idp))
+                .await?
+            {
+                if with_password {
+                    pending.amr = vec!["pwd".into(), "fed".into()];
+                }
+                return Ok(Outcome::SecondFactor(pending));
             }
-            return Ok(Outcome::SecondFactor(pending));
         }
         let replaced = self.sessions.revoke_presented(req).await?;
         metrics::revoked(Revocation::Replaced, replaced.len());
         let (token, record) = self
             .sessions
             .start_as(req, who, began, |now, roles| {
-                Claims::federated(now, idp, with_password, roles)
+                let mut c = Claims::federated(now, idp, with_password, roles);
+                if upstream_mfa {
+                    c.amr.push("mfa".into());
+                    c.mfa_time = Some(now);
+                }
+                c
             })
             .await?;
         tracing::info!(user = %record.user_id, session = log_id(&token.id()), provider = idp, "signed in");
@@ -231,8 +256,12 @@ impl Accounts {
         who.roles.extend(pending.provider_roles.iter().cloned());
         who.roles.sort_unstable();
         who.roles.dedup();
-        self.sign_in_federated(req, who, &pending.provider, true)
-            .await
+        let how = Federated {
+            idp: &pending.provider,
+            with_password: true,
+            upstream_mfa: false,
+        };
+        self.sign_in_federated(req, who, how).await
     }
 
     /// Checks that `password` is the password of `user_id` (whose address is `email`), under

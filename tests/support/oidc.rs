@@ -79,6 +79,9 @@ pub enum BadIdToken {
     /// RS256 by a new key (`kid: rotated-<n>`) published in the JWKS from now on: a rotation
     /// the RP has not fetched yet. Not an attack; the RP must accept it after one refetch.
     NewKey,
+    /// `amr: ["pwd", "otp"]`, validly signed: the provider says it asked for a second factor.
+    /// Not an attack (not in [`BadIdToken::ALL`]).
+    UpstreamMfa,
 }
 
 impl BadIdToken {
@@ -110,6 +113,7 @@ impl BadIdToken {
             BadIdToken::ReplayPrevious => "replay-previous",
             BadIdToken::EmailUnverified => "email-unverified",
             BadIdToken::NewKey => "new-key",
+            BadIdToken::UpstreamMfa => "amr-otp",
         }
     }
 }

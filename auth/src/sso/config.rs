@@ -93,6 +93,10 @@ pub struct ProviderConfig {
     /// Whether a first sign-in may create an account.
     #[serde(default = "yes")]
     pub create_accounts: bool,
+    /// Count the provider's own second factor (its ID token's `amr` holding `mfa`, `otp`,
+    /// `hwk` or `swk`) as the session's, instead of asking for the account's own.
+    #[serde(default)]
+    pub trust_upstream_mfa: bool,
     /// A claim holding the person's groups (`groups`, or a dotted path such as
     /// `realm_access.roles`), read at every sign-in. GitHub: the organizations.
     #[serde(default)]

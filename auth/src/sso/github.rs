@@ -110,6 +110,8 @@ impl GitHub {
             email_verified: email.is_some(),
             email,
             groups,
+            // GitHub tells an OAuth app nothing about how the person signed in.
+            upstream_mfa: false,
         })
     }
 

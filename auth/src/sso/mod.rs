@@ -28,6 +28,9 @@ pub struct ProviderUser {
     pub email_verified: bool,
     /// Groups for `role_map` (the `roles_claim`; GitHub: organization logins).
     pub groups: Vec<String>,
+    /// The provider says its sign-in used a second factor (`amr` with `mfa`, `otp`, `hwk` or
+    /// `swk`); counted only with `trust_upstream_mfa`.
+    pub upstream_mfa: bool,
 }
 
 /// Why a provider sign-in failed. Each ends on the sign-in page with its message, is logged

@@ -71,6 +71,9 @@ pub struct IdClaims {
     pub tid: Option<String>,
     #[serde(default)]
     pub oid: Option<String>,
+    /// How the provider signed the person in (RFC 8176), when it says.
+    #[serde(default)]
+    pub amr: Vec<String>,
     /// Microsoft: the email's domain is verified by the tenant.
     #[serde(default)]
     pub xms_edov: Option<Value>,
@@ -358,6 +361,10 @@ pub fn identity(cfg: &ProviderConfig, c: &IdClaims, nonce: &str) -> Result<Provi
         email,
         email_verified,
         groups: groups(cfg, c),
+        upstream_mfa: c
+            .amr
+            .iter()
+            .any(|m| authflow_shared::session::SECOND_FACTORS.contains(&m.as_str())),
     })
 }
 

@@ -7,7 +7,7 @@ use super::link::{self, Landing, PendingLink, LINK_COOKIE};
 use crate::api::Api;
 use crate::endpoint::{Page, PAGE_PREFIX};
 use crate::error::ApiError;
-use crate::flows::Outcome;
+use crate::flows::{Federated, Outcome};
 use crate::http::{json_response, see_other, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::metrics::{self, Revocation};
 use crate::pages::safe_next;
@@ -135,7 +135,7 @@ impl Api {
                     who.roles,
                     provider.cfg.role_mapping().map(&done.user.groups),
                 );
-                accounts.sign_in_federated(req, who, id, false).await
+                accounts.sign_in_federated(req, who, federated(provider, &done.user)).await
             }
             Ok(Landing::Claimed(mut who)) => {
                 let ended = accounts.sessions.revoke_user(&who.user_id).await;
@@ -148,7 +148,7 @@ impl Api {
                     who.roles,
                     provider.cfg.role_mapping().map(&done.user.groups),
                 );
-                accounts.sign_in_federated(req, who, id, false).await
+                accounts.sign_in_federated(req, who, federated(provider, &done.user)).await
             }
             Ok(Landing::LinkRequired(pending)) => {
                 return self.ask_for_link(id, pending).await;
@@ -320,6 +320,16 @@ impl Api {
                 Ok(resp)
             }
         }
+    }
+}
+
+/// A sign-in through `provider` as `user`: its upstream second factor counts only when the
+/// provider is trusted with it.
+fn federated<'a>(provider: &'a super::flow::Provider, user: &super::ProviderUser) -> Federated<'a> {
+    Federated {
+        idp: &provider.cfg.id,
+        with_password: false,
+        upstream_mfa: provider.cfg.trust_upstream_mfa && user.upstream_mfa,
     }
 }
 

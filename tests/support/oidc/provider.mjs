@@ -82,6 +82,8 @@ const ACCOUNTS = {
 const BAD_KINDS = new Set([
   'hs256-client-secret', 'alg-none', 'unknown-key', 'wrong-audience', 'wrong-issuer',
   'expired', 'wrong-nonce', 'previous-nonce', 'replay-previous', 'email-unverified', 'new-key',
+  // Not a forgery: the provider says it asked for a second factor (amr ["pwd", "otp"]).
+  'amr-otp',
 ]);
 
 async function rsaKey(kid) {
@@ -194,6 +196,8 @@ async function forge(kind, real) {
       return previous ?? real;
     case 'email-unverified':
       return sign({ ...claims, email_verified: false }, await realKey(), header);
+    case 'amr-otp':
+      return sign({ ...claims, amr: ['pwd', 'otp'] }, await realKey(), header);
     case 'new-key': {
       const jwk = await rsaKey(`rotated-${rotatedKeys.length + 1}`);
       rotatedKeys.push(jwk);
