@@ -24,6 +24,7 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod mfa;
+pub mod once;
 pub mod pages;
 pub mod password;
 pub mod reload;

@@ -5,9 +5,7 @@
 //! password reset or a revoke-all in between voids it (the store's revoke mark).
 
 use crate::users::SignedIn;
-use authflow_shared::digest::hash_hex;
 use authflow_shared::store::{ShortLived, StoreError};
-use authflow_shared::token::random_token;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -51,15 +49,12 @@ impl PendingSignIn {
     }
 }
 
-fn key(secret: &str) -> String {
-    format!("mfa:{}", hash_hex(secret.as_bytes()))
-}
+/// The kind of its record ([`crate::once`]).
+const KIND: &str = "mfa";
 
 /// Stores `p` and returns the secret for its cookie.
 pub async fn remember(store: &dyn ShortLived, p: &PendingSignIn) -> Result<String, StoreError> {
-    let secret = random_token(32);
-    put(store, &secret, p).await?;
-    Ok(secret)
+    crate::once::remember(store, KIND, p, left(p)).await
 }
 
 /// Takes the pending sign-in the cookie's `secret` names (once).
@@ -67,13 +62,7 @@ pub async fn take(
     store: &dyn ShortLived,
     secret: &str,
 ) -> Result<Option<PendingSignIn>, StoreError> {
-    if secret.is_empty() || secret.len() > 128 {
-        return Ok(None);
-    }
-    Ok(store
-        .take(&key(secret))
-        .await?
-        .and_then(|v| serde_json::from_str(&v).ok()))
+    crate::once::take(store, KIND, secret).await
 }
 
 /// Stores `p` under `secret` until its end (again, after a wrong code: the throttle counts
@@ -83,13 +72,14 @@ pub async fn put(
     secret: &str,
     p: &PendingSignIn,
 ) -> Result<(), StoreError> {
-    let left = p.expires_ms.saturating_sub(authflow_shared::now_ms());
-    if left == 0 {
+    let left = left(p);
+    if left.is_zero() {
         return Ok(());
     }
-    let value = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store
-        .put_new(&key(secret), &value, Duration::from_millis(left))
-        .await?;
-    Ok(())
+    crate::once::put(store, KIND, secret, p, left).await
+}
+
+/// What is left of `p`'s life.
+fn left(p: &PendingSignIn) -> Duration {
+    Duration::from_millis(p.expires_ms.saturating_sub(authflow_shared::now_ms()))
 }

@@ -17,9 +17,7 @@ use super::ProviderUser;
 use crate::credentials::normalize_email;
 use crate::error::ApiError;
 use crate::users::{EmailHolder, ExternalIdentity, ProviderError, SignedIn, UserProvider};
-use authflow_shared::digest::hash_hex;
 use authflow_shared::store::{ShortLived, StoreError};
-use authflow_shared::token::random_token;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -138,27 +136,17 @@ fn existing(
     })
 }
 
-fn key(secret: &str) -> String {
-    format!("link:{}", hash_hex(secret.as_bytes()))
-}
+/// The kind of its record ([`crate::once`]).
+const KIND: &str = "link";
 
 /// Stores `pending` and returns the secret for its cookie.
 pub async fn remember(store: &dyn ShortLived, pending: &PendingLink) -> Result<String, StoreError> {
-    let secret = random_token(32);
-    let value = serde_json::to_string(pending).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put_new(&key(&secret), &value, LINK_TTL).await?;
-    Ok(secret)
+    crate::once::remember(store, KIND, pending, LINK_TTL).await
 }
 
 /// Takes the link the cookie's `secret` names (once).
 pub async fn take(store: &dyn ShortLived, secret: &str) -> Result<Option<PendingLink>, StoreError> {
-    if secret.is_empty() || secret.len() > 128 {
-        return Ok(None);
-    }
-    Ok(store
-        .take(&key(secret))
-        .await?
-        .and_then(|v| serde_json::from_str(&v).ok()))
+    crate::once::take(store, KIND, secret).await
 }
 
 /// Puts a link back after a wrong password, so the person can try again (the sign-in
@@ -168,7 +156,5 @@ pub async fn put_back(
     secret: &str,
     pending: &PendingLink,
 ) -> Result<(), StoreError> {
-    let value = serde_json::to_string(pending).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put_new(&key(secret), &value, LINK_TTL).await?;
-    Ok(())
+    crate::once::put(store, KIND, secret, pending, LINK_TTL).await
 }

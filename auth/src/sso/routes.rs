@@ -129,26 +129,16 @@ impl Api {
             &done.next,
         )
         .await;
-        let outcome = match landing {
-            Ok(Landing::Account(mut who)) => {
-                who.roles = merged(
-                    who.roles,
-                    provider.cfg.role_mapping().map(&done.user.groups),
-                );
-                accounts.sign_in_federated(req, who, federated(provider, &done.user)).await
-            }
-            Ok(Landing::Claimed(mut who)) => {
+        let who = match landing {
+            Ok(Landing::Account(who)) => Ok(who),
+            Ok(Landing::Claimed(who)) => {
                 let ended = accounts.sessions.revoke_user(&who.user_id).await;
                 tracing::warn!(provider = id, user = %who.user_id, ended = ?ended.as_ref().ok(), "an unverified sign-up was taken over by a provider that verified its address");
                 match ended {
                     Ok(n) => metrics::revoked(Revocation::EmailVerified, n),
                     Err(e) => return back_to_sign_in(e.code(), &done.next),
                 }
-                who.roles = merged(
-                    who.roles,
-                    provider.cfg.role_mapping().map(&done.user.groups),
-                );
-                accounts.sign_in_federated(req, who, federated(provider, &done.user)).await
+                Ok(who)
             }
             Ok(Landing::LinkRequired(pending)) => {
                 return self.ask_for_link(id, pending).await;
@@ -161,6 +151,16 @@ impl Api {
                 );
                 metrics::sso_sign_in(id, code.trim_start_matches("sso_"));
                 return back_to_sign_in(code, &done.next);
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match who {
+            Ok(mut who) => {
+                let mapped = provider.cfg.role_mapping().map(&done.user.groups);
+                who.roles = merged(who.roles, mapped);
+                accounts
+                    .sign_in_federated(req, who, federated(provider, &done.user))
+                    .await
             }
             Err(e) => Err(e),
         };
