@@ -29,7 +29,7 @@ fn pages(c: &mut Criterion) {
         }
         let sessions = fixture_sessions();
         group.bench_function(format!("Devices/{lang}"), |b| {
-            b.iter(|| black_box(pages.render_devices(&sessions, 7_200_000, lang, None)))
+            b.iter(|| black_box(pages.render_devices(&sessions, &[], 7_200_000, lang, None)))
         });
         group.bench_function(format!("mail Verification/{lang}"), |b| {
             b.iter(|| {

@@ -95,6 +95,7 @@ impl Api {
         let mfa = crate::mfa::Mfa::new(
             &cfg.mfa,
             &cfg.pages.product_name,
+            cfg.public_url(),
             users.as_ref(),
             sso_states.clone(),
         )?;
@@ -259,6 +260,12 @@ impl Api {
             | Endpoint::TotpConfirm
             | Endpoint::TotpDisable
             | Endpoint::RecoveryRegenerate => self.second_factor_endpoint(endpoint, req).await,
+            Endpoint::PasskeyList
+            | Endpoint::PasskeyRegisterStart
+            | Endpoint::PasskeyRegisterFinish
+            | Endpoint::PasskeyDelete
+            | Endpoint::PasskeyAuthStart
+            | Endpoint::PasskeyAuthFinish => self.passkey_endpoint(endpoint, req).await,
         }
     }
 
@@ -267,11 +274,14 @@ impl Api {
         let sessions = &self.accounts.sessions;
         let listed = async {
             let (id, record) = sessions.current(req).await?;
-            sessions.list(&record.user_id, Some(&id)).await
+            let list = sessions.list(&record.user_id, Some(&id)).await?;
+            let passkeys = self.own_passkeys(&record.user_id).await?;
+            Ok::<_, ApiError>((list, passkeys))
         };
         match listed.await {
-            Ok(list) => self.pages.devices(
+            Ok((list, passkeys)) => self.pages.devices(
                 &list,
+                &passkeys,
                 authflow_shared::now_ms(),
                 req.query.as_deref(),
                 &req.headers,

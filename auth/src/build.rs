@@ -46,6 +46,8 @@ pub fn pages_from_config(cfg: &AuthConfig) -> Result<Arc<Pages>, StartError> {
         .map(|p| (p.id.clone(), p.display_name().to_owned()))
         .collect();
     pages.set_sign_in(cfg.identity.password, buttons);
+    let passkeys = cfg.mfa.required != crate::mfa::Required::Never && cfg.mfa.webauthn.enabled();
+    pages.set_passkeys(passkeys, cfg.mfa.webauthn.passwordless);
     for w in pages.warnings() {
         tracing::warn!("{w}");
     }

@@ -500,6 +500,11 @@ impl ConfigFile for AuthConfig {
                 c.mfa.key = v.into()
             }),
             EnvVar::new(
+                "AUTHFLOW_MFA_WEBAUTHN_RP_ID",
+                "mfa.webauthn.rp_id",
+                |c: &mut Self, v| c.mfa.webauthn.rp_id = Some(v),
+            ),
+            EnvVar::new(
                 ENV_ENCRYPTION_KEY,
                 "supabase.encryption_key",
                 |c: &mut Self, v| {
@@ -544,6 +549,7 @@ impl Validate for AuthConfig {
         p.section("identity", &self.identity);
         p.section("mfa", &self.mfa);
         self.public_url_problems(p);
+        self.passkey_problems(p);
         if let Some(sb) = &self.supabase {
             p.section("supabase", sb);
         }
@@ -582,6 +588,36 @@ impl AuthConfig {
             p.add(
                 "mail.base_url",
                 "is the older name of public_url and disagrees with it: set public_url only",
+            );
+        }
+    }
+
+    /// Passkeys are made on the pages, at `public_url`: its host must be the RP ID or below
+    /// it, and when `origins` is left empty it is the origin, so http only on localhost.
+    fn passkey_problems(&self, p: &mut Problems) {
+        let w = &self.mfa.webauthn;
+        let Some(rp_id) = w.rp_id.as_deref() else {
+            return;
+        };
+        let url = self.public_url();
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        if !crate::mfa::passkey::host_within(&host, rp_id) {
+            p.add(
+                "mfa.webauthn.rp_id",
+                format!("{rp_id:?} does not match {host:?}, the host of public_url {url:?}: passkeys would not work on the pages"),
+            );
+        }
+        if w.origins.is_empty()
+            && url.starts_with("http://")
+            && host != "localhost"
+            && !host.ends_with(".localhost")
+        {
+            p.add(
+                "mfa.webauthn.origins",
+                format!("empty, so public_url {url:?} is the origin, and browsers run WebAuthn over http only on localhost"),
             );
         }
     }
@@ -728,6 +764,36 @@ mod tests {
         assert_eq!(cfg.provider, Provider::Builtin);
         assert!(cfg.signup.require_email_verification);
         assert_eq!(cfg.password.reset_token_ttl, HumanDuration::secs(1800));
+    }
+
+    #[test]
+    fn the_passkey_rp_id_must_fit_public_url() {
+        let ok = check(
+            "public_url = \"http://localhost:8000\"\n[mfa.webauthn]\nrp_id = \"localhost\"\n",
+        )
+        .expect("localhost");
+        assert_eq!(ok.mfa.webauthn.rp_id.as_deref(), Some("localhost"));
+        check("public_url = \"https://login.example.com\"\n[mfa.webauthn]\nrp_id = \"example.com\"\norigins = [\"https://login.example.com\"]\n")
+            .expect("a parent domain");
+        let e = check(
+            "public_url = \"https://example.org\"\n[mfa.webauthn]\nrp_id = \"example.com\"\n",
+        )
+        .expect_err("another host");
+        assert_eq!(e.0[0].key, "mfa.webauthn.rp_id");
+        let e = check(
+            "public_url = \"http://app.example.com\"\n[mfa.webauthn]\nrp_id = \"example.com\"\n",
+        )
+        .expect_err("http off localhost");
+        assert_eq!(e.0[0].key, "mfa.webauthn.origins");
+        let e = check("public_url = \"https://example.com\"\n[mfa.webauthn]\nrp_id = \"example.com\"\norigins = [\"https://evil.org\"]\n")
+            .expect_err("an origin elsewhere");
+        assert_eq!(e.0[0].key, "mfa.webauthn.origins[0]");
+        let cfg = check_with(
+            "public_url = \"http://localhost:8000\"\n",
+            &[("AUTHFLOW_MFA_WEBAUTHN_RP_ID", "localhost")],
+        )
+        .expect("from the environment");
+        assert_eq!(cfg.mfa.webauthn.rp_id.as_deref(), Some("localhost"));
     }
 
     #[test]

@@ -54,10 +54,23 @@ pub enum Endpoint {
     TotpDisable,
     /// A new set of recovery codes (password and a code).
     RecoveryRegenerate,
+    /// The signed-in person's passkeys (`GET`): name, created, last used.
+    PasskeyList,
+    /// Begins registering a passkey (signed in): the options for `credentials.create`.
+    PasskeyRegisterStart,
+    /// Finishes it with the authenticator's answer and a name.
+    PasskeyRegisterFinish,
+    /// Removes one passkey (`{"id"}`; a second factor proved in the last minutes).
+    PasskeyDelete,
+    /// Begins a passkey authentication: a pending sign-in's second factor, a session's
+    /// step-up, or (`passwordless`) a sign-in by the passkey alone.
+    PasskeyAuthStart,
+    /// Finishes it with the authenticator's answer.
+    PasskeyAuthFinish,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 24] = [
+    pub const ALL: [Endpoint; 30] = [
         Endpoint::Livez,
         Endpoint::Readyz,
         Endpoint::Health,
@@ -82,6 +95,12 @@ impl Endpoint {
         Endpoint::TotpConfirm,
         Endpoint::TotpDisable,
         Endpoint::RecoveryRegenerate,
+        Endpoint::PasskeyList,
+        Endpoint::PasskeyRegisterStart,
+        Endpoint::PasskeyRegisterFinish,
+        Endpoint::PasskeyDelete,
+        Endpoint::PasskeyAuthStart,
+        Endpoint::PasskeyAuthFinish,
     ];
 
     /// Probes live at the root, for orchestrators.
@@ -116,6 +135,12 @@ impl Endpoint {
             Endpoint::TotpConfirm => "/mfa/totp/confirm",
             Endpoint::TotpDisable => "/mfa/totp/disable",
             Endpoint::RecoveryRegenerate => "/mfa/recovery/regenerate",
+            Endpoint::PasskeyList => "/mfa/webauthn",
+            Endpoint::PasskeyRegisterStart => "/mfa/webauthn/register/start",
+            Endpoint::PasskeyRegisterFinish => "/mfa/webauthn/register/finish",
+            Endpoint::PasskeyDelete => "/mfa/webauthn/delete",
+            Endpoint::PasskeyAuthStart => "/mfa/webauthn/authenticate/start",
+            Endpoint::PasskeyAuthFinish => "/mfa/webauthn/authenticate/finish",
         }
     }
 
@@ -138,7 +163,8 @@ impl Endpoint {
             | Endpoint::Sessions
             | Endpoint::Providers
             | Endpoint::Identities
-            | Endpoint::Mfa => Method::GET,
+            | Endpoint::Mfa
+            | Endpoint::PasskeyList => Method::GET,
             _ => Method::POST,
         }
     }

@@ -67,6 +67,13 @@ fn success_target(req: &ApiRequest, endpoint: Endpoint) -> Option<String> {
         | Endpoint::TotpConfirm
         | Endpoint::RecoveryRegenerate => return None,
         Endpoint::TotpDisable => format!("{}?notice=mfa_disabled", Page::Devices.path()),
+        Endpoint::PasskeyDelete => format!("{}?notice=passkey_deleted", Page::Devices.path()),
+        // Script only (the ceremonies need `navigator.credentials`): JSON.
+        Endpoint::PasskeyList
+        | Endpoint::PasskeyRegisterStart
+        | Endpoint::PasskeyRegisterFinish
+        | Endpoint::PasskeyAuthStart
+        | Endpoint::PasskeyAuthFinish => return None,
     })
 }
 
@@ -121,6 +128,20 @@ fn failure_target(req: &ApiRequest, endpoint: Endpoint, e: &ApiError) -> Option<
         }
         Endpoint::TotpEnroll | Endpoint::TotpConfirm => Page::MfaSetup,
         Endpoint::TotpDisable | Endpoint::RecoveryRegenerate => Page::Devices,
+        // A second factor proved too long ago: prove one now, then back to the list.
+        Endpoint::PasskeyDelete if matches!(e, ApiError::SecondFactor(_)) => {
+            return Some(format!(
+                "{}?notice=step_up&next={}",
+                Page::MfaPrompt.path(),
+                encode_query_value(&Page::Devices.path())
+            ))
+        }
+        Endpoint::PasskeyDelete => Page::Devices,
+        Endpoint::PasskeyList
+        | Endpoint::PasskeyRegisterStart
+        | Endpoint::PasskeyRegisterFinish
+        | Endpoint::PasskeyAuthStart
+        | Endpoint::PasskeyAuthFinish => return None,
     };
     Some(format!("{}?{query}", page.path()))
 }

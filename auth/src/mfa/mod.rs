@@ -1,9 +1,13 @@
-//! Second factors: TOTP ([`totp`]) with recovery codes ([`recovery`]), kept in the users
-//! database ([`store`]); a sign-in whose first factor was right waits for the second in
-//! [`pending`]; [`routes`] has the endpoints (enrol, confirm, verify, disable, new codes) and
-//! the pages. A session made or stepped up with a factor carries `otp` (or `mfa` for a
-//! recovery code) in `amr` and `mfa_time`, which routes with `mfa = true` read at the edge.
+//! Second factors: TOTP ([`totp`]) with recovery codes ([`recovery`]) and passkeys
+//! ([`passkey`], WebAuthn), kept in the users database ([`store`]); a sign-in whose first
+//! factor was right waits for the second in [`pending`]; [`routes`] has the endpoints
+//! (enrol, confirm, verify, disable, new codes) and the pages, [`passkey_routes`] the
+//! passkey ceremonies. A session made or stepped up with a factor carries `otp`, `hwk` (a
+//! passkey) or `mfa` (a recovery code) in `amr` and `mfa_time`, which routes with
+//! `mfa = true` read at the edge.
 
+pub mod passkey;
+pub mod passkey_routes;
 pub mod pending;
 pub mod recovery;
 pub mod routes;
@@ -48,10 +52,13 @@ pub struct MfaConfig {
     /// From `AUTHFLOW_MFA_KEY`.
     #[serde(skip_serializing)]
     pub key: Secret,
+    /// Passkeys (`[mfa.webauthn]`): offered when `rp_id` is set.
+    pub webauthn: passkey::WebauthnConfig,
 }
 
 impl Validate for MfaConfig {
     fn validate(&self, p: &mut Problems) {
+        p.section("webauthn", &self.webauthn);
         if self.required == Required::Never {
             return;
         }
@@ -69,15 +76,26 @@ impl Validate for MfaConfig {
 pub enum Proof {
     Totp,
     RecoveryCode,
+    /// A passkey, after a first factor (or for a step-up).
+    Passkey,
+    /// A passkey alone (`[mfa.webauthn] passwordless`): a discoverable credential whose
+    /// authenticator verified the user (PIN or biometric; `webauthn-rs` requires the UV flag
+    /// for every passkey). That is two factors in one gesture, something held (the key,
+    /// `hwk`) and something known or been (what unlocked it), as NIST SP 800-63B counts a
+    /// multi-factor cryptographic authenticator; so the session gets `["hwk", "mfa"]` and a
+    /// `mfa_time`, and routes with `mfa = true` let it in without asking again.
+    Passwordless,
 }
 
 impl Proof {
-    /// Its `amr` value (RFC 8176): `otp`; a recovery code is no standard method, and
-    /// `mfa` says that more than one factor was used.
+    /// Its `amr` value (RFC 8176): `otp`; `hwk` for a passkey (proof of possession of a
+    /// hardware-secured key); a recovery code is no standard method, and `mfa` says that
+    /// more than one factor was used (so too for a passkey alone, after its `hwk`).
     pub fn amr(self) -> &'static str {
         match self {
             Proof::Totp => "otp",
-            Proof::RecoveryCode => "mfa",
+            Proof::RecoveryCode | Proof::Passwordless => "mfa",
+            Proof::Passkey => "hwk",
         }
     }
 
@@ -85,6 +103,8 @@ impl Proof {
         match self {
             Proof::Totp => "totp",
             Proof::RecoveryCode => "recovery_code",
+            Proof::Passkey => "webauthn",
+            Proof::Passwordless => "passwordless",
         }
     }
 }
@@ -115,6 +135,8 @@ pub struct Mfa {
     pub required: Required,
     /// Tells the owner when a recovery code was used.
     mailer: Arc<Mailer>,
+    /// Passkeys; `None` when `[mfa.webauthn] rp_id` is unset.
+    pub passkeys: Option<passkey::Passkeys>,
 }
 
 /// How long a used code's step is remembered: past the window either side.
@@ -125,10 +147,13 @@ fn db(e: sqlx::Error) -> ApiError {
 }
 
 impl Mfa {
-    /// `None` when second factors are off (`required = "never"`).
+    /// `None` when second factors are off (`required = "never"`). `issuer` names the
+    /// product to authenticator apps and passkeys; `public_url` is the passkeys' origin
+    /// unless `[mfa.webauthn] origins` names them.
     pub fn new(
         cfg: &MfaConfig,
         issuer: &str,
+        public_url: &str,
         users: &dyn crate::users::UserProvider,
         states: Arc<dyn ShortLived>,
     ) -> Result<Option<Mfa>, String> {
@@ -146,7 +171,9 @@ impl Mfa {
             .chain_update(cfg.key.expose().as_bytes())
             .finalize()
             .into();
+        let passkeys = passkey::Passkeys::new(&cfg.webauthn, public_url, issuer, states.clone())?;
         Ok(Some(Mfa {
+            passkeys,
             store,
             cipher,
             code_key,
@@ -157,8 +184,50 @@ impl Mfa {
         }))
     }
 
+    /// What `user_id` has enrolled, as far as it counts: passkeys only while they are on.
     pub async fn enrolled(&self, user_id: &str) -> Result<Enrolled, ApiError> {
-        self.store.enrolled(user_id).await.map_err(db)
+        let mut e = self.store.enrolled(user_id).await.map_err(db)?;
+        if self.passkeys.is_none() {
+            e.passkeys = 0;
+        }
+        Ok(e)
+    }
+
+    /// The passkeys, or `NotFound` when they are off.
+    pub fn passkeys(&self) -> Result<&passkey::Passkeys, ApiError> {
+        self.passkeys.as_ref().ok_or(ApiError::NotFound)
+    }
+
+    pub fn store(&self) -> &MfaStore {
+        &self.store
+    }
+
+    /// Keeps a passkey `user_id` just registered under `name`. The account's first factor
+    /// of any kind also gets recovery codes (shown once, returned here), as a TOTP
+    /// enrolment does: a lost passkey must not mean a lost account.
+    pub async fn add_passkey(
+        &self,
+        user_id: &str,
+        key: &webauthn_rs::prelude::Passkey,
+        name: &str,
+    ) -> Result<(String, Option<Vec<String>>), ApiError> {
+        let before = self.store.enrolled(user_id).await.map_err(db)?;
+        let id = passkey::credential_id_text(key.cred_id());
+        let now = authflow_shared::now_ms() as i64;
+        if !self
+            .store
+            .add_passkey(user_id, &id, key, name, now)
+            .await
+            .map_err(db)?
+        {
+            return Err(ApiError::SecondFactor("this passkey is registered already"));
+        }
+        let codes = if before.recovery_codes == 0 && !before.totp {
+            Some(self.new_codes(user_id).await?)
+        } else {
+            None
+        };
+        Ok((id, codes))
     }
 
     /// Starts (or restarts) a TOTP enrolment; nothing counts until [`Mfa::confirm_totp`].

@@ -76,16 +76,16 @@ impl Enrollee {
 }
 
 impl Api {
-    fn mfa(&self) -> Result<&Mfa, ApiError> {
+    pub(super) fn mfa(&self) -> Result<&Mfa, ApiError> {
         self.accounts.mfa.as_ref().ok_or(ApiError::NotFound)
     }
 
-    fn pending_cookie(&self, value: &str, max_age: u64) -> String {
+    pub(super) fn pending_cookie(&self, value: &str, max_age: u64) -> String {
         self.sso.cookies.flow_cookie(COOKIE, value, max_age)
     }
 
     /// The pending cookie's secret, when the request has one.
-    fn pending_secret(&self, req: &ApiRequest) -> Option<String> {
+    pub(super) fn pending_secret(&self, req: &ApiRequest) -> Option<String> {
         match authflow_shared::cookie::find(
             req.cookies(),
             &self.sso.cookies.flow_cookie_name(COOKIE),
@@ -144,7 +144,7 @@ impl Api {
                 let e = mfa.enrolled(&record.user_id).await?;
                 Ok(json_response(
                     200,
-                    &json!({"totp": e.totp, "recovery_codes_left": e.recovery_codes, "methods": e.methods()}),
+                    &json!({"totp": e.totp, "passkeys": e.passkeys, "recovery_codes_left": e.recovery_codes, "methods": e.methods()}),
                 ))
             }
             Endpoint::MfaVerify => self.verify(mfa, req).await,
@@ -343,7 +343,7 @@ impl Api {
     }
 
     /// Writes the factor into session `id`: `amr` gains it, `mfa_time` is now.
-    async fn stepped_up(&self, id: &str, proof: Proof) -> Result<u64, ApiError> {
+    pub(super) async fn stepped_up(&self, id: &str, proof: Proof) -> Result<u64, ApiError> {
         let now = authflow_shared::now_ms();
         let amr = proof.amr();
         let updated = self

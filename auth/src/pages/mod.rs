@@ -14,6 +14,7 @@ pub mod templates;
 use crate::config::PagesConfig;
 use crate::endpoint::{Endpoint, Page, PAGE_PREFIX};
 use crate::http::{json_response, see_other, uncached, HttpResponse};
+use crate::mfa::store::PasskeyView;
 use crate::sessions::SessionView;
 use authflow_shared::request::{encode_query_value as encode, query_param as param};
 use bytes::Bytes;
@@ -27,6 +28,10 @@ use templates::{TemplateErrors, Templates};
 pub const STATIC_PREFIX: &str = "/auth/static/";
 /// The pages' own stylesheet (the `authflow.css` template), served from memory.
 const STYLESHEET: &str = "authflow.css";
+/// The passkey ceremonies' script, served from memory; the one script the pages run (on
+/// the pages that offer passkeys, whose CSP then allows scripts of this origin).
+const PASSKEY_SCRIPT: &str = "passkey.js";
+const PASSKEY_JS: &str = include_str!("passkey.js");
 /// Largest file served from `static_dir`.
 const MAX_STATIC_FILE: u64 = 8 * 1024 * 1024;
 
@@ -101,6 +106,9 @@ fn notice_message(notice: &str) -> Option<&'static str> {
         "others_signed_out" => "notice.others_signed_out",
         "password_changed" => "notice.password_changed",
         "mfa_disabled" => "notice.mfa_disabled",
+        "passkey_deleted" => "notice.passkey_deleted",
+        "passkey_added" => "notice.passkey_added",
+        "step_up" => "notice.step_up",
         _ => return None,
     })
 }
@@ -147,11 +155,18 @@ fn paths() -> Value {
         ("totp_confirm_action", Endpoint::TotpConfirm),
         ("totp_disable_action", Endpoint::TotpDisable),
         ("recovery_regenerate_action", Endpoint::RecoveryRegenerate),
+        ("passkey_register_start", Endpoint::PasskeyRegisterStart),
+        ("passkey_register_finish", Endpoint::PasskeyRegisterFinish),
+        ("passkey_delete_action", Endpoint::PasskeyDelete),
+        ("passkey_auth_start", Endpoint::PasskeyAuthStart),
+        ("passkey_auth_finish", Endpoint::PasskeyAuthFinish),
     ]
     .map(|(k, e)| (k, e.path()));
+    let script = ("passkey_script", format!("{STATIC_PREFIX}{PASSKEY_SCRIPT}"));
     pages
         .into_iter()
         .chain(actions)
+        .chain([script])
         .map(|(k, path)| (k, Value::from_safe_string(path)))
         .collect::<std::collections::BTreeMap<_, _>>()
         .into()
@@ -200,12 +215,25 @@ pub struct Pages {
     brand: Brand,
     paths: Value,
     csp: HeaderValue,
+    /// The same, allowing this origin's scripts (and `fetch` to it): for the pages that
+    /// offer passkeys.
+    csp_script: HeaderValue,
     stylesheet: Bytes,
     static_dir: Option<PathBuf>,
     static_cache: HeaderValue,
     warnings: Vec<String>,
     /// The ways to sign in the sign-in page offers ([`Pages::set_sign_in`]).
     sign_in: SignInOptions,
+    /// Whether passkeys are offered ([`Pages::set_passkeys`]).
+    passkeys: PasskeyOptions,
+}
+
+/// Where the pages offer passkeys: the code prompt and "Your devices" when they are on,
+/// the sign-in page too when a passkey alone signs in.
+#[derive(Debug, Clone, Copy, Default)]
+struct PasskeyOptions {
+    enabled: bool,
+    passwordless: bool,
 }
 
 /// What the sign-in page offers: a button per provider (above) and the password form.
@@ -276,6 +304,13 @@ impl Pages {
         let csp = format!(
             "default-src 'none'; style-src 'self'; img-src {img}; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
+        // Pages offering passkeys run one script, /auth/static/passkey.js, which posts JSON
+        // here: scripts and fetch from this origin, still no inline script or handler.
+        let csp_script = csp.replacen(
+            "default-src 'none';",
+            "default-src 'none'; script-src 'self'; connect-src 'self';",
+            1,
+        );
         let static_dir = match cfg.static_dir.as_deref() {
             Some(d) => Some(
                 std::fs::canonicalize(d)
@@ -288,6 +323,8 @@ impl Pages {
             brand,
             paths: paths(),
             csp: HeaderValue::from_str(&csp)
+                .map_err(|_| TemplateErrors(vec!["pages.logo_url: not usable in a CSP".into()]))?,
+            csp_script: HeaderValue::from_str(&csp_script)
                 .map_err(|_| TemplateErrors(vec!["pages.logo_url: not usable in a CSP".into()]))?,
             stylesheet: Bytes::from(css),
             static_dir,
@@ -305,9 +342,14 @@ impl Pages {
                     url: "/auth/sso/fixture".into(),
                 }],
             },
+            passkeys: PasskeyOptions {
+                enabled: true,
+                passwordless: true,
+            },
         };
         let errors = pages.check();
         pages.sign_in.providers.clear();
+        pages.passkeys = PasskeyOptions::default();
         if !errors.is_empty() {
             return Err(TemplateErrors(errors));
         }
@@ -345,6 +387,23 @@ impl Pages {
                 })
                 .collect(),
         };
+    }
+
+    /// Whether the pages offer passkeys (`[mfa.webauthn]` on), and a passkey alone signs in.
+    pub fn set_passkeys(&mut self, enabled: bool, passwordless: bool) {
+        self.passkeys = PasskeyOptions {
+            enabled,
+            passwordless: enabled && passwordless,
+        };
+    }
+
+    /// Whether `page` runs the passkey script.
+    fn runs_script(&self, page: Page) -> bool {
+        match page {
+            Page::MfaPrompt | Page::Devices => self.passkeys.enabled,
+            Page::SignIn => self.passkeys.passwordless,
+            _ => false,
+        }
     }
 
     /// What `check` and the log should say without refusing the config.
@@ -403,7 +462,8 @@ impl Pages {
             )));
         }
         let lang = self.language(headers);
-        Some(self.respond(&lang, self.render_page(page, &lang, query)))
+        let html = self.render_page(page, &lang, query);
+        Some(self.respond_page(&lang, html, self.runs_script(page)))
     }
 
     /// "Your devices": every session of the signed-in user, each but this one with a button
@@ -412,12 +472,14 @@ impl Pages {
     pub fn devices(
         &self,
         list: &[SessionView],
+        passkeys: &[PasskeyView],
         now_ms: u64,
         query: Option<&str>,
         headers: &http::HeaderMap,
     ) -> HttpResponse {
         let lang = self.language(headers);
-        self.respond(&lang, self.render_devices(list, now_ms, &lang, query))
+        let html = self.render_devices(list, passkeys, now_ms, &lang, query);
+        self.respond_page(&lang, html, self.runs_script(Page::Devices))
     }
 
     /// The HTML of `page` (not "Your devices") in `lang` for `query`.
@@ -434,6 +496,7 @@ impl Pages {
                     next => safe_next(param(query, "next").as_deref()),
                     password => self.sign_in.password,
                     providers => &self.sign_in.providers,
+                    passwordless => self.passkeys.passwordless,
                 },
             ),
             Page::Link => {
@@ -452,6 +515,7 @@ impl Pages {
                 context! {
                     next => safe_next(param(query, "next").as_deref()),
                     recovery => param(query, "recovery").is_some(),
+                    passkeys => self.passkeys.enabled,
                 },
             ),
             Page::MfaSetup => {
@@ -469,7 +533,7 @@ impl Pages {
             ),
             Page::Verified => ("verified.html", context! {}),
             Page::SignedOut => ("signed_out.html", context! {}),
-            Page::Devices => return self.render_devices(&[], 0, lang, query),
+            Page::Devices => return self.render_devices(&[], &[], 0, lang, query),
         };
         self.templates
             .render(template, self.context(lang, query, ctx))
@@ -530,6 +594,7 @@ impl Pages {
     pub fn render_devices(
         &self,
         list: &[SessionView],
+        passkeys: &[PasskeyView],
         now_ms: u64,
         lang: &str,
         query: Option<&str>,
@@ -547,9 +612,25 @@ impl Pages {
                 }
             })
             .collect();
+        let keys: Vec<Value> = passkeys
+            .iter()
+            .map(|k| {
+                context! {
+                    id => &k.id,
+                    name => &k.name,
+                    created => ago(now_ms, k.created_at.max(0) as u64),
+                    last_used => k.last_used_at.map(|t| ago(now_ms, t.max(0) as u64)),
+                }
+            })
+            .collect();
+        let passkeys = self.passkeys.enabled.then(|| context! { list => keys });
         self.templates.render(
             "devices.html",
-            self.context(lang, query, context! { sessions => sessions }),
+            self.context(
+                lang,
+                query,
+                context! { sessions => sessions, passkeys => passkeys },
+            ),
         )
     }
 
@@ -572,6 +653,11 @@ impl Pages {
     /// A rendered page as a response with the pages' security headers, or a 500 (logged)
     /// when rendering failed.
     fn respond(&self, lang: &str, html: Result<String, String>) -> HttpResponse {
+        self.respond_page(lang, html, false)
+    }
+
+    /// As [`Pages::respond`]; `script`: the page runs the passkey script.
+    fn respond_page(&self, lang: &str, html: Result<String, String>, script: bool) -> HttpResponse {
         let html = match html {
             Ok(h) => h,
             Err(e) => {
@@ -585,7 +671,8 @@ impl Pages {
         };
         let mut resp = uncached(200, Some("text/html; charset=utf-8"), Bytes::from(html));
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        let csp = if script { &self.csp_script } else { &self.csp };
+        h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
         if let Ok(v) = HeaderValue::from_str(lang) {
@@ -638,7 +725,13 @@ impl Pages {
                 results.push(self.render_page(page, &lang, fixture));
                 results.push(self.render_page(page, &lang, None));
             }
-            results.push(self.render_devices(&sessions, 7_200_000, &lang, fixture));
+            results.push(self.render_devices(
+                &sessions,
+                &fixture_passkeys(),
+                7_200_000,
+                &lang,
+                fixture,
+            ));
             results.push(self.templates.render(
                 "recovery_codes.html",
                 self.context(
@@ -647,7 +740,7 @@ impl Pages {
                     context! { codes => ["ABCDE-FGHIJ"], next => "/app/" },
                 ),
             ));
-            results.push(self.render_devices(&sessions, 7_200_000, &lang, None));
+            results.push(self.render_devices(&sessions, &[], 7_200_000, &lang, None));
             for mail in MailTemplate::ALL {
                 results.push(
                     self.mail(
@@ -674,6 +767,12 @@ impl Pages {
     fn static_file(&self, rest: &str) -> HttpResponse {
         if rest == STYLESHEET {
             return self.static_response("text/css; charset=utf-8", self.stylesheet.clone());
+        }
+        if rest == PASSKEY_SCRIPT {
+            return self.static_response(
+                "text/javascript; charset=utf-8",
+                Bytes::from_static(PASSKEY_JS.as_bytes()),
+            );
         }
         let not_found = || json_response(404, &serde_json::json!({"error": "not_found"}));
         let Some(root) = &self.static_dir else {
@@ -752,6 +851,20 @@ fn ago(now_ms: u64, then_ms: u64) -> Value {
         _ => ("time.days_ago", secs / 86_400),
     };
     context! { key => key, count => count }
+}
+
+/// Two passkeys, one never used, for checking the devices template.
+fn fixture_passkeys() -> Vec<PasskeyView> {
+    let key = |id: &str, name: &str, last_used_at| PasskeyView {
+        id: id.into(),
+        name: name.into(),
+        created_at: 0,
+        last_used_at,
+    };
+    vec![
+        key("AAEC", "Laptop", Some(3_600_000)),
+        key("AwQF", "Phone", None),
+    ]
 }
 
 /// Two sessions, this one and another, for checking the devices template.

@@ -93,6 +93,7 @@ fn every_page_renders_in_english_and_german() {
     let de = p
         .render_devices(
             &fixture_sessions(),
+            &[],
             5 * 86_400_000,
             "de",
             Some("notice=signed_out"),
@@ -104,7 +105,7 @@ fn every_page_renders_in_english_and_german() {
     );
     assert!(de.contains("Dieses Gerät ist abgemeldet."), "{de}");
     let en = p
-        .render_devices(&fixture_sessions(), 61_000, "en", None)
+        .render_devices(&fixture_sessions(), &[], 61_000, "en", None)
         .expect("devices");
     assert!(
         en.contains("signed in 1 min ago · last active just now"),
@@ -186,7 +187,9 @@ async fn hostile_values_show_escaped() {
     assert!(!body(resp).await.contains("<script>"));
     let mut sessions = fixture_sessions();
     sessions[1].device = "<img src=x onerror=alert(1)>".into();
-    let html = p.render_devices(&sessions, 0, "en", None).expect("devices");
+    let html = p
+        .render_devices(&sessions, &[], 0, "en", None)
+        .expect("devices");
     assert!(
         !html.contains("<img src=x") && html.contains("&lt;img src=x"),
         "{html}"
@@ -448,4 +451,78 @@ fn export_writes_a_starting_point_that_loads_unchanged() {
         pages_with(|c| c.templates_dir = Some(dir.path().display().to_string())).expect("pages");
     assert_eq!(p.overridden().len(), templates::EMBEDDED.len());
     assert!(templates::export(dir.path()).is_err(), "never overwrites");
+}
+
+#[tokio::test]
+async fn only_pages_offering_passkeys_run_the_one_script() {
+    let csp = |r: &HttpResponse| {
+        r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp")
+            .to_owned()
+    };
+    let mut p = pages();
+    let off = p.get("/auth/mfa", None, &headers("en")).expect("prompt");
+    assert!(!csp(&off).contains("script"), "{}", csp(&off));
+    assert!(!body(off).await.contains("<script"));
+
+    p.set_passkeys(true, false);
+    let on = p.get("/auth/mfa", None, &headers("en")).expect("prompt");
+    let policy = csp(&on);
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
+    let html = body(on).await;
+    assert!(
+        html.contains("<script src=\"/auth/static/passkey.js\" defer></script>")
+            && html.contains("Use a passkey")
+            && html.contains("data-start=\"/api/v1/simple_auth/mfa/webauthn/authenticate/start\""),
+        "{html}"
+    );
+    let signin = p
+        .get("/auth/signin", None, &headers("en"))
+        .expect("sign in");
+    assert!(
+        !csp(&signin).contains("script"),
+        "a password sign-in page runs nothing"
+    );
+    p.set_passkeys(true, true);
+    let signin = p
+        .get("/auth/signin", None, &headers("de"))
+        .expect("sign in");
+    assert!(csp(&signin).contains("script-src 'self'"));
+    assert!(body(signin).await.contains("Mit einem Passkey anmelden"));
+
+    let script = p
+        .get("/auth/static/passkey.js", None, &headers("en"))
+        .expect("js");
+    assert_eq!(
+        script.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(body(script).await.contains("navigator.credentials"));
+}
+
+#[test]
+fn your_devices_lists_passkeys_with_a_form_each() {
+    let mut p = pages();
+    p.set_passkeys(true, false);
+    let keys = vec![PasskeyView {
+        id: "AAEC".into(),
+        name: "<b>Laptop</b>".into(),
+        created_at: 0,
+        last_used_at: None,
+    }];
+    let html = p
+        .render_devices(&fixture_sessions(), &keys, 120_000, "en", None)
+        .expect("devices");
+    assert!(html.contains("&lt;b&gt;Laptop"), "{html}");
+    assert!(html.contains("added 2 min ago · last used never"), "{html}");
+    assert!(html.contains("name=\"id\" value=\"AAEC\""), "{html}");
+    assert!(html.contains("Add a passkey"), "{html}");
+    let none = p
+        .render_devices(&fixture_sessions(), &[], 0, "de", None)
+        .expect("devices");
+    assert!(none.contains("Noch keine Passkeys."), "{none}");
 }
