@@ -12,7 +12,7 @@ use authflow_gateway::config::AuthMode;
 use authflow_shared::store::SessionStore;
 use authflow_shared::token::SessionToken;
 use serde_json::json;
-use support::browser::{location, query_param, Browser, PUBLIC_URL};
+use support::browser::{link_refuses_strangers, location, query_param, Browser, PUBLIC_URL};
 use support::oidc::{BadIdToken, OidcAccount, OidcProvider, ALICE, BOB, EVE};
 use support::*;
 
@@ -304,28 +304,8 @@ async fn an_existing_account_is_linked_only_with_its_password() {
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/auth/link?provider=test");
     assert!(b.session().is_none(), "no session before the password");
-    let page = b
-        .get("/auth/link?provider=test")
-        .await
-        .text()
-        .await
-        .expect("page");
-    assert!(page.contains("Test IdP"), "{page}");
-    // A wrong password: refused, and the link keeps waiting.
-    let r = b
-        .post_json(
-            "/api/v1/simple_auth/sso/link",
-            json!({"password": "not the password"}),
-        )
-        .await;
-    assert_eq!(r.status(), 401);
-    assert!(b.session().is_none());
-    // Another browser without the link's cookie cannot use it.
     let mut other = s.browser();
-    let r = other
-        .post_json("/api/v1/simple_auth/sso/link", json!({"password": PW}))
-        .await;
-    assert_eq!(r.status(), 400);
+    link_refuses_strangers(&mut b, &mut other, "test", "Test IdP").await;
     // The right one: linked and signed in, with both methods in amr.
     let r = b
         .post_form("/api/v1/simple_auth/sso/link", &[("password", PW)])

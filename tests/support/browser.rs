@@ -123,3 +123,31 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
+
+/// On the "link your account" page of provider `id` (its button label `name`): the page
+/// names the provider, a wrong password is refused and the link keeps waiting, and another
+/// browser (`other`, without the link's cookie) cannot use it. `b` has just been sent there.
+pub async fn link_refuses_strangers(b: &mut Browser, other: &mut Browser, id: &str, name: &str) {
+    let page = b
+        .get(&format!("/auth/link?provider={id}"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains(name), "{page}");
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/sso/link",
+            serde_json::json!({"password": "not the password"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(b.session().is_none());
+    let r = other
+        .post_json(
+            "/api/v1/simple_auth/sso/link",
+            serde_json::json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400, "no link cookie in this browser");
+}
