@@ -6,7 +6,10 @@
 //! with a template carrying an inline script that the Content-Security-Policy must stop. Then
 //! sign-in through an OpenID provider (the test `oidc-provider`, another site): /app/ → the
 //! sign-in page's "Sign in with Test IdP" → the provider's login form → back on /app/ signed
-//! in. A screenshot of each page is kept in `target/screenshots/`.
+//! in. Then passkeys with Chromium's virtual authenticator (WebDriver's WebAuthn extension):
+//! add one on "Your devices", sign out, sign in with the password, "Use a passkey" at the
+//! code prompt, signed in; with user verification failing, the prompt refuses. A screenshot
+//! of each page is kept in `target/screenshots/`.
 
 mod support;
 
@@ -121,6 +124,11 @@ impl Browser {
 
 /// A WebDriver session in headless Chromium whose requests say `Accept-Language: {langs}`.
 async fn connect(driver: &ChromeDriver, langs: &str) -> fantoccini::Client {
+    connect_with(driver, langs, false).await
+}
+
+/// As [`connect`]; `webauthn`: the session may add virtual authenticators.
+async fn connect_with(driver: &ChromeDriver, langs: &str, webauthn: bool) -> fantoccini::Client {
     let profile = driver
         ._profile
         .path()
@@ -136,6 +144,13 @@ async fn connect(driver: &ChromeDriver, langs: &str) -> fantoccini::Client {
         }
     }))
     .expect("caps");
+    let mut caps = caps;
+    if webauthn {
+        caps.insert(
+            "webauthn:virtualAuthenticators".into(),
+            serde_json::Value::Bool(true),
+        );
+    }
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", driver.port))
@@ -426,5 +441,199 @@ async fn a_person_signs_in_through_an_openid_provider_in_chromium() {
         "{text}"
     );
     b.shot("22-app-signed-in-through-provider").await;
+    b.c.close().await.expect("close");
+}
+
+/// A command of the W3C WebDriver WebAuthn extension (fantoccini has none of its own:
+/// jonhoo/fantoccini#179): `POST /session/{id}/webauthn/{path}` with a JSON body.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    path: String,
+    body: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/webauthn/{}", self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.body.to_string()))
+    }
+}
+
+/// Adds a virtual CTAP2 platform authenticator that holds discoverable credentials and
+/// verifies its user (as a fingerprint reader would); its id.
+async fn add_authenticator(c: &fantoccini::Client) -> String {
+    let id = c
+        .issue_cmd(WebAuthnCommand {
+            path: "authenticator".into(),
+            body: serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+                "automaticPresenceSimulation": true,
+            }),
+        })
+        .await
+        .expect("virtual authenticator");
+    id.as_str().expect("authenticator id").to_owned()
+}
+
+/// From now on the authenticator's user verification succeeds (`true`) or fails.
+async fn set_user_verified(c: &fantoccini::Client, authenticator: &str, verified: bool) {
+    c.issue_cmd(WebAuthnCommand {
+        path: format!("authenticator/{authenticator}/uv"),
+        body: serde_json::json!({ "isUserVerified": verified }),
+    })
+    .await
+    .expect("set user verified");
+}
+
+impl Browser {
+    async fn click(&self, css: &str) {
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .expect(css)
+            .click()
+            .await
+            .expect("click");
+    }
+
+    async fn sign_in_with_password(&self, email: &str) {
+        self.c
+            .goto(&format!("{}/auth/signin?next=/app/", self.base))
+            .await
+            .expect("goto");
+        self.fill("#email", email).await;
+        self.fill("#password", "correct horse battery").await;
+        self.submit().await;
+    }
+
+    async fn sign_out(&self) {
+        self.c
+            .goto(&format!("{}/app/", self.base))
+            .await
+            .expect("goto");
+        self.wait_for_path("/app/").await;
+        self.submit().await; // the app's "Sign out" button
+        self.wait_for_path("/auth/signed-out").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_is_added_and_signs_in_as_the_second_factor_in_chromium() {
+    // `localhost`, as `up` advertises it: the RP ID, and a secure context over http.
+    let port = free_port();
+    let base = format!("http://localhost:{port}");
+    let up = Up::start_on(port, &[], &[("AUTHFLOW_MFA_WEBAUTHN_RP_ID", "localhost")]).await;
+    let email = "pia@example.com";
+    register_through(&up.url(""), &up.outbox(), email, "correct horse battery").await;
+    let driver = chromedriver().await;
+    let b = Browser {
+        c: connect_with(&driver, "en-US,en", true).await,
+        base,
+        shots: screenshots_dir(),
+    };
+    let authenticator = add_authenticator(&b.c).await;
+
+    // No second factor yet: the password signs in. Then "Add a passkey" on Your devices.
+    b.sign_in_with_password(email).await;
+    b.wait_for_path("/app/").await;
+    b.c.goto(&format!("{}/auth/sessions", b.base))
+        .await
+        .expect("goto");
+    b.wait_for_path("/auth/sessions").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("No passkeys yet.") && text.contains("Add a passkey"),
+        "{text}"
+    );
+    b.fill("#passkey_name", "Virtual laptop").await;
+    b.shot("30-your-devices-add-a-passkey").await;
+    b.click("button[data-passkey-go]").await;
+    // The account's first factor: its recovery codes, shown once, on the page.
+    b.c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-passkey-codes] li code"))
+        .await
+        .expect("the recovery codes");
+    let codes =
+        b.c.find_all(Locator::Css("[data-passkey-codes] li code"))
+            .await
+            .expect("codes");
+    assert_eq!(codes.len(), 10);
+    b.shot("31-passkey-added-recovery-codes").await;
+    b.click("[data-passkey-codes] a.button").await;
+    b.wait_for_path("/auth/sessions?notice=passkey_added").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("Virtual laptop") && text.contains("last used never"),
+        "{text}"
+    );
+    b.shot("32-your-devices-with-a-passkey").await;
+
+    // Signed out, the password alone no longer signs in: the prompt, where the passkey does.
+    b.sign_out().await;
+    b.sign_in_with_password(email).await;
+    assert_eq!(b.wait_for_path("/auth/mfa").await, "/auth/mfa?next=/app/");
+    b.c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(
+            "div.passkey:not([hidden]) button[data-passkey-go]",
+        ))
+        .await
+        .expect("the script shows the passkey button");
+    assert!(b.text().await.contains("Use a passkey"));
+    b.shot("33-code-prompt-use-a-passkey").await;
+    b.click("button[data-passkey-go]").await;
+    b.wait_for_path("/app/").await;
+    let text = b.text().await;
+    assert!(text.contains(&format!("Signed in as {email}")), "{text}");
+    b.shot("34-app-signed-in-with-a-passkey").await;
+    b.c.goto(&format!("{}/auth/sessions", b.base))
+        .await
+        .expect("goto");
+    b.wait_for_path("/auth/sessions").await;
+    let text = b.text().await;
+    assert!(
+        !text.contains("last used never"),
+        "the use is recorded: {text}"
+    );
+
+    // The authenticator can no longer verify its user: the passkey is refused.
+    b.sign_out().await;
+    set_user_verified(&b.c, &authenticator, false).await;
+    b.sign_in_with_password(email).await;
+    b.wait_for_path("/auth/mfa").await;
+    b.click("button[data-passkey-go]").await;
+    let alert =
+        b.c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("[data-passkey-alert]:not([hidden])"))
+            .await
+            .expect("the refusal");
+    let said = alert.text().await.expect("text");
+    assert!(said.contains("The passkey was not accepted"), "{said}");
+    assert!(
+        b.path().await.starts_with("/auth/mfa"),
+        "still at the prompt"
+    );
+    b.shot("35-passkey-refused-without-user-verification").await;
+    let cookies = b.c.get_all_cookies().await.expect("cookies");
+    assert!(
+        !cookies.iter().any(|c| c.name().contains("session")),
+        "no session: {cookies:?}"
+    );
     b.c.close().await.expect("close");
 }

@@ -2,7 +2,9 @@
 //! the code an authenticator app would show, sign-in that waits for the code, one use per
 //! code (also across two auth instances), the drift window, the throttle on parallel
 //! guesses, recovery codes (single use, mailed), disabling, a reset voiding a pending step,
-//! and step-up.
+//! and step-up. Passkeys as far as they go without an authenticator (the ceremonies with
+//! Chromium's virtual one are in tests/browser.rs): the challenges, and no garbage answered
+//! with a 5xx.
 
 mod support;
 
@@ -496,4 +498,215 @@ async fn the_pages_work_without_javascript() {
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/app/x");
     assert!(c.session().is_some());
+}
+
+/// A service with passkeys on (`rp_id` localhost, the origin its public URL).
+async fn passkey_service(redis: &Redis, passwordless: bool) -> AuthService {
+    start(mfa_config(redis, |c| {
+        c.mail.base_url = "http://localhost:8000".into();
+        c.mfa.webauthn.rp_id = Some("localhost".into());
+        c.mfa.webauthn.passwordless = passwordless;
+    }))
+    .await
+}
+
+/// A well-formed answer from no authenticator at all: random bytes where the signature and
+/// the authenticator's data would be.
+fn forged_assertion() -> Value {
+    json!({
+        "id": "AAECAwQFBgc",
+        "rawId": "AAECAwQFBgc",
+        "type": "public-key",
+        "response": {
+            "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+            "authenticatorData": "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ",
+            "signature": "MEUCIQD",
+            "userHandle": null
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_ceremonies_answer_challenges_and_garbage_is_a_4xx() {
+    let redis = Redis::start().await;
+    let svc = passkey_service(&redis, false).await;
+    register_through(&svc.url(""), &svc.outbox(), "pa@example.com", PW).await;
+    let mut b = Browser::new(&svc.url(""));
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/signin",
+            json!({"email": "pa@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "no factor yet: a session");
+
+    // Registration: a challenge for this account, user verification required.
+    let r = b
+        .post_json("/api/v1/simple_auth/mfa/webauthn/register/start", json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let c = json(r).await;
+    let ceremony = c["ceremony"].as_str().expect("ceremony id").to_owned();
+    let pk = &c["publicKey"];
+    assert_eq!(pk["rp"]["id"], "localhost", "{c}");
+    assert_eq!(pk["user"]["name"], "pa@example.com");
+    assert!(
+        pk["challenge"].as_str().expect("challenge").len() >= 43,
+        "{c}"
+    );
+    assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
+    assert_ne!(pk["authenticatorSelection"]["residentKey"], "required");
+
+    // A finish that is no credential at all, then one no authenticator made: 4xx, JSON.
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/register/finish",
+            json!({"ceremony": ceremony, "name": "Laptop", "credential": {"hello": 1}}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(json(r).await["field"], "credential");
+    let r = b
+        .post_json("/api/v1/simple_auth/mfa/webauthn/register/start", json!({}))
+        .await;
+    let ceremony = json(r).await["ceremony"].as_str().expect("id").to_owned();
+    let forged = json!({
+        "id": "AAECAwQFBgc", "rawId": "AAECAwQFBgc", "type": "public-key",
+        "response": {"clientDataJSON": "e30", "attestationObject": "oA"}
+    });
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/register/finish",
+            json!({"ceremony": ceremony, "name": "Laptop", "credential": forged}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(json(r).await["error"], "invalid_code");
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/register/finish",
+            json!({"ceremony": ceremony, "name": "Laptop", "credential": forged}),
+        )
+        .await;
+    assert_eq!(r.status(), 400, "a ceremony is used once");
+    assert_eq!(json(r).await["error"], "invalid_token");
+    let r = b.get("/api/v1/simple_auth/mfa/webauthn").await;
+    assert_eq!(
+        json(r).await["passkeys"],
+        json!([]),
+        "nothing was registered"
+    );
+
+    // Authentication: nothing to authenticate with yet; garbage and unknown ceremonies.
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/authenticate/start",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    for body in [
+        json!({"ceremony": "nope", "credential": {}}),
+        json!({"ceremony": "nope", "credential": forged_assertion()}),
+        json!({"ceremony": "", "credential": forged_assertion()}),
+        json!({"credential": forged_assertion()}),
+        json!([1, 2, 3]),
+    ] {
+        let r = b
+            .post_json(
+                "/api/v1/simple_auth/mfa/webauthn/authenticate/finish",
+                body.clone(),
+            )
+            .await;
+        let status = r.status().as_u16();
+        let answer = json(r).await;
+        assert!((400..500).contains(&status), "{body} -> {status} {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    // Without a session or a pending sign-in, and passwordless off: nobody to start for.
+    let r = client()
+        .post(svc.api("mfa/webauthn/authenticate/start"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 401);
+    // Removing a passkey wants a fresh second factor, which a password alone is not.
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/delete",
+            json!({"id": "AAECAwQFBgc"}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let r = b
+        .post_form(
+            "/api/v1/simple_auth/mfa/webauthn/delete",
+            &[("id", "AAECAwQFBgc")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/auth/mfa?notice=step_up&next=/auth/sessions");
+    // The devices page offers them, with the script its CSP allows.
+    let r = b.get("/auth/sessions").await;
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let page = r.text().await.expect("page");
+    assert!(
+        page.contains("Add a passkey") && page.contains("No passkeys yet."),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwordless_starts_a_discoverable_ceremony_for_anyone() {
+    let redis = Redis::start().await;
+    let svc = passkey_service(&redis, true).await;
+    let mut b = Browser::new(&svc.url(""));
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/authenticate/start",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let c = json(r).await;
+    assert!(c["publicKey"]["challenge"].is_string(), "{c}");
+    assert_eq!(c["publicKey"]["userVerification"], "required", "{c}");
+    assert!(
+        c["publicKey"]["allowCredentials"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "the authenticator chooses: {c}"
+    );
+    assert!(c.get("mediation").is_none(), "a button, not autofill: {c}");
+    // An answer naming no passkey anyone has: refused, and no session.
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/webauthn/authenticate/finish",
+            json!({"ceremony": c["ceremony"], "credential": forged_assertion()}),
+        )
+        .await;
+    let status = r.status().as_u16();
+    assert!((400..500).contains(&status), "{status}");
+    assert!(b.session().is_none());
+    // Passkeys made here must be discoverable, so that they can name their account.
+    register_through(&svc.url(""), &svc.outbox(), "pl@example.com", PW).await;
+    b.post_json(
+        "/api/v1/simple_auth/signin",
+        json!({"email": "pl@example.com", "password": PW}),
+    )
+    .await;
+    let r = b
+        .post_json("/api/v1/simple_auth/mfa/webauthn/register/start", json!({}))
+        .await;
+    let c = json(r).await;
+    let sel = &c["publicKey"]["authenticatorSelection"];
+    assert_eq!(sel["residentKey"], "required", "{c}");
+    assert_eq!(sel["requireResidentKey"], true, "{c}");
+    let page = b.get("/auth/signin").await.text().await.expect("page");
+    assert!(page.contains("Sign in with a passkey"), "{page}");
 }

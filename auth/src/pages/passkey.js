@@ -146,6 +146,7 @@
           });
           codes.hidden = false;
           button.hidden = true;
+          codes.scrollIntoView({ block: "start" });
           return;
         }
         window.location.assign(section.getAttribute("data-done"));
