@@ -130,6 +130,12 @@ fn auth_flags(args: &UpArgs, auth: &mut AuthConfig, o: &mut Overrides) {
     if !auth.mfa.key.is_empty() {
         auth.mfa.required = authflow_auth::mfa::Required::Optional;
         o.set("mfa.required", "authflow up");
+        // Passkeys on localhost (browsers allow WebAuthn over plain http there only); the
+        // origin is the gateway's, from mail.base_url above.
+        if auth.mfa.webauthn.rp_id.is_none() {
+            auth.mfa.webauthn.rp_id = Some("localhost".into());
+            o.set("mfa.webauthn.rp_id", "authflow up");
+        }
     }
     if let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) {
         auth.identity
