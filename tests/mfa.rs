@@ -343,8 +343,9 @@ async fn disabling_needs_the_password_and_a_code_and_ends_other_sessions() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    // The other browser's, and the one `enrolled` signed in before the confirmation.
-    assert_eq!(json(r).await["revoked"], 2);
+    // The other browser's (the one `enrolled` signed in before the confirmation was signed
+    // out by the confirmation itself).
+    assert_eq!(json(r).await["revoked"], 1);
     assert_eq!(
         other.get("/api/v1/simple_auth/sessions").await.status(),
         401
@@ -709,4 +710,100 @@ async fn passwordless_starts_a_discoverable_ceremony_for_anyone() {
     assert_eq!(sel["requireResidentKey"], true, "{c}");
     let page = b.get("/auth/signin").await.text().await.expect("page");
     assert!(page.contains("Sign in with a passkey"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_belongs_to_the_session_that_began_it() {
+    let redis = Redis::start().await;
+    let svc = start(mfa_config(&redis, |_| {})).await;
+    register_through(&svc.url(""), &svc.outbox(), "ivy@example.com", PW).await;
+    let sign_in = || async {
+        let mut b = Browser::new(&svc.url(""));
+        let r = b
+            .post_json(
+                "/api/v1/simple_auth/signin",
+                json!({"email": "ivy@example.com", "password": PW}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        b
+    };
+    let mut owner = sign_in().await;
+    // Someone else holding the password, signed in before the owner turns the factor on.
+    let mut thief = sign_in().await;
+    let r = owner
+        .post_json("/api/v1/simple_auth/mfa/totp/enroll", json!({}))
+        .await;
+    let secret = json(r).await["secret"].as_str().expect("secret").to_owned();
+    // The thief sees another secret, never the owner's, and cannot replace it.
+    let page = thief
+        .get("/auth/mfa/setup")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        !page.contains(&secret),
+        "the owner's secret leaked to another session"
+    );
+    let r = thief
+        .post_json("/api/v1/simple_auth/mfa/totp/enroll", json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let app = App::new(&secret);
+    fresh_step(8).await;
+    let r = thief
+        .post_json(
+            "/api/v1/simple_auth/mfa/totp/confirm",
+            json!({"code": app.code(0)}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        401,
+        "the owner's code does not confirm the thief's enrolment"
+    );
+    let r = owner
+        .post_json(
+            "/api/v1/simple_auth/mfa/totp/confirm",
+            json!({"code": app.code(0)}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Turning the factor on signed the thief out, and the owner is told.
+    assert_eq!(
+        thief.get("/api/v1/simple_auth/sessions").await.status(),
+        401
+    );
+    wait_for_mail(&svc.outbox(), "ivy@example.com", "second factors").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_that_must_enrol_is_bound_to_its_device() {
+    let redis = Redis::start().await;
+    let svc = start(mfa_config(&redis, |c| c.mfa.required = Required::Always)).await;
+    register_through(&svc.url(""), &svc.outbox(), "jo@example.com", PW).await;
+    let mut b = Browser::new(&svc.url(""));
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/signin",
+            json!({"email": "jo@example.com", "password": PW}),
+        )
+        .await;
+    assert_eq!(json(r).await["methods"], json!(["totp_enroll"]));
+    let pending = b.jar.get("authflow_mfa").expect("pending cookie").clone();
+    // The cookie carried to another device: refused, and used up.
+    let r = client()
+        .post(svc.api("mfa/totp/enroll"))
+        .header("user-agent", "Another Device/9")
+        .header("cookie", format!("authflow_mfa={pending}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(r.status(), 400);
+    let r = b
+        .post_json("/api/v1/simple_auth/mfa/totp/enroll", json!({}))
+        .await;
+    assert_eq!(r.status(), 401, "the pending sign-in is gone");
 }

@@ -40,6 +40,8 @@ pub enum MailKind {
     Reset,
     /// "A recovery code of yours was used" (never held back by the cooldown).
     RecoveryCodeUsed,
+    /// "Your second factors changed" (one added or removed, new recovery codes).
+    FactorsChanged,
 }
 
 impl MailKind {
@@ -49,6 +51,7 @@ impl MailKind {
             MailKind::Verification => "verify",
             MailKind::Reset => "reset",
             MailKind::RecoveryCodeUsed => "recovery_code_used",
+            MailKind::FactorsChanged => "factors_changed",
         }
     }
 }
@@ -271,6 +274,19 @@ impl Mailer {
         Outgoing {
             kind: MailKind::RecoveryCodeUsed,
             template: MailTemplate::RecoveryCodeUsed,
+            to: to.to_owned(),
+            lang: lang.to_owned(),
+            link: format!("{}{}", self.base_url, Page::Devices.path()),
+            valid_minutes: 0,
+        }
+    }
+
+    /// "The second factors of your account changed", with where to see them (and to change
+    /// the password, if it was not the owner).
+    pub fn factors_changed(&self, to: &str, lang: &str) -> Outgoing {
+        Outgoing {
+            kind: MailKind::FactorsChanged,
+            template: MailTemplate::FactorsChanged,
             to: to.to_owned(),
             lang: lang.to_owned(),
             link: format!("{}{}", self.base_url, Page::Devices.path()),

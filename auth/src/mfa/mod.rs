@@ -139,6 +139,17 @@ pub struct Mfa {
     pub passkeys: Option<passkey::Passkeys>,
 }
 
+/// How long an enrolment waits for its confirmation.
+const ENROLMENT_TTL: Duration = Duration::from_secs(900);
+
+/// Where the enrolment `binder` began waits.
+fn enrolment_key(binder: &str) -> String {
+    format!(
+        "totp-enrol:{}",
+        authflow_shared::digest::hash_hex(binder.as_bytes())
+    )
+}
+
 /// How long a used code's step is remembered: past the window either side.
 const STEP_MEMORY: Duration = Duration::from_secs(120);
 
@@ -230,53 +241,98 @@ impl Mfa {
         Ok((id, codes))
     }
 
-    /// Starts (or restarts) a TOTP enrolment; nothing counts until [`Mfa::confirm_totp`].
-    pub async fn begin_totp(&self, user_id: &str, email: &str) -> Result<Enrolment, ApiError> {
+    /// Starts (or restarts) a TOTP enrolment for whoever `binder` names (a session id, or
+    /// a pending sign-in's secret): the secret waits in the shared store under that name
+    /// only, so no other session of the account can see or replace it, and nothing counts
+    /// until [`Mfa::confirm_totp`] with the same binder.
+    pub async fn begin_totp(
+        &self,
+        user_id: &str,
+        email: &str,
+        binder: &str,
+    ) -> Result<Enrolment, ApiError> {
+        self.refuse_if_enrolled(user_id).await?;
         let secret = totp::new_secret();
-        let sealed = self.cipher.encrypt(&secret);
-        let now = authflow_shared::now_ms() as i64;
-        if !self
-            .store
-            .begin_totp(user_id, &sealed, now)
-            .await
-            .map_err(db)?
-        {
-            return Err(ApiError::SecondFactor(
-                "an authenticator is already enrolled: disable it first",
-            ));
-        }
-        let uri = totp::otpauth_uri(&secret, &self.issuer, email);
-        Ok(Enrolment {
-            secret: totp::base32(&secret),
-            qr_svg: totp::qr_svg(&uri).unwrap_or_default(),
-            otpauth_uri: uri,
-        })
+        let key = enrolment_key(binder);
+        let _ = self.states.take(&key).await?;
+        self.states
+            .put_new(&key, &self.cipher.encrypt(&secret), ENROLMENT_TTL)
+            .await?;
+        Ok(self.enrolment_of(&secret, email))
     }
 
-    /// Confirms the enrolment with a code from the app; the recovery codes, shown once.
-    pub async fn confirm_totp(&self, user_id: &str, code: &str) -> Result<Vec<String>, ApiError> {
-        let Some((sealed, confirmed)) = self.store.totp_secret(user_id).await.map_err(db)? else {
+    /// The enrolment `binder` began and has not confirmed (the setup page shows the same
+    /// secret again rather than a new one the person has not scanned); else a new one.
+    pub async fn enrolment(
+        &self,
+        user_id: &str,
+        email: &str,
+        binder: &str,
+    ) -> Result<Enrolment, ApiError> {
+        self.refuse_if_enrolled(user_id).await?;
+        let key = enrolment_key(binder);
+        let Some(sealed) = self.states.take(&key).await? else {
+            return self.begin_totp(user_id, email, binder).await;
+        };
+        self.states.put_new(&key, &sealed, ENROLMENT_TTL).await?;
+        Ok(self.enrolment_of(&self.open(&sealed)?, email))
+    }
+
+    /// Confirms `binder`'s enrolment with a code from the app: the authenticator is on, and
+    /// the recovery codes come back, shown once.
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+        binder: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let key = enrolment_key(binder);
+        let Some(sealed) = self.states.take(&key).await? else {
             return Err(ApiError::SecondFactor(
                 "no enrolment to confirm: start one first",
             ));
         };
-        if confirmed {
-            return Err(ApiError::SecondFactor("already confirmed"));
+        if let Err(e) = self.check_totp_secret(user_id, &sealed, code).await {
+            self.states.put_new(&key, &sealed, ENROLMENT_TTL).await?;
+            return Err(e);
         }
-        self.check_totp_secret(user_id, &sealed, code).await?;
         let codes = recovery::new_set();
         let now = authflow_shared::now_ms() as i64;
         if !self
             .store
-            .confirm_totp(user_id, &self.hashes(&codes), now)
+            .enable_totp(user_id, &sealed, &self.hashes(&codes), now)
             .await
             .map_err(db)?
         {
             return Err(ApiError::SecondFactor(
-                "no enrolment to confirm: start one first",
+                "an authenticator is already enrolled",
             ));
         }
         Ok(codes)
+    }
+
+    async fn refuse_if_enrolled(&self, user_id: &str) -> Result<(), ApiError> {
+        match self.store.totp_secret(user_id).await.map_err(db)? {
+            Some((_, true)) => Err(ApiError::SecondFactor(
+                "an authenticator is already enrolled: disable it first",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn open(&self, sealed: &str) -> Result<Vec<u8>, ApiError> {
+        self.cipher.decrypt(sealed).map_err(|_| {
+            ApiError::UserStore("a TOTP secret cannot be decrypted with AUTHFLOW_MFA_KEY".into())
+        })
+    }
+
+    fn enrolment_of(&self, secret: &[u8], email: &str) -> Enrolment {
+        let uri = totp::otpauth_uri(secret, &self.issuer, email);
+        Enrolment {
+            secret: totp::base32(secret),
+            qr_svg: totp::qr_svg(&uri).unwrap_or_default(),
+            otpauth_uri: uri,
+        }
     }
 
     /// Checks `code` against `user_id`'s factors: a TOTP code (its time step accepted once,
@@ -341,31 +397,18 @@ impl Mfa {
         Ok(codes)
     }
 
+    /// Mails the owner (in `lang`) that their second factors changed; nothing when the
+    /// account's address is not known (not verified).
+    pub fn factors_changed(&self, email: &str, lang: &str) {
+        if !email.is_empty() {
+            self.mailer.queue(self.mailer.factors_changed(email, lang));
+        }
+    }
+
     /// Mails the owner that a recovery code of theirs was used (in `lang`).
     pub fn recovery_code_used(&self, email: &str, lang: &str) {
         self.mailer
             .queue(self.mailer.recovery_code_used(email, lang));
-    }
-
-    /// The enrolment waiting for its confirmation, if any (the setup page shows the same
-    /// secret again rather than a new one the person has not scanned); else a new one.
-    pub async fn enrolment(&self, user_id: &str, email: &str) -> Result<Enrolment, ApiError> {
-        match self.store.totp_secret(user_id).await.map_err(db)? {
-            Some((sealed, false)) => {
-                let secret = self.cipher.decrypt(&sealed).map_err(|_| {
-                    ApiError::UserStore(
-                        "a TOTP secret cannot be decrypted with AUTHFLOW_MFA_KEY".into(),
-                    )
-                })?;
-                let uri = totp::otpauth_uri(&secret, &self.issuer, email);
-                Ok(Enrolment {
-                    secret: totp::base32(&secret),
-                    qr_svg: totp::qr_svg(&uri).unwrap_or_default(),
-                    otpauth_uri: uri,
-                })
-            }
-            _ => self.begin_totp(user_id, email).await,
-        }
     }
 
     pub async fn disable(&self, user_id: &str) -> Result<(), ApiError> {

@@ -176,6 +176,8 @@ impl Api {
         let (key_id, codes) = mfa.add_passkey(&user_id, &key, &name).await?;
         self.stepped_up(&id, Proof::Passkey).await?;
         tracing::info!(user = %user_id, "passkey registered");
+        let lang = self.pages.language(&req.headers);
+        mfa.factors_changed(record.email.as_deref().unwrap_or(""), &lang);
         Ok(json_response(
             200,
             &json!({"id": key_id, "name": name, "recovery_codes": codes}),
@@ -205,6 +207,8 @@ impl Api {
             return Err(ApiError::NotFound);
         }
         tracing::info!(user = %record.user_id, "passkey deleted");
+        let lang = self.pages.language(&req.headers);
+        mfa.factors_changed(record.email.as_deref().unwrap_or(""), &lang);
         Ok(json_response(200, &json!({"status": "deleted"})))
     }
 

@@ -73,6 +73,15 @@ impl Enrollee {
             Enrollee::Pending(_, p) => (&p.user_id, &p.email),
         }
     }
+
+    /// What an enrolment in flight is bound to: this session, or this pending sign-in. No
+    /// other session of the account sees or replaces it.
+    fn binder(&self) -> String {
+        match self {
+            Enrollee::Session(id, _) => format!("session:{id}"),
+            Enrollee::Pending(secret, _) => format!("pending:{secret}"),
+        }
+    }
 }
 
 impl Api {
@@ -151,7 +160,7 @@ impl Api {
             Endpoint::TotpEnroll => {
                 let who = self.enrollee(req).await?;
                 let (user, email) = who.user_email();
-                let enrolment = mfa.begin_totp(user, email).await?;
+                let enrolment = mfa.begin_totp(user, email, &who.binder()).await?;
                 Ok(json_response(200, &json!(enrolment)))
             }
             Endpoint::TotpConfirm => self.confirm(mfa, req).await,
@@ -174,6 +183,11 @@ impl Api {
         let p = pending::take(store, &secret)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
+        // The device that gave the password, or nobody (the pending sign-in is used up).
+        if !fingerprint::matches(&p.fingerprint, &self.accounts.sessions.fingerprint_of(req)) {
+            tracing::warn!(user = %p.user_id, "enrolment from another device than the password: refused");
+            return Err(ApiError::InvalidToken);
+        }
         // Looked at, not used: put back for the confirmation.
         pending::put(store, &secret, &p).await?;
         if !p.must_enrol {
@@ -193,11 +207,13 @@ impl Api {
             });
         };
         let who = self.enrollee(req).await?;
-        let (user, _) = who.user_email();
+        let (user, email) = who.user_email();
+        let (user, email) = (user.to_owned(), email.to_owned());
+        let (user, email) = (user.as_str(), email.as_str());
         let codes = self
             .accounts
             .throttle
-            .guard_code(user, mfa.confirm_totp(user, code))
+            .guard_code(user, mfa.confirm_totp(user, code, &who.binder()))
             .await;
         metrics::mfa("totp_enroll", &codes);
         let codes = codes?;
@@ -208,9 +224,12 @@ impl Api {
         } else {
             json_response(200, &json!({"recovery_codes": codes}))
         };
-        match who {
+        // Turning a factor on signs every other device out: whoever had the password alone
+        // (the reason to turn it on) keeps no session.
+        let keep = match who {
             Enrollee::Session(id, _) => {
                 self.stepped_up(&id, Proof::Totp).await?;
+                id
             }
             Enrollee::Pending(secret, p) => {
                 let _ = pending::take(self.sso_states.as_ref(), &secret).await?;
@@ -218,6 +237,7 @@ impl Api {
                     .accounts
                     .finish_second_factor(req, &p, Proof::Totp)
                     .await?;
+                let id = token.id();
                 let sessions = &self.accounts.sessions;
                 set_cookie(
                     &mut resp,
@@ -226,8 +246,12 @@ impl Api {
                         .set(token.expose(), sessions.cookie_max_age()),
                 );
                 set_cookie(&mut resp, &self.pending_cookie("", 0));
+                id
             }
-        }
+        };
+        let ended = self.accounts.sessions.end_others(user, &keep).await?;
+        metrics::revoked(Revocation::OwnerOthers, ended);
+        mfa.factors_changed(email, &self.pages.language(&req.headers));
         Ok(resp)
     }
 
@@ -390,6 +414,7 @@ impl Api {
         if endpoint == Endpoint::RecoveryRegenerate {
             let codes = mfa.new_codes(user).await?;
             tracing::info!(user = %user, "new recovery codes");
+            mfa.factors_changed(&email, &lang);
             return Ok(if req.is_form() {
                 self.pages
                     .recovery_codes(&codes, &Page::Devices.path(), &req.headers)
@@ -398,6 +423,7 @@ impl Api {
             });
         }
         mfa.disable(user).await?;
+        mfa.factors_changed(&email, &lang);
         let ended = self.accounts.sessions.end_others(user, &id).await?;
         metrics::revoked(Revocation::OwnerOthers, ended);
         tracing::info!(user = %user, ended, "authenticator disabled; other sessions ended");
@@ -423,7 +449,7 @@ impl Api {
             Err(e) => return e.response(),
         };
         let (user, email) = who.user_email();
-        match mfa.enrolment(user, email).await {
+        match mfa.enrolment(user, email, &who.binder()).await {
             Ok(e) => self.pages.mfa_setup(&e, req.query.as_deref(), &req.headers),
             Err(ApiError::SecondFactor(_)) => {
                 see_other(&format!("{}?notice=mfa_enrolled", Page::Devices.path()))

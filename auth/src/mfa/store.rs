@@ -85,41 +85,25 @@ impl MfaStore {
         }))
     }
 
-    /// Stores a new unconfirmed secret, replacing an unconfirmed one; `false` when a
-    /// confirmed one exists (disable it first).
-    pub async fn begin_totp(
+    /// Turns the authenticator `sealed` on (confirmed now) and stores `code_hashes` as the
+    /// account's recovery codes, voiding any earlier set, in one transaction; `false` when
+    /// the account has a confirmed authenticator already.
+    pub async fn enable_totp(
         &self,
         user_id: &str,
         sealed: &str,
-        now: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO mfa_totp (user_id, secret, created_at, confirmed_at) VALUES ($1, $2, $3, NULL) \
-             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at \
-             WHERE mfa_totp.confirmed_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(sealed)
-        .bind(now)
-        .execute(&self.db)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Confirms the secret and stores `code_hashes` as the account's recovery codes, voiding
-    /// any earlier set, in one transaction; `false` when there was nothing to confirm.
-    pub async fn confirm_totp(
-        &self,
-        user_id: &str,
         code_hashes: &[String],
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let done = sqlx::query(
-            "UPDATE mfa_totp SET confirmed_at = $1 WHERE user_id = $2 AND confirmed_at IS NULL",
+            "INSERT INTO mfa_totp (user_id, secret, created_at, confirmed_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, \
+             confirmed_at = excluded.confirmed_at WHERE mfa_totp.confirmed_at IS NULL",
         )
-        .bind(now)
         .bind(user_id)
+        .bind(sealed)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {

@@ -180,14 +180,16 @@ pub enum MailTemplate {
     AlreadyRegistered,
     PasswordReset,
     RecoveryCodeUsed,
+    FactorsChanged,
 }
 
 impl MailTemplate {
-    pub const ALL: [MailTemplate; 4] = [
+    pub const ALL: [MailTemplate; 5] = [
         MailTemplate::Verification,
         MailTemplate::AlreadyRegistered,
         MailTemplate::PasswordReset,
         MailTemplate::RecoveryCodeUsed,
+        MailTemplate::FactorsChanged,
     ];
 
     fn name(self) -> &'static str {
@@ -196,6 +198,7 @@ impl MailTemplate {
             MailTemplate::AlreadyRegistered => "already_registered",
             MailTemplate::PasswordReset => "password_reset",
             MailTemplate::RecoveryCodeUsed => "recovery_code_used",
+            MailTemplate::FactorsChanged => "factors_changed",
         }
     }
 }

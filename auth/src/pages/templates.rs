@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Every template the binary ships, by name. An operator's file of the same name in
 /// `templates_dir` replaces one; `authflow pages export` writes them all out.
-pub const EMBEDDED: [(&str, &str); 25] = [
+pub const EMBEDDED: [(&str, &str); 27] = [
     ("layout.html", include_str!("../../templates/layout.html")),
     ("_alerts.html", include_str!("../../templates/_alerts.html")),
     ("signin.html", include_str!("../../templates/signin.html")),
@@ -44,6 +44,14 @@ pub const EMBEDDED: [(&str, &str); 25] = [
     ),
     ("devices.html", include_str!("../../templates/devices.html")),
     ("link.html", include_str!("../../templates/link.html")),
+    (
+        "mail/factors_changed.html",
+        include_str!("../../templates/mail/factors_changed.html"),
+    ),
+    (
+        "mail/factors_changed.txt",
+        include_str!("../../templates/mail/factors_changed.txt"),
+    ),
     (
         "mail/recovery_code_used.html",
         include_str!("../../templates/mail/recovery_code_used.html"),
