@@ -31,8 +31,9 @@ if [ "$OPEN_LOOP" = 1 ] && ! command -v oha >/dev/null; then
   echo "installing oha (cargo install, once)" >&2
   cargo install oha --locked >&2
 fi
-cargo build --release --locked --bin authflow --example bare_pingora >&2
-BIN=$PWD/target/release/authflow
+# BUILD=0 skips the build; BIN= measures another gateway binary (an earlier build kept aside).
+[ "${BUILD:-1}" = 1 ] && cargo build --release --locked --bin authflow --example bare_pingora >&2
+BIN=${BIN:-$PWD/target/release/authflow}
 BARE=$PWD/target/release/examples/bare_pingora
 
 tmp=$(mktemp -d)
@@ -52,7 +53,10 @@ SUT=(); SIDE=()
 if [ "$PIN" = 1 ]; then SUT=(taskset -c 1); SIDE=(taskset -c 0); fi
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-UP=18081; NGX=18082; NGXA=18083; VERIFY=18084; BAREP=18085; GW=18000; GWNC=18002; AUTH=18001; REDIS=16379
+# PORT_OFFSET moves every port (two runs side by side, or a port taken by something else).
+o=${PORT_OFFSET:-0}
+UP=$((18081 + o)); NGX=$((18082 + o)); NGXA=$((18083 + o)); VERIFY=$((18084 + o)); BAREP=$((18085 + o))
+GW=$((18000 + o)); GWNC=$((18002 + o)); AUTH=$((18001 + o)); REDIS=$((16379 + o))
 for p in $UP $NGX $NGXA $VERIFY $BAREP $GW $GWNC $AUTH $REDIS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p is busy: stop what listens there first" >&2; exit 1; fi
 done
