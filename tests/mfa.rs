@@ -807,3 +807,34 @@ async fn a_sign_in_that_must_enrol_is_bound_to_its_device() {
         .await;
     assert_eq!(r.status(), 401, "the pending sign-in is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_factors_work_on_postgresql_too() {
+    let redis = Redis::start().await;
+    let pg = Postgres::start().await;
+    let svc = start(mfa_config(&redis, |c| c.database.url = pg.url())).await;
+    let (_, _, codes) = enrolled(&svc, "kim@example.com").await;
+    let (mut b, body) = password_step(&svc, "kim@example.com").await;
+    assert_eq!(body["methods"], json!(["totp", "recovery_code"]));
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/verify",
+            json!({"recovery_code": codes[0]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/totp/disable",
+            json!({"password": PW, "recovery_code": codes[0]}),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "a used code, on PostgreSQL too");
+    let r = b
+        .post_json(
+            "/api/v1/simple_auth/mfa/recovery/regenerate",
+            json!({"password": PW, "recovery_code": codes[1]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
