@@ -115,6 +115,7 @@ async fn resolve_user(cfg: &AuthConfig, user: &str) -> Result<String, SessionsEr
     let gate = authflow_auth::api::mail_gate(cfg, store);
     let users = users_from_config(cfg, gate, pages_from_config(cfg)?).await?;
     users
+        .provider
         .user_id_of(user)
         .await
         .map_err(|e| SessionsError::Api(e.into()))?

@@ -61,6 +61,13 @@ pub fn mail_gate(cfg: &AuthConfig, counters: Arc<dyn LoginThrottle>) -> MailGate
     MailGate::new(counters, cfg.throttle.mail_cooldown.0)
 }
 
+/// The user provider a config asks for, and the built-in store when that is it (second
+/// factors keep their data beside its accounts).
+pub struct Users {
+    pub provider: Arc<dyn UserProvider>,
+    pub builtin: Option<Arc<crate::users::builtin::BuiltinUsers>>,
+}
+
 /// The service: the account flows behind their endpoints, and the pages.
 pub struct Api {
     pub accounts: Accounts,
@@ -76,7 +83,7 @@ pub struct Api {
 impl Api {
     pub fn new(
         cfg: &AuthConfig,
-        users: Arc<dyn UserProvider>,
+        users: Users,
         store: Arc<dyn SessionStore>,
         auth_store: Arc<dyn AuthStore>,
         pages: Arc<Pages>,
@@ -96,9 +103,10 @@ impl Api {
             &cfg.mfa,
             &cfg.pages.product_name,
             cfg.public_url(),
-            users.as_ref(),
+            users.builtin.as_deref(),
             sso_states.clone(),
         )?;
+        let users = users.provider;
         let throttle = SignInThrottle::new(throttle, cfg.throttle.policy(), users.clone());
         Ok(Api {
             accounts: Accounts::new(users, sessions, throttle, mail_gate, mfa),

@@ -3,7 +3,7 @@
 //! (database, hashing, mail, or Supabase) and the API around the Redis session store. Used
 //! at start and by a reload.
 
-use crate::api::Api;
+use crate::api::{Api, Users};
 use crate::config::{AuthConfig, Provider};
 use crate::mail::{MailError, MailGate, Mailer};
 use crate::pages::templates::TemplateErrors;
@@ -11,7 +11,6 @@ use crate::pages::Pages;
 use crate::password::{HashError, PasswordHasherPool};
 use crate::users::builtin::{self, BuiltinUsers, DbError};
 use crate::users::supabase::{SupabaseSetupError, SupabaseUsers};
-use crate::users::UserProvider;
 use authflow_shared::store::{RedisSessionStore, SessionStore, StoreError};
 use std::sync::Arc;
 
@@ -60,7 +59,7 @@ pub async fn users_from_config(
     cfg: &AuthConfig,
     mail_gate: MailGate,
     pages: Arc<Pages>,
-) -> Result<Arc<dyn UserProvider>, StartError> {
+) -> Result<Users, StartError> {
     match cfg.provider {
         Provider::Builtin => {
             let db = builtin::connect(
@@ -76,21 +75,28 @@ pub async fn users_from_config(
                 p.argon2_parallelism,
             )?;
             let mailer = Arc::new(Mailer::new(&cfg.mail, cfg.public_url(), mail_gate, pages)?);
-            Ok(Arc::new(BuiltinUsers::new(
+            let builtin = Arc::new(BuiltinUsers::new(
                 db,
                 hasher,
                 mailer,
                 cfg.signup.require_email_verification,
                 cfg.signup.verification_ttl.0,
                 p.reset_token_ttl.0,
-            )))
+            ));
+            Ok(Users {
+                provider: builtin.clone(),
+                builtin: Some(builtin),
+            })
         }
         Provider::Supabase => {
             let sb = cfg
                 .supabase
                 .as_ref()
                 .ok_or_else(|| StartError::Config("[supabase] section missing".into()))?;
-            Ok(Arc::new(SupabaseUsers::new(sb)?))
+            Ok(Users {
+                provider: Arc::new(SupabaseUsers::new(sb)?),
+                builtin: None,
+            })
         }
     }
 }

@@ -33,5 +33,6 @@ pub mod sessions;
 pub mod sso;
 pub mod throttle;
 pub mod users;
+pub mod views;
 
 pub use config::AuthConfig;

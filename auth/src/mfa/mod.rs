@@ -17,59 +17,13 @@ pub mod totp;
 use crate::crypto::TokenCipher;
 use crate::error::ApiError;
 use crate::mail::Mailer;
-use authflow_shared::config::{Problems, Secret, Validate};
 use authflow_shared::store::ShortLived;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Enrolled, MfaStore};
 
-/// The environment variable holding the key that seals TOTP secrets and keys recovery-code
-/// hashes (32 bytes, base64; also `_FILE`).
-pub const ENV_MFA_KEY: &str = "AUTHFLOW_MFA_KEY";
-
-/// Whether accounts have a second factor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Required {
-    /// No second factors (the endpoints answer 404).
-    #[default]
-    Never,
-    /// Each person may enrol one; then every sign-in needs it.
-    Optional,
-    /// Every account must enrol at its next sign-in, before any session.
-    Always,
-}
-
-/// `[mfa]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MfaConfig {
-    pub required: Required,
-    /// The name authenticator apps show; `[pages] product_name` when unset.
-    pub issuer: Option<String>,
-    /// From `AUTHFLOW_MFA_KEY`.
-    #[serde(skip_serializing)]
-    pub key: Secret,
-    /// Passkeys (`[mfa.webauthn]`): offered when `rp_id` is set.
-    pub webauthn: passkey::WebauthnConfig,
-}
-
-impl Validate for MfaConfig {
-    fn validate(&self, p: &mut Problems) {
-        p.section("webauthn", &self.webauthn);
-        if self.required == Required::Never {
-            return;
-        }
-        if let Err(e) = TokenCipher::from_base64(self.key.expose()) {
-            p.add(
-                "required",
-                format!("second factors need a key: {e} (set {ENV_MFA_KEY} or {ENV_MFA_KEY}_FILE)"),
-            );
-        }
-    }
-}
+pub use crate::config::mfa::{MfaConfig, Required, ENV_MFA_KEY};
 
 /// How a second factor was proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +70,7 @@ pub enum Code<'a> {
     Recovery(&'a str),
 }
 
-/// A TOTP enrolment just begun: what the person scans or types.
-#[derive(Debug, Clone, Serialize)]
-pub struct Enrolment {
-    pub secret: String,
-    pub otpauth_uri: String,
-    pub qr_svg: String,
-}
+pub use crate::views::Enrolment;
 
 /// The second factors of the built-in accounts.
 pub struct Mfa {
@@ -165,14 +113,13 @@ impl Mfa {
         cfg: &MfaConfig,
         issuer: &str,
         public_url: &str,
-        users: &dyn crate::users::UserProvider,
+        builtin: Option<&crate::users::builtin::BuiltinUsers>,
         states: Arc<dyn ShortLived>,
     ) -> Result<Option<Mfa>, String> {
         if cfg.required == Required::Never {
             return Ok(None);
         }
-        let builtin = users
-            .as_builtin()
+        let builtin = builtin
             .ok_or("second factors need the built-in user store (provider = \"builtin\")")?;
         let store = MfaStore::new(builtin.db().clone());
         let mailer = builtin.mailer().clone();

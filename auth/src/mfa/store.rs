@@ -2,7 +2,6 @@
 //! once confirmed), the account's recovery codes (keyed hashes, single use) and its passkeys
 //! (`webauthn-rs` `Passkey`s as JSON, one row per credential).
 
-use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use webauthn_rs::prelude::Passkey;
 
@@ -158,16 +157,7 @@ impl MfaStore {
     }
 }
 
-/// A passkey as its owner sees it in the list.
-#[derive(Debug, Clone, Serialize)]
-pub struct PasskeyView {
-    /// The credential id (base64url): what `delete` takes.
-    pub id: String,
-    pub name: String,
-    /// Unix ms.
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-}
+pub use crate::views::PasskeyView;
 
 /// A stored passkey: its row's id and the `webauthn-rs` value.
 pub struct StoredPasskey {

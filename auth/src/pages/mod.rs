@@ -14,8 +14,8 @@ pub mod templates;
 use crate::config::PagesConfig;
 use crate::endpoint::{Endpoint, Page, PAGE_PREFIX};
 use crate::http::{json_response, see_other, uncached, HttpResponse};
-use crate::mfa::store::PasskeyView;
 use crate::sessions::SessionView;
+use crate::views::{Enrolment, PasskeyView};
 use authflow_shared::request::{encode_query_value as encode, query_param as param};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -59,8 +59,8 @@ pub fn safe_next(next: Option<&str>) -> String {
 }
 
 /// A fixed enrolment for rendering the setup page in `check`.
-fn fixture_enrolment() -> crate::mfa::Enrolment {
-    crate::mfa::Enrolment {
+fn fixture_enrolment() -> Enrolment {
+    Enrolment {
         secret: "JBSWY3DPEHPK3PXP".into(),
         otpauth_uri: "otpauth://totp/AuthFlow:ann%40example.com?secret=JBSWY3DPEHPK3PXP".into(),
         qr_svg: "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>".into(),
@@ -545,7 +545,7 @@ impl Pages {
     /// "Set up an authenticator" for `enrolment`, answered to the request.
     pub fn mfa_setup(
         &self,
-        enrolment: &crate::mfa::Enrolment,
+        enrolment: &Enrolment,
         query: Option<&str>,
         headers: &http::HeaderMap,
     ) -> HttpResponse {
@@ -555,7 +555,7 @@ impl Pages {
 
     fn render_mfa_setup(
         &self,
-        e: &crate::mfa::Enrolment,
+        e: &Enrolment,
         lang: &str,
         query: Option<&str>,
     ) -> Result<String, String> {

@@ -16,6 +16,7 @@ use super::config::ProviderConfig;
 use super::ProviderUser;
 use crate::credentials::normalize_email;
 use crate::error::ApiError;
+use crate::users::roles::RoleMapping;
 use crate::users::{EmailHolder, ExternalIdentity, ProviderError, SignedIn, UserProvider};
 use authflow_shared::store::{ShortLived, StoreError};
 use serde::{Deserialize, Serialize};
@@ -131,7 +132,7 @@ fn existing(
         email: identity.email.clone().unwrap_or_default(),
         provider: cfg.id.clone(),
         subject: identity.subject.clone(),
-        provider_roles: cfg.role_mapping().map(&user.groups),
+        provider_roles: RoleMapping::of(cfg).map(&user.groups),
         next: next.to_owned(),
     })
 }

@@ -10,7 +10,8 @@
 //!   provider identity leads to: found by its link, created, or linked after the existing
 //!   account's password ([`link`]).
 
-pub mod config;
+/// `[identity]`, kept with the rest of the config ([`crate::config::identity`]).
+pub use crate::config::identity as config;
 pub mod flow;
 pub mod github;
 pub mod link;

@@ -9,6 +9,7 @@
 
 use super::config::{Preset, ProviderConfig};
 use super::{ProviderUser, SsoError};
+use crate::users::roles::RoleMapping;
 use authflow_shared::fingerprint;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -435,7 +436,7 @@ fn truthy(v: Option<&Value>) -> bool {
 
 /// The values of `roles_claim` (for `role_map`).
 fn groups(cfg: &ProviderConfig, c: &IdClaims) -> Vec<String> {
-    cfg.role_mapping().values(&Value::Object(c.extra.clone()))
+    RoleMapping::of(cfg).values(&Value::Object(c.extra.clone()))
 }
 
 #[cfg(test)]
@@ -530,7 +531,7 @@ mod tests {
         let u = identity(&p, &claims(c), "n").expect("ok");
         assert!(u.email_verified);
         assert_eq!(u.groups, vec!["eng", "sales"]);
-        assert_eq!(p.role_mapping().map(&u.groups), vec!["admin"]);
+        assert_eq!(RoleMapping::of(&p).map(&u.groups), vec!["admin"]);
     }
 
     #[test]

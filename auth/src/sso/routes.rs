@@ -11,6 +11,7 @@ use crate::flows::{Federated, Outcome};
 use crate::http::{json_response, see_other, set_cookie, uncached, ApiRequest, HttpResponse};
 use crate::metrics::{self, Revocation};
 use crate::pages::safe_next;
+use crate::users::roles::RoleMapping;
 use authflow_shared::request::encode_query_value;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -156,7 +157,7 @@ impl Api {
         };
         let outcome = match who {
             Ok(mut who) => {
-                let mapped = provider.cfg.role_mapping().map(&done.user.groups);
+                let mapped = RoleMapping::of(&provider.cfg).map(&done.user.groups);
                 who.roles = merged(who.roles, mapped);
                 accounts
                     .sign_in_federated(req, who, federated(provider, &done.user))

@@ -297,10 +297,6 @@ fn email_holder(row: &AnyRow) -> Result<EmailHolder, sqlx::Error> {
 
 #[async_trait]
 impl UserProvider for BuiltinUsers {
-    fn as_builtin(&self) -> Option<&BuiltinUsers> {
-        Some(self)
-    }
-
     /// The same work whatever the address holds (ASVS 5.0 6.3.8): one password hash, one
     /// write ([`BuiltinUsers::record_sign_up`]), one ask of the mail cooldown and one mail
     /// handed to the queue, which sends it after the answer. A new address gets its account

@@ -210,11 +210,6 @@ pub trait UserProvider: Send + Sync {
     ) -> Result<Unlinked, ProviderError> {
         Ok(Unlinked::NotLinked)
     }
-    /// The built-in store behind this provider, for what keeps its data beside the accounts
-    /// (second factors); `None` for Supabase.
-    fn as_builtin(&self) -> Option<&builtin::BuiltinUsers> {
-        None
-    }
     /// `Err` with a short reason when the user store cannot answer.
     async fn health(&self) -> Result<(), String>;
     /// A name for logs and `/health`.

@@ -34,6 +34,14 @@ pub struct RoleMapping {
 }
 
 impl RoleMapping {
+    /// The mapping of provider table `p` (`roles_claim`, `role_map`), as its sign-ins apply it.
+    pub fn of(p: &crate::config::identity::ProviderConfig) -> Self {
+        RoleMapping {
+            roles_claim: p.roles_claim.clone(),
+            role_map: p.role_map.clone(),
+        }
+    }
+
     /// Every mapped-to role must be a role name (for `check`).
     pub fn validate(&self) -> Result<(), RoleError> {
         self.role_map.values().try_for_each(|r| roles::validate(r))

@@ -196,14 +196,6 @@ impl ProviderConfig {
                 .to_owned(),
         )
     }
-
-    /// `roles_claim` and `role_map`, as the sign-in applies them.
-    pub fn role_mapping(&self) -> crate::users::roles::RoleMapping {
-        crate::users::roles::RoleMapping {
-            roles_claim: self.roles_claim.clone(),
-            role_map: self.role_map.clone(),
-        }
-    }
 }
 
 impl IdentityConfig {
@@ -312,8 +304,10 @@ impl ProviderConfig {
             check_url(&t, &key("token_url"), p);
             check_url(&api, &key("api_url"), p);
         }
-        if let Err(e) = self.role_mapping().validate() {
-            p.add(key("role_map"), e.to_string());
+        for (from, to) in &self.role_map {
+            if let Err(e) = authflow_shared::roles::validate(to) {
+                p.add(key("role_map"), format!("{from:?} -> {to:?}: {e}"));
+            }
         }
         if self.is_oidc() && !self.scopes().iter().any(|s| s == "openid") {
             p.add(key("scopes"), "OpenID Connect needs the openid scope");
