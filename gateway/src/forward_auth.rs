@@ -33,12 +33,7 @@ pub struct Original {
     pub host: Option<String>,
 }
 
-/// Whether `path` (canonical) is the forward-auth endpoint `endpoint`, and what follows it:
-/// `Some("")` for the endpoint itself, `Some("/app/x")` for Envoy's `path_prefix` form.
-pub fn suffix<'a>(endpoint: &str, path: &'a str) -> Option<&'a str> {
-    let rest = path.strip_prefix(endpoint)?;
-    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-}
+pub use crate::config::endpoint_suffix as suffix;
 
 /// The headers that describe the original request.
 const DESCRIBING: [&str; 5] = [

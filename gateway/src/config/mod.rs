@@ -472,11 +472,8 @@ impl GatewayConfig {
             }
             let shadowed = self.forward_auth.enabled
                 && self.forward_auth.listen.is_none()
-                && crate::forward_auth::suffix(
-                    &self.forward_auth.path,
-                    r.prefix.trim_end_matches('/'),
-                )
-                .is_some();
+                && endpoint_suffix(&self.forward_auth.path, r.prefix.trim_end_matches('/'))
+                    .is_some();
             if shadowed {
                 p.add(
                     format!("routes[{i}].prefix"),
@@ -710,6 +707,15 @@ fn valid_server(s: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether `path` (canonical) is the forward-auth endpoint `endpoint`, and what follows it:
+/// `Some("")` for the endpoint itself, `Some("/app/x")` for Envoy's `path_prefix` form. Here,
+/// with the config that names the endpoint, so that the config check and the gateway agree
+/// on what lies under it.
+pub fn endpoint_suffix<'a>(endpoint: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(endpoint)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
 #[cfg(test)]
