@@ -136,33 +136,181 @@ fn eq_folded(name: &str, target: &str) -> bool {
 
 /// Removes every header [`is_owned`] names, whatever the spelling.
 pub fn strip_identity(req: &mut RequestHeader, extra: &[String], keep: &[String]) {
-    let doomed: Vec<String> = req
-        .headers
-        .keys()
-        .map(|k| k.as_str())
-        .filter(|k| is_owned(k, extra, keep))
-        .map(str::to_owned)
-        .collect();
-    for name in doomed {
-        req.remove_header(&name);
-    }
+    // Without cookies to take out, nothing is inserted, so nothing can fail.
+    let _ = strip_for_upstream(req, extra, keep, None);
 }
 
 /// Removes the session cookie, and the auth service's flow cookies (a sign-in in progress:
 /// [`authflow_shared::cookie::is_flow_cookie`]), from every `Cookie` header, dropping
 /// headers left empty.
 pub fn strip_session_cookie(req: &mut RequestHeader, cookie_name: &str) -> pingora::Result<()> {
-    let drop = |name: &str| name == cookie_name || authflow_shared::cookie::is_flow_cookie(name);
-    let kept: Vec<String> = req
-        .headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| authflow_shared::cookie::without_matching(v, drop))
-        .collect();
-    req.remove_header("cookie");
-    if !kept.is_empty() {
-        req.insert_header("cookie", kept.join("; "))?;
+    let cookies = req.headers.get_all(http::header::COOKIE).iter();
+    let kept = kept_cookies(cookies, cookie_name);
+    replace_cookies(req, kept)
+}
+
+/// The client's headers as an upstream gets them, in one walk over them: every header
+/// [`is_owned`] names is removed whatever its spelling, and with `session_cookie` (every route
+/// but the auth service's) the session cookie and the auth service's flow cookies
+/// ([`authflow_shared::cookie::is_flow_cookie`]) are taken out of `Cookie`: the pairs left, from
+/// every `Cookie` header in order, become one header where the first was (none when nothing is
+/// left). Everything else stays as the client sent it (name case, value), in order,
+/// duplicates included.
+///
+/// The hot path of every forwarded request: names are judged once per distinct name, in
+/// place, and nothing is allocated when nothing changes. Removing a name from the header map
+/// moves its last name into the hole (`swap_remove`), so what follows the first change is
+/// taken off from the end and put back in order, instead of removing names in the middle.
+pub fn strip_for_upstream(
+    req: &mut RequestHeader,
+    extra: &[String],
+    keep: &[String],
+    session_cookie: Option<&str>,
+) -> pingora::Result<()> {
+    // The walk: the first header (by position among distinct names) that changes, and the
+    // cookie pairs kept.
+    let mut first_change: Option<usize> = None;
+    let mut cookies: Option<Option<String>> = None;
+    let mut cookie_values = 0usize;
+    let mut index = 0usize;
+    let mut last: Option<(&http::HeaderName, bool)> = None;
+    for (name, value) in req.headers.iter() {
+        let owned = match last {
+            Some((prev, owned)) if prev == name => owned,
+            _ => {
+                index += 1;
+                let cookie = session_cookie.is_some() && name == http::header::COOKIE;
+                !cookie && is_owned(name.as_str(), extra, keep)
+            }
+        };
+        last = Some((name, owned));
+        if owned {
+            first_change.get_or_insert(index - 1);
+            continue;
+        }
+        if let (Some(cookie_name), true) = (session_cookie, name == http::header::COOKIE) {
+            cookie_values += 1;
+            let kept = cookies.get_or_insert(None);
+            if let Ok(v) = value.to_str() {
+                push_kept_cookies(kept, v, cookie_name);
+            }
+            // The cookies change unless they are one header that stays as it was.
+            let same =
+                cookie_values == 1 && value.to_str().is_ok_and(|v| kept.as_deref() == Some(v));
+            if !same {
+                first_change.get_or_insert(index - 1);
+            }
+        }
+    }
+    let Some(first) = first_change else {
+        return Ok(());
+    };
+    // The tail from the first change on, as it must be: (name as sent, value).
+    let mut tail = Vec::new();
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    let mut cookie_done = false;
+    let mut cases = req.case_header_iter();
+    let mut index = 0usize;
+    let mut prev: Option<&http::HeaderName> = None;
+    let mut owned = false;
+    for (name, value) in req.headers.iter() {
+        let case = cases.next().map(|(c, _)| c.clone());
+        if prev != Some(name) {
+            index += 1;
+            prev = Some(name);
+            if index > first {
+                names.push(name.clone());
+                let cookie = session_cookie.is_some() && name == http::header::COOKIE;
+                owned = !cookie && is_owned(name.as_str(), extra, keep);
+            }
+        }
+        if index <= first {
+            continue;
+        }
+        if session_cookie.is_some() && name == http::header::COOKIE {
+            if !cookie_done {
+                cookie_done = true;
+                if let Some(Some(kept)) = cookies.take() {
+                    let v = http::HeaderValue::try_from(kept).map_err(|e| {
+                        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "cookie", e)
+                    })?;
+                    tail.push((None, http::header::COOKIE, v));
+                }
+            }
+            continue;
+        }
+        if owned {
+            continue;
+        }
+        tail.push((case, name.clone(), value.clone()));
+    }
+    drop(cases);
+    // One name removed whole with only one name after it, left as it was (a request ending
+    // in `Cookie: <session>`, `User-Agent`): removing it moves that last name into its
+    // place, and the order holds without taking anything off.
+    let cookie = |n: &http::HeaderName| session_cookie.is_some() && n == http::header::COOKIE;
+    if names.len() == 2
+        && !cookie(&names[1])
+        && !tail.is_empty()
+        && tail.iter().all(|(_, n, _)| *n == names[1])
+    {
+        req.remove_header(&names[0]);
+        return Ok(());
+    }
+    // Taken off from the end (each the map's last name: nothing moves), then put back.
+    for name in names.iter().rev() {
+        req.remove_header(name);
+    }
+    for (case, name, value) in tail {
+        match case {
+            Some(case) => req.append_header(case, value)?,
+            None if name == http::header::COOKIE => req.append_header("cookie", value)?,
+            None => req.append_header(name, value)?,
+        };
+    }
+    Ok(())
+}
+
+/// The pairs of `headers` that are neither the session cookie `cookie_name` nor a flow
+/// cookie, joined with `; ` (`None` when none is left).
+fn kept_cookies<'a>(
+    headers: impl Iterator<Item = &'a http::HeaderValue>,
+    cookie_name: &str,
+) -> Option<String> {
+    let mut kept = None;
+    for v in headers.filter_map(|v| v.to_str().ok()) {
+        push_kept_cookies(&mut kept, v, cookie_name);
+    }
+    kept
+}
+
+/// Appends the pairs of one `Cookie` header `value` that are neither `cookie_name` nor a
+/// flow cookie to `kept`, trimmed, empty ones skipped, joined with `; `.
+fn push_kept_cookies(kept: &mut Option<String>, value: &str, cookie_name: &str) {
+    for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
+        if name == cookie_name || authflow_shared::cookie::is_flow_cookie(name) {
+            continue;
+        }
+        match kept {
+            Some(joined) => {
+                joined.push_str("; ");
+                joined.push_str(pair);
+            }
+            None => {
+                let mut joined = String::with_capacity(value.len());
+                joined.push_str(pair);
+                *kept = Some(joined);
+            }
+        }
+    }
+}
+
+/// Every `Cookie` header replaced by `kept` (none when `None`).
+fn replace_cookies(req: &mut RequestHeader, kept: Option<String>) -> pingora::Result<()> {
+    req.remove_header(&http::header::COOKIE);
+    if let Some(kept) = kept {
+        req.insert_header("cookie", kept)?;
     }
     Ok(())
 }

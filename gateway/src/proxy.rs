@@ -54,6 +54,8 @@ pub const ROLES_HEADER: &str = "x-user-roles";
 /// Per-request state, filled in by `request_filter` and read by the later phases.
 pub struct RequestCtx {
     pub request_id: String,
+    /// `request_id` as a header value, made once for the upstream request and the response.
+    pub request_id_header: Option<http::HeaderValue>,
     pub client_ip: IpAddr,
     /// The connection's own peer (the proxy in front, if any), before `X-Forwarded-For`.
     pub peer_ip: Option<IpAddr>,
@@ -444,8 +446,8 @@ impl Gateway {
                 let email = session.record.email.as_deref().unwrap_or_default();
                 let roles = roles::header_value(&session.record.claims.roles);
                 let resp = LocalResponse::empty(200)
-                    .header("x-user-id", session.record.user_id.as_str())
-                    .header("x-user-email", email)
+                    .header("x-user-id", session.record.user_id.clone())
+                    .header("x-user-email", email.to_owned())
                     .header(ROLES_HEADER, roles);
                 ctx.identity = Some(Identity {
                     session,
@@ -493,7 +495,10 @@ impl Gateway {
             }
         }
         if route.auth == AuthMode::Required && !resp.headers.contains_key("cache-control") {
-            resp.insert_header("cache-control", "private, no-store")?;
+            resp.insert_header(
+                "cache-control",
+                http::HeaderValue::from_static("private, no-store"),
+            )?;
         }
         Ok(())
     }
@@ -856,6 +861,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             request_id: String::new(),
+            request_id_header: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_ip: None,
             path: String::new(),
@@ -1050,8 +1056,13 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // One walk over the client's headers: the owned ones and (except for the auth
+        // service) the session and flow cookies go; then the gateway's own are added, from
+        // values made once (per cached session, per request), never re-parsed per header.
         let keep = ctx.route.as_ref().map_or(&[][..], |r| &r.pass_headers[..]);
-        headers::strip_identity(req, &ctx.policy.strip_headers, keep);
+        let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
+        let session_cookie = (!is_auth_service).then_some(ctx.policy.session.cookie.name.as_str());
+        headers::strip_for_upstream(req, &ctx.policy.strip_headers, keep, session_cookie)?;
         if message::length_is_list(&req.headers) {
             // Checked to be one value repeated: the upstream gets it once (RFC 9110 §8.6).
             if let Ok(Some(n)) = message::declared_length(&req.headers) {
@@ -1072,24 +1083,31 @@ impl ProxyHttp for Gateway {
             req.set_uri(uri);
         }
         ctx.forwarded = true;
-        let is_auth_service = ctx.route.as_ref().is_some_and(|r| r.auth_service);
-        if !is_auth_service {
-            headers::strip_session_cookie(req, &ctx.policy.session.cookie.name)?;
-        }
         if let (true, Some(fp)) = (is_auth_service, ctx.fingerprint.as_deref()) {
             req.insert_header(FINGERPRINT_HEADER, fp)?;
         }
         if let Some(id) = &ctx.identity {
-            req.insert_header("x-user-id", id.session.record.user_id.as_str())?;
-            if let Some(email) = &id.session.record.email {
-                req.insert_header("x-user-email", email.as_str())?;
+            let record = &id.session.record;
+            let made = id.session.identity();
+            match &made.user_id {
+                Some(v) => req.insert_header("x-user-id", v.clone())?,
+                None => req.insert_header("x-user-id", record.user_id.as_str())?,
             }
-            let roles = &id.session.record.claims.roles;
+            if let Some(email) = &record.email {
+                match &made.email {
+                    Some(v) => req.insert_header("x-user-email", v.clone())?,
+                    None => req.insert_header("x-user-email", email.as_str())?,
+                }
+            }
+            let roles = &record.claims.roles;
             if !roles.is_empty() {
-                req.insert_header(ROLES_HEADER, roles::header_value(roles))?;
+                match &made.roles {
+                    Some(v) => req.insert_header(ROLES_HEADER, v.clone())?,
+                    None => req.insert_header(ROLES_HEADER, roles::header_value(roles))?,
+                }
             }
             if let Some(signer) = &self.signer {
-                match signer.sign(&id.session.record, authflow_shared::now_ms() / 1000) {
+                match signer.sign(record, authflow_shared::now_ms() / 1000) {
                     Some(jwt) => req.insert_header(JWT_HEADER, jwt)?,
                     None => {
                         tracing::error!(request_id = %ctx.request_id, "identity JWT could not be signed: sent without it");
@@ -1097,7 +1115,10 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let request_id = http::HeaderValue::from_str(&ctx.request_id)
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request id", e))?;
+        req.insert_header("x-request-id", request_id.clone())?;
+        ctx.request_id_header = Some(request_id);
         // The upstream's parent: the upstream call's span when spans are exported (only then
         // is there a span to ask).
         let exported = (!ctx.upstream_span.is_none())
@@ -1112,15 +1133,20 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        let client_ip = ctx.client_ip.to_string();
-        req.insert_header("x-forwarded-for", client_ip.as_str())?;
+        let client_ip = http::HeaderValue::try_from(ctx.client_ip.to_string())
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "client ip", e))?;
+        req.insert_header("x-forwarded-for", client_ip.clone())?;
         req.insert_header("x-real-ip", client_ip)?;
         if let Some(host) = &ctx.host {
             req.insert_header("x-forwarded-host", host.as_str())?;
         }
         // Per connection: the plain listener stays "http" even when a TLS one exists.
-        let tls = crate::response::is_tls(session);
-        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let proto = if crate::response::is_tls(session) {
+            "https"
+        } else {
+            "http"
+        };
+        req.insert_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
         Ok(())
     }
 
@@ -1130,7 +1156,10 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        match &ctx.request_id_header {
+            Some(v) => resp.insert_header("x-request-id", v.clone())?,
+            None => resp.insert_header("x-request-id", ctx.request_id.as_str())?,
+        }
         if let Some(route) = &ctx.route {
             self.guard_response(resp, route, ctx)?;
         }
@@ -1148,7 +1177,10 @@ impl ProxyHttp for Gateway {
         if crate::response::is_tls(session)
             && !resp.headers.contains_key("strict-transport-security")
         {
-            resp.insert_header("strict-transport-security", "max-age=31536000")?;
+            resp.insert_header(
+                "strict-transport-security",
+                http::HeaderValue::from_static("max-age=31536000"),
+            )?;
         }
         Ok(())
     }

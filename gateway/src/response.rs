@@ -3,15 +3,18 @@
 
 use crate::rate_limit::Exceeded;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use std::borrow::Cow;
 
 /// A complete response: status, headers and a body that is always framed with
 /// `Content-Length`.
 #[derive(Debug, Clone)]
 pub struct LocalResponse {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Names and values; a constant value is borrowed (written without a copy).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Bytes,
 }
 
@@ -91,7 +94,10 @@ impl LocalResponse {
     pub fn redirect(location: String) -> Self {
         LocalResponse {
             status: 302,
-            headers: vec![("location", location), ("cache-control", "no-store".into())],
+            headers: vec![
+                ("location", location.into()),
+                ("cache-control", "no-store".into()),
+            ],
             body: Bytes::new(),
         }
     }
@@ -102,10 +108,17 @@ impl LocalResponse {
         let retry = limit.retry_after;
         let (policy, state) =
             rate_limit_headers(&limit.policy, limit.requests, limit.window_secs, 0, retry);
-        Self::json(
-            429,
-            serde_json::json!({ "error": "rate_limited", "retry_after": retry }),
-        )
+        // The rejection path must stay cheaper than proxying: the body is written directly
+        // (the same bytes `serde_json` gives), not built as a JSON value.
+        let body = format!("{{\"error\":\"rate_limited\",\"retry_after\":{retry}}}");
+        LocalResponse {
+            status: 429,
+            headers: vec![
+                ("content-type", Cow::Borrowed("application/json")),
+                ("cache-control", Cow::Borrowed("no-store")),
+            ],
+            body: Bytes::from(body),
+        }
         .header("retry-after", retry.to_string())
         .header("ratelimit-policy", policy)
         .header("ratelimit", state)
@@ -120,7 +133,7 @@ impl LocalResponse {
         self
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -129,14 +142,20 @@ impl LocalResponse {
         self.headers
             .iter()
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Writes the response downstream. Keep-alive is dropped when the client sent a request
     /// body we did not read, so leftover bytes never become the next request.
     pub async fn send(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
-        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 5))?;
         for (k, v) in self.headers {
+            let v = match v {
+                Cow::Borrowed(v) => HeaderValue::from_static(v),
+                Cow::Owned(v) => HeaderValue::try_from(v).map_err(|e| {
+                    pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, k, e)
+                })?,
+            };
             header.append_header(k, v)?;
         }
         if !request_id.is_empty() {
@@ -185,13 +204,19 @@ pub fn is_tls(session: &Session) -> bool {
 /// no MIME sniffing, no referrer leaking paths, and browsers that came over HTTPS stay there.
 pub fn security_headers(header: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
     if !header.headers.contains_key("x-content-type-options") {
-        header.insert_header("x-content-type-options", "nosniff")?;
+        header.insert_header(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        )?;
     }
     if !header.headers.contains_key("referrer-policy") {
-        header.insert_header("referrer-policy", "no-referrer")?;
+        header.insert_header("referrer-policy", HeaderValue::from_static("no-referrer"))?;
     }
     if tls && !header.headers.contains_key("strict-transport-security") {
-        header.insert_header("strict-transport-security", "max-age=31536000")?;
+        header.insert_header(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 use authflow_shared::session::SessionRecord;
 use authflow_shared::store::ChangeSink;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Per-shard change counters: an invalidation of one session only spoils the reads under
 /// way in its shard, not every read in the process.
@@ -25,12 +25,42 @@ pub struct Entry {
     seen: AtomicU64,
     /// When this instance last recorded activity in the store (Unix ms).
     touched: AtomicU64,
+    /// The identity headers for upstreams, made at the first request that forwards them
+    /// (once per cached record, not once per request).
+    identity: OnceLock<IdentityHeaders>,
+}
+
+/// `X-User-Id`, `X-User-Email` and `X-User-Roles` of a session as header values, made when
+/// the record is read (a cache hit then clones a reference count instead of copying and
+/// checking three strings). `None` when the record has no such value, or one that cannot be
+/// a header value: the proxy then converts the record's own value, and fails the request
+/// as it always did.
+#[derive(Debug)]
+pub struct IdentityHeaders {
+    pub user_id: Option<http::HeaderValue>,
+    pub email: Option<http::HeaderValue>,
+    pub roles: Option<http::HeaderValue>,
+}
+
+impl IdentityHeaders {
+    fn of(record: &SessionRecord) -> Self {
+        let value = |s: &str| http::HeaderValue::from_str(s).ok();
+        let roles = &record.claims.roles;
+        IdentityHeaders {
+            user_id: value(&record.user_id),
+            email: record.email.as_deref().and_then(value),
+            roles: (!roles.is_empty())
+                .then(|| value(&authflow_shared::roles::header_value(roles)))
+                .flatten(),
+        }
+    }
 }
 
 impl Entry {
     fn new(record: SessionRecord) -> Self {
         let at = record.last_seen_at;
         Entry {
+            identity: OnceLock::new(),
             record,
             seen: AtomicU64::new(at),
             touched: AtomicU64::new(at),
@@ -40,6 +70,12 @@ impl Entry {
     /// An entry that is not in the cache (cache off, or its feed down).
     pub fn detached(record: SessionRecord) -> Arc<Entry> {
         Arc::new(Entry::new(record))
+    }
+
+    /// `X-User-Id`, `X-User-Email` and `X-User-Roles` of this session as header values.
+    pub fn identity(&self) -> &IdentityHeaders {
+        self.identity
+            .get_or_init(|| IdentityHeaders::of(&self.record))
     }
 
     /// The latest activity this instance knows of.
