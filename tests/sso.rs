@@ -589,3 +589,21 @@ async fn a_providers_second_factor_counts_only_when_trusted() {
         assert_eq!(claims.mfa_time.is_some(), trusted, "{claims:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_holds_a_bounded_number_of_sign_ins_in_flight() {
+    let s = setup(|_, _| {}).await;
+    let mut b = s.browser();
+    let in_flight = |b: &Browser| b.jar.keys().filter(|k| k.contains("authflow_sso_")).count();
+    for _ in 0..30 {
+        let r = b.get("/auth/sso/test?next=/app/").await;
+        assert_eq!(r.status(), 302);
+        assert!(in_flight(&b) <= 8, "{} sign-in cookies", in_flight(&b));
+    }
+    // The newest one still finishes.
+    let r = b.get("/auth/sso/test?next=/app/").await;
+    let back = s.idp.sign_in(&location(&r), ALICE).await;
+    let r = b.get(&back).await;
+    assert_eq!(r.status(), 302);
+    assert!(b.session().is_some());
+}

@@ -81,6 +81,13 @@ impl Api {
         match self.sso.start(provider, &next).await {
             Ok((url, cookie)) => {
                 let mut resp = found(&url);
+                let rules = &self.sso.cookies;
+                let in_flight = rules.sign_in_cookies(req.cookies());
+                if in_flight.len() >= super::state::MAX_IN_FLIGHT {
+                    for name in &in_flight {
+                        set_cookie(&mut resp, &rules.clear_named(name));
+                    }
+                }
                 set_cookie(&mut resp, &cookie);
                 resp
             }

@@ -88,7 +88,34 @@ impl CookieRules {
     pub fn clear(&self, state: &str) -> String {
         format!("{}=; {}", self.name(state), self.attributes(0))
     }
+
+    /// The names of the sign-in cookies in `cookies`, in order.
+    pub fn sign_in_cookies<'a>(&self, cookies: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let prefix = format!(
+            "{}{}",
+            self.prefix,
+            authflow_shared::cookie::SSO_COOKIE_PREFIX
+        );
+        cookies
+            .into_iter()
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.trim()))
+            .filter(|name| name.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `Set-Cookie` that drops the sign-in cookie `name`.
+    pub fn clear_named(&self, name: &str) -> String {
+        format!("{name}=; {}", self.attributes(0))
+    }
 }
+
+/// Sign-ins one browser may have in flight; beginning another past it drops the others
+/// (their sign-ins can no longer finish): every cookie costs the browser's jar and every
+/// request's `Cookie` header, and a jar filled with them would push the session cookie out
+/// or make every request too large.
+pub const MAX_IN_FLIGHT: usize = 8;
 
 fn key(state: &str) -> String {
     format!("sso:{}", hash_hex(state.as_bytes()))
