@@ -10,8 +10,26 @@ pub fn authflow_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authflow"))
 }
 
-/// A port nobody listens on right now.
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768-60999), so the source
+/// port of some test's outgoing connection never takes a port between the moment it is
+/// handed out and the moment its service binds it (which made services fail to start with
+/// "Address already in use" when many tests ran at once).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nobody listens on right now, and that no other test of this process was given.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let span = (PORTS.end - PORTS.start) as u128;
+    let start = uuid::Uuid::new_v4().as_u128() % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let port = PORTS.start + ((start + i * 7_919) % span) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
