@@ -535,8 +535,13 @@ async fn on_a_cluster_each_node_tracks_its_own_sessions_and_no_unknown_cookie() 
             .collect::<Vec<_>>()
     };
 
+    // At least 12 users, and more until every node holds a session (a user's slot is
+    // random: 12 leave a node empty about once in 40 runs).
     let mut tokens = Vec::new();
-    for i in 0..12 {
+    for i in 0..60 {
+        if i >= 12 && cluster.keys_per_node("session:*").iter().all(|n| *n > 0) {
+            break;
+        }
         let email = format!("node{i}@example.com");
         let r = client()
             .post(auth.api("signup"))
@@ -562,7 +567,7 @@ async fn on_a_cluster_each_node_tracks_its_own_sessions_and_no_unknown_cookie() 
         sessions,
         "tracked keys per node vs sessions per node"
     );
-    assert_eq!(cache_state(private).await["entries"], 12);
+    assert_eq!(cache_state(private).await["entries"], tokens.len());
 
     let statuses = unknown_cookies(&gw, 300, "127.0.0.1").await;
     assert!(statuses.iter().all(|c| *c == 401), "{statuses:?}");
