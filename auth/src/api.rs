@@ -206,9 +206,7 @@ impl Api {
                     &json!({"user_id": record.user_id, "email": record.email, "expires_at": record.expires_at / 1000}),
                 );
                 let sessions = &accounts.sessions;
-                let cookie = sessions
-                    .cookie()
-                    .set(token.expose(), sessions.cookie_max_age());
+                let cookie = sessions.set_cookie(&token);
                 set_cookie(&mut resp, &cookie);
                 Ok(resp)
             }

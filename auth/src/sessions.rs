@@ -97,6 +97,12 @@ impl Sessions {
         self.contract.absolute_timeout.0
     }
 
+    /// The `Set-Cookie` that hands a new session's `token` to the browser, for every way of
+    /// signing in.
+    pub fn set_cookie(&self, token: &SessionToken) -> String {
+        self.cookie().set(token.expose(), self.cookie_max_age())
+    }
+
     /// Writes a new session for `who`, bound to this client's device fingerprint, unless the
     /// account's sessions were revoked after `began_us` (when the sign-in began checking the
     /// password): then the password it checked may be the old one, and it is refused as

@@ -199,6 +199,11 @@ impl Mfa {
         binder: &str,
     ) -> Result<Enrolment, ApiError> {
         self.refuse_if_enrolled(user_id).await?;
+        self.new_enrolment(email, binder).await
+    }
+
+    /// A new secret waiting under `binder` (replacing one that waited there).
+    async fn new_enrolment(&self, email: &str, binder: &str) -> Result<Enrolment, ApiError> {
         let secret = totp::new_secret();
         let key = enrolment_key(binder);
         let _ = self.states.take(&key).await?;
@@ -219,7 +224,7 @@ impl Mfa {
         self.refuse_if_enrolled(user_id).await?;
         let key = enrolment_key(binder);
         let Some(sealed) = self.states.take(&key).await? else {
-            return self.begin_totp(user_id, email, binder).await;
+            return self.new_enrolment(email, binder).await;
         };
         self.states.put_new(&key, &sealed, ENROLMENT_TTL).await?;
         Ok(self.enrolment_of(&self.open(&sealed)?, email))
@@ -317,9 +322,7 @@ impl Mfa {
         sealed: &str,
         code: &str,
     ) -> Result<(), ApiError> {
-        let secret = self.cipher.decrypt(sealed).map_err(|_| {
-            ApiError::UserStore("a TOTP secret cannot be decrypted with AUTHFLOW_MFA_KEY".into())
-        })?;
+        let secret = self.open(sealed)?;
         let now = authflow_shared::now_ms() / 1000;
         let step = totp::matching_step(&secret, code, now).ok_or(ApiError::InvalidCode)?;
         let key = format!(

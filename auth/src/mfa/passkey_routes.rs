@@ -453,12 +453,7 @@ impl Api {
             &json!({"user_id": record.user_id, "email": record.email, "expires_at": record.expires_at / 1000, "next": next}),
         );
         let sessions = &self.accounts.sessions;
-        set_cookie(
-            &mut resp,
-            &sessions
-                .cookie()
-                .set(token.expose(), sessions.cookie_max_age()),
-        );
+        set_cookie(&mut resp, &sessions.set_cookie(token));
         resp
     }
 }

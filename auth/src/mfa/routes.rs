@@ -239,12 +239,7 @@ impl Api {
                     .await?;
                 let id = token.id();
                 let sessions = &self.accounts.sessions;
-                set_cookie(
-                    &mut resp,
-                    &sessions
-                        .cookie()
-                        .set(token.expose(), sessions.cookie_max_age()),
-                );
+                set_cookie(&mut resp, &sessions.set_cookie(&token));
                 set_cookie(&mut resp, &self.pending_cookie("", 0));
                 id
             }
@@ -302,12 +297,7 @@ impl Api {
             )
         };
         let sessions = &self.accounts.sessions;
-        set_cookie(
-            &mut resp,
-            &sessions
-                .cookie()
-                .set(token.expose(), sessions.cookie_max_age()),
-        );
+        set_cookie(&mut resp, &sessions.set_cookie(&token));
         set_cookie(&mut resp, &self.pending_cookie("", 0));
         Ok(resp)
     }

@@ -184,12 +184,7 @@ impl Api {
                 metrics::sso_sign_in(id, "ok");
                 let sessions = &accounts.sessions;
                 let mut resp = found(&done.next);
-                set_cookie(
-                    &mut resp,
-                    &sessions
-                        .cookie()
-                        .set(token.expose(), sessions.cookie_max_age()),
-                );
+                set_cookie(&mut resp, &sessions.set_cookie(&token));
                 resp
             }
             Err(e) => {
@@ -269,12 +264,7 @@ impl Api {
                 &json!({"user_id": record.user_id, "next": pending.next}),
             )
         };
-        set_cookie(
-            &mut resp,
-            &sessions
-                .cookie()
-                .set(token.expose(), sessions.cookie_max_age()),
-        );
+        set_cookie(&mut resp, &sessions.set_cookie(&token));
         set_cookie(&mut resp, &self.link_cookie("", 0));
         Ok(resp)
     }
