@@ -2,8 +2,10 @@
 # Installs the system packages AuthFlow's build and tests need, when they are missing:
 # cmake (Pingora's build), redis-server and PostgreSQL (the test harness starts its own
 # instances on free ports), Chromium and chromedriver (the browser test), nginx (in front
-# of the gateway in the forward-auth tests), and the test OpenID provider (Node 20 and its
-# npm packages, scripts/install-test-oidc.sh). Debian/Ubuntu; needs root or sudo.
+# of the gateway in the forward-auth tests), h2load (nghttp2-client: HTTP/2 and gRPC
+# benchmarks), and the Node packages of the test harness: the test OpenID provider and the
+# gRPC/WebSocket peers (Node 20 and their npm packages, scripts/install-test-oidc.sh).
+# Debian/Ubuntu; needs root or sudo.
 set -euo pipefail
 
 need=()
@@ -20,6 +22,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # nginx in front of the gateway, for the forward-auth (auth_request) tests.
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
+# h2load, the HTTP/2 load generator of the HTTP/2 and gRPC benchmarks.
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 # Node (`node --check` parses the k6 load-test scripts; the test OpenID provider runs on it)
 # comes from install-test-oidc.sh below, which needs 20 or newer (bookworm's own is 18).
 command -v cc >/dev/null 2>&1 || need+=(build-essential)

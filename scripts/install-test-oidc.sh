@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test OpenID provider (tests/support/oidc/: panva's oidc-provider, pinned by its
-# package-lock.json): Node.js 20 or newer with npm, then `npm ci` when node_modules is missing
-# or older than the lock. Called by install-deps.sh; needs root or sudo only to install Node.
+# The Node packages of the test harness, each pinned by its package-lock.json: the test
+# OpenID provider (tests/support/oidc/: panva's oidc-provider) and the gRPC and WebSocket
+# peers (tests/support/peers/: grpc-js, proto-loader, ws). Node.js 20 or newer with npm, then
+# `npm ci` in each when its node_modules is missing or older than its lock. Called by
+# install-deps.sh; needs root or sudo only to install Node.
 #
 # Node comes from Debian when its nodejs is 20 or newer (trixie: 20.19), else from NodeSource's
 # node_20.x repository (bookworm's own nodejs is 18, which jose 6 and oidc-provider 9 do not
@@ -40,9 +42,10 @@ if [ "$(node_major)" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
   fi
 fi
 
-dir=tests/support/oidc
-if [ ! -f "$dir/node_modules/.package-lock.json" ] \
-  || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-  echo "install-test-oidc: npm ci in $dir" >&2
-  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
-fi
+for dir in tests/support/oidc tests/support/peers; do
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "install-test-oidc: npm ci in $dir" >&2
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+done
