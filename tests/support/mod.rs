@@ -17,6 +17,10 @@
 //! - [`file_server`]: Python's `http.server` on a directory, the lenient upstream.
 //! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
 //! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
+//! - [`grpc`]: a real gRPC server (grpc-js, h2c) to put behind the gateway, and a grpc-js
+//!   client call in front of it.
+//! - [`websocket`]: a WebSocket echo server (`ws`) and a raw RFC 6455 client.
+//! - [`node_peer`]: running the Node scripts of `tests/support/peers/` that those two use.
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
@@ -26,8 +30,10 @@ pub mod configs;
 pub mod file_server;
 pub mod github;
 pub mod gotrue;
+pub mod grpc;
 pub mod mail;
 pub mod nginx;
+pub mod node_peer;
 pub mod oidc;
 pub mod otlp;
 pub mod postgres;
@@ -39,11 +45,13 @@ pub mod services;
 pub mod sessions;
 pub mod smtp;
 pub mod upstream;
+pub mod websocket;
 
 pub use client::*;
 pub use cluster::Cluster;
 pub use configs::*;
 pub use file_server::FileServer;
+pub use grpc::{grpc_call, GrpcReply, GrpcServer};
 pub use mail::*;
 pub use nginx::Nginx;
 pub use otlp::OtlpReceiver;
@@ -56,3 +64,4 @@ pub use services::{AuthService, Gateway, Up};
 pub use sessions::*;
 pub use smtp::SmtpSink;
 pub use upstream::Upstream;
+pub use websocket::{HttpRefusal, WsClient, WsEcho};
