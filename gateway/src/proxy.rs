@@ -9,20 +9,24 @@ use crate::canonical;
 use crate::config::{AuthMode, ForwardAuthConfig, GatewayConfig, LimitsConfig};
 use crate::decision::Decision;
 use crate::forward_auth;
+use crate::grpc;
 use crate::headers;
 use crate::health::{Health, Probe};
 use crate::identity_jwt::{IdentitySigner, JWKS_PATH, JWT_HEADER};
 use crate::in_flight::InFlight;
+use crate::live::{self, LiveConnections, LiveKind};
 use crate::message;
 use crate::metrics;
 use crate::metrics::traffic::RouteMetrics;
 pub use crate::policy::Policy;
 use crate::policy::SessionPolicy;
+use crate::protocol::Protocol;
 use crate::rate_limit::{Phase, Quota, RateDecision};
 use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch};
 use crate::session::{RejectReason, SessionChecker, Verdict};
 use crate::session_cache::{Entry, SessionCache};
+use crate::stream_resets::StreamResets;
 use crate::target::{self, Target};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -94,6 +98,13 @@ pub struct RequestCtx {
     pub policy: Arc<Policy>,
     /// Whether the request went upstream (with the judged path), for the log.
     pub forwarded: bool,
+    /// What the request arrived in (`h1`, `h2`, `ws`, `grpc`), for the log and metrics.
+    pub protocol: Protocol,
+    /// The upstream socket of a signed-in request over HTTP/1.1 to its server: watched if
+    /// the answer turns out long-lived ([`crate::live`]).
+    pub upstream_fd: Option<std::os::fd::RawFd>,
+    /// This request's long-lived connection, watched until the request ends.
+    pub live: Option<live::Registration>,
 }
 
 /// Who the upstream is told the client is.
@@ -123,6 +134,10 @@ pub struct Gateway {
     export_spans: bool,
     /// With `[identity] jwt = true`: signs `X-Authflow-Jwt` and serves the JWKS.
     signer: Option<Arc<IdentitySigner>>,
+    /// Long-lived connections closed with their session (when any route is protected).
+    live: Option<Arc<LiveConnections>>,
+    /// HTTP/2 streams cancelled per connection (rapid reset).
+    resets: StreamResets,
 }
 
 /// The forward-auth endpoint, when on: its path, and its own listener if it has one.
@@ -180,7 +195,18 @@ impl Gateway {
             accept_traceparent: cfg.tracing.accept_traceparent,
             export_spans: cfg.tracing.otlp_endpoint.is_some(),
             signer: None,
+            live: cfg
+                .routes
+                .iter()
+                .any(|r| r.auth == AuthMode::Required)
+                .then(LiveConnections::new),
+            resets: StreamResets::new(cfg.limits.h2_max_reset_streams),
         }
+    }
+
+    /// The registry of long-lived connections, for the task that watches their sessions.
+    pub fn live_connections(&self) -> Option<Arc<LiveConnections>> {
+        self.live.clone()
     }
 
     /// Signs the identity for upstreams with `signer` (`[identity] jwt = true`).
@@ -197,6 +223,40 @@ impl Gateway {
     /// The health reporter, for the private listener.
     pub fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// 429 for a stream of an HTTP/2 connection that has cancelled too many streams.
+    fn too_many_resets(&self, session: &Session) -> Option<Step> {
+        if !session.is_http2() || !client_socket(session).is_some_and(|c| self.resets.over(c)) {
+            return None;
+        }
+        Some(Step::Respond(
+            Decision::RateLimited,
+            LocalResponse::error(429, "too_many_stream_resets").header("retry-after", "60"),
+        ))
+    }
+
+    /// Watches a signed-in request's tunnel (101) or event stream, so that it ends with the
+    /// session ([`crate::live`]).
+    fn watch_if_long_lived(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+        let (Some(fd), Some(live), Some(id)) = (ctx.upstream_fd, &self.live, &ctx.identity) else {
+            return;
+        };
+        let kind = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            LiveKind::WebSocket
+        } else if resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            LiveKind::EventStream
+        } else {
+            return;
+        };
+        let entry = &id.session;
+        // The upstream connection answering this request is open while its answer is
+        // being forwarded: `fd` is still its socket.
+        ctx.live = live.register(&id.session_id, &entry.record, entry.last_seen(), fd, kind);
     }
 
     /// The request policy, in order. Only `Step::Respond` stops it.
@@ -674,6 +734,11 @@ impl Gateway {
 }
 
 /// A browser's page load: a GET that accepts HTML (it gets pages and redirects, not JSON).
+/// The client's address and port (its connection), when it came over TCP.
+fn client_socket(session: &Session) -> Option<StdSocketAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
 fn is_browser(req: &RequestHeader) -> bool {
     let accept = req.headers.get_all("accept");
     let accept = accept.iter().filter_map(|v| v.to_str().ok());
@@ -884,6 +949,9 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             policy: self.policy.load_full(),
             forwarded: false,
+            protocol: Protocol::H1,
+            upstream_fd: None,
+            live: None,
         }
     }
 
@@ -895,14 +963,43 @@ impl ProxyHttp for Gateway {
         let incoming = session.req_header().headers.get("x-request-id");
         ctx.request_id = headers::request_id(incoming.filter(|_| trusted).map(|v| v.as_bytes()));
         self.begin_trace(session.req_header(), ctx);
-        match self.decide(session, ctx).await {
+        ctx.protocol = Protocol::of(session);
+        let step = match self.too_many_resets(session) {
+            Some(refused) => refused,
+            None => self.decide(session, ctx).await,
+        };
+        match step {
             Step::Continue => Ok(false),
             Step::Respond(decision, resp) => {
                 ctx.decision = decision;
+                let resp = if ctx.protocol == Protocol::Grpc {
+                    grpc::answer(resp)
+                } else {
+                    resp
+                };
                 resp.send(session, &ctx.request_id).await?;
                 Ok(true)
             }
         }
+    }
+
+    /// Remembers the upstream socket of a signed-in request to an HTTP/1.1 server, in case
+    /// its answer is a tunnel or an event stream (an HTTP/2 connection to a server is shared
+    /// by many requests: it is never shut down for one).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let h1 = peer
+            .get_peer_options()
+            .is_none_or(|o| o.alpn.get_max_http_version() == 1);
+        ctx.upstream_fd = (ctx.identity.is_some() && self.live.is_some() && h1).then_some(fd);
+        Ok(())
     }
 
     /// Counts a chunked (or under-declared) body against the route's limit: past it the
@@ -1174,6 +1271,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header("ratelimit-policy", policy)?;
             resp.insert_header("ratelimit", state)?;
         }
+        self.watch_if_long_lived(resp, ctx);
         if crate::response::is_tls(session)
             && !resp.headers.contains_key("strict-transport-security")
         {
@@ -1196,7 +1294,10 @@ impl ProxyHttp for Gateway {
             if ctx.decision != Decision::TooLarge {
                 ctx.decision = Decision::UpstreamError;
             }
-            let resp = LocalResponse::error(status, error_code(status));
+            let mut resp = LocalResponse::error(status, error_code(status));
+            if ctx.protocol == Protocol::Grpc {
+                resp = grpc::answer(resp);
+            }
             session.set_keepalive(None);
             if let Err(err) = resp.send(session, &ctx.request_id).await {
                 tracing::debug!(error = %err, "could not send error response");
@@ -1212,7 +1313,14 @@ impl ProxyHttp for Gateway {
         if let Some(slot) = ctx.in_flight.take() {
             self.in_flight.leave(slot);
         }
+        ctx.live = None;
+        if session.is_http2() && e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
+            if let Some(client) = client_socket(session) {
+                self.resets.cancelled(client);
+            }
+        }
         metrics::count(ctx.decision);
+        metrics::live::protocol(ctx.protocol);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         let route_metrics = ctx
@@ -1228,6 +1336,7 @@ impl ProxyHttp for Gateway {
             trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
             client = %ctx.client_ip,
             method = %session.req_header().method,
+            protocol = ctx.protocol.as_str(),
             request_target = %target::without_query(session.req_header().raw_path()).escape_ascii(),
             path = if ctx.path.is_empty() { "-" } else { ctx.path.as_str() },
             upstream_target = if ctx.forwarded { ctx.path.as_str() } else { "-" },

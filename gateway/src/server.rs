@@ -3,6 +3,7 @@
 
 use crate::config::AuthMode;
 use crate::config::GatewayConfig;
+use crate::live::{Fanout, LiveConnections};
 use crate::proxy::Gateway;
 use crate::session_cache::SessionCache;
 use crate::upstream;
@@ -104,10 +105,17 @@ fn build_for(
         )),
         _ => None,
     };
-    let gateway = Gateway::new(cfg, upstreams, store, cache.clone(), shared_limits.clone())
-        .with_signer(signer);
+    let gateway = Gateway::new(
+        cfg,
+        upstreams,
+        store.clone(),
+        cache.clone(),
+        shared_limits.clone(),
+    )
+    .with_signer(signer);
     crate::metrics::register_all();
     let policy = gateway.reload_handle();
+    let watched_policy = policy.clone();
     let upstreams_changed = Arc::new(tokio::sync::Notify::new());
     let in_force = policy.clone();
     server.add_service(background_service(
@@ -132,19 +140,29 @@ fn build_for(
         ));
     }
     let health = gateway.health();
+    let live = gateway.live_connections();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "authflow gateway",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = cfg.h2c;
+        app.server_options = Some(options);
+        app.h2_options = Some(h2_options(&cfg.limits));
+    }
     proxy.add_tcp(&cfg.listen);
     if let (true, Some(listen)) = (cfg.forward_auth.enabled, &cfg.forward_auth.listen) {
         proxy.add_tcp(listen);
     }
     if let Some(tls) = &cfg.tls {
-        proxy
-            .add_tls(&tls.listen, &tls.cert, &tls.key)
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
             .map_err(|e| StartError::Tls(e.to_string()))?;
+        if tls.http2 {
+            settings.enable_h2();
+        }
+        proxy.add_tls_with_settings(&tls.listen, None, settings);
     }
     server.add_service(proxy);
     if let Some(addr) = &cfg.metrics_listen {
@@ -155,13 +173,68 @@ fn build_for(
         metrics.add_tcp(addr);
         server.add_service(metrics);
     }
+    let feed = cache.as_ref().map(|(_, feed)| feed.clone());
     if let Some((cache, feed)) = cache {
+        let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![cache];
+        sinks.extend(live.clone().map(|l| l as Arc<dyn ChangeSink>));
         server.add_service(background_service(
             "session cache feed",
-            FeedService { cache, feed },
+            FeedService {
+                sink: Arc::new(Fanout(sinks)),
+                feed,
+            },
+        ));
+    }
+    if let Some(live) = live {
+        server.add_service(background_service(
+            "live connections",
+            LiveService {
+                live,
+                store,
+                feed,
+                policy: watched_policy,
+            },
         ));
     }
     Ok(server)
+}
+
+/// HTTP/2 bounds per downstream connection. Pingora 0.9 already bounds the decoded header
+/// list (64 KiB), concurrent streams (100) and malformed streams (32); the `h2` crate bounds
+/// streams reset before they were accepted (20, then `GOAWAY ENHANCE_YOUR_CALM`) and the
+/// HPACK table (4 KiB). Here the header list follows `[limits] max_header_bytes`, so an
+/// HPACK bomb is cut off while it is decoded, and concurrency follows
+/// `h2_max_concurrent_streams`; streams cancelled after acceptance (rapid reset) are
+/// counted by the proxy ([`crate::stream_resets`]).
+fn h2_options(
+    limits: &crate::config::LimitsConfig,
+) -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::default_h2_options();
+    options.max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    options.max_concurrent_streams(limits.h2_max_concurrent_streams);
+    options
+}
+
+/// Watches the sessions of live connections until shutdown ([`crate::live`]).
+struct LiveService {
+    live: Arc<LiveConnections>,
+    store: Arc<dyn SessionStore>,
+    feed: Option<Arc<dyn SessionFeed>>,
+    policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for LiveService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let watch =
+            self.live
+                .clone()
+                .watch(self.store.clone(), self.feed.clone(), self.policy.clone());
+        tokio::select! {
+            _ = watch => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// The session cache and the store's change feed, when sessions are checked (protected
@@ -182,18 +255,17 @@ fn session_cache(
     ))
 }
 
-/// Drives the change feed into the cache until shutdown.
+/// Drives the change feed into the cache (and the live connections) until shutdown.
 struct FeedService {
-    cache: Arc<SessionCache>,
+    sink: Arc<dyn ChangeSink>,
     feed: Arc<dyn SessionFeed>,
 }
 
 #[async_trait::async_trait]
 impl BackgroundService for FeedService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let sink: Arc<dyn ChangeSink> = self.cache.clone();
         tokio::select! {
-            _ = self.feed.run(sink) => {}
+            _ = self.feed.run(self.sink.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

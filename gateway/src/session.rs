@@ -161,7 +161,7 @@ impl SessionRules {
     }
 
     /// Why the session is over at `now`, given the latest activity known.
-    fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
+    pub fn expiry(&self, record: &SessionRecord, last_seen: u64, now: u64) -> Option<Expiry> {
         record.expiry_seen(now, last_seen, self.idle, self.absolute)
     }
 }

@@ -22,6 +22,11 @@ pub struct GatewayConfig {
     /// Plain-HTTP listen address, e.g. `"0.0.0.0:8000"`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Also speak cleartext HTTP/2 with prior knowledge on `listen` (a TLS-terminating load
+    /// balancer in front that talks h2c to the gateway; gRPC without TLS). Each connection
+    /// is told apart by its first bytes, so HTTP/1.1 keeps working.
+    #[serde(default)]
+    pub h2c: bool,
     /// Optional TLS listener.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -86,6 +91,13 @@ pub struct TlsConfig {
     pub listen: String,
     pub cert: String,
     pub key: String,
+    /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`); off: HTTP/1.1 only.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[session_check]`: what the gateway does with sessions, beyond the contract it shares with
@@ -225,6 +237,13 @@ pub struct LimitsConfig {
     pub keepalive_timeout: HumanDuration,
     /// Requests one client address may have in flight at once; more get 429. `0` is no cap.
     pub max_in_flight_per_client: u32,
+    /// HTTP/2: streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+    /// a client opening more has them refused by the protocol).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams a client may cancel (`RST_STREAM`) on one connection before its
+    /// answer; past it every further stream of the connection gets 429 without reaching
+    /// an upstream (rapid reset, CVE-2023-44487). `0` is no cap.
+    pub h2_max_reset_streams: u32,
 }
 
 impl Default for LimitsConfig {
@@ -236,6 +255,8 @@ impl Default for LimitsConfig {
             body_read_timeout: HumanDuration::secs(10),
             keepalive_timeout: HumanDuration::secs(60),
             max_in_flight_per_client: 256,
+            h2_max_concurrent_streams: 100,
+            h2_max_reset_streams: 200,
         }
     }
 }
@@ -249,6 +270,11 @@ pub struct UpstreamConfig {
     pub servers: Vec<String>,
     #[serde(default)]
     pub tls: bool,
+    /// What the gateway speaks to the servers: `h1` (HTTP/1.1, WebSockets), `h2` (HTTP/2
+    /// over TLS, ALPN `h2`) or `h2c` (cleartext HTTP/2 with prior knowledge). gRPC needs
+    /// `h2` or `h2c`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// SNI and `Host` for TLS upstreams.
     #[serde(default)]
     pub sni: String,
@@ -262,6 +288,11 @@ pub struct UpstreamConfig {
     /// Check servers with `GET <path>` instead of a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_path: Option<String>,
+    /// Check servers with the standard gRPC health service (`grpc.health.v1.Health/Check`)
+    /// for this service name (`""`: the server as a whole); it must answer `SERVING`.
+    /// Needs `protocol = "h2"` or `"h2c"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grpc: Option<String>,
     /// The status an HTTP health check expects.
     #[serde(default = "default_health_status")]
     pub health_check_status: u16,
@@ -279,6 +310,16 @@ pub struct UpstreamConfig {
     /// new address is found within this).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: HumanDuration,
+}
+
+/// `[[upstreams]] protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    H2,
+    H2c,
 }
 
 fn default_resolve_interval() -> HumanDuration {
@@ -597,6 +638,9 @@ impl Validate for LimitsConfig {
         if self.keepalive_timeout.0 < std::time::Duration::from_secs(1) {
             p.add("keepalive_timeout", "must be at least 1s");
         }
+        if !(1..=1000).contains(&self.h2_max_concurrent_streams) {
+            p.add("h2_max_concurrent_streams", "must be between 1 and 1000");
+        }
     }
 }
 
@@ -612,6 +656,31 @@ impl Validate for UpstreamConfig {
         }
         if self.tls && self.sni.is_empty() {
             p.add("sni", "a TLS upstream needs sni");
+        }
+        match (self.protocol, self.tls) {
+            (UpstreamProtocol::H2, false) => p.add(
+                "protocol",
+                "\"h2\" is HTTP/2 over TLS: set tls = true, or use \"h2c\"",
+            ),
+            (UpstreamProtocol::H2c, true) => p.add(
+                "protocol",
+                "\"h2c\" is cleartext: with tls = true use \"h2\"",
+            ),
+            _ => {}
+        }
+        if self.health_check_grpc.is_some() {
+            if self.protocol == UpstreamProtocol::H1 {
+                p.add(
+                    "health_check_grpc",
+                    "gRPC health checks need protocol = \"h2\" or \"h2c\"",
+                );
+            }
+            if self.health_check_path.is_some() {
+                p.add(
+                    "health_check_grpc",
+                    "set either health_check_path or health_check_grpc, not both",
+                );
+            }
         }
         if let Some(path) = &self.health_check_path {
             if !path.starts_with('/') {

@@ -48,8 +48,11 @@ impl HealthCheck for ReloadableCheck {
 }
 
 /// TCP checks by default; with `health_check_path`, a GET of that path that must answer
-/// `health_check_status`.
+/// `health_check_status`; with `health_check_grpc`, the gRPC health service.
 fn check_for(cfg: &UpstreamConfig) -> Check {
+    if let Some(service) = &cfg.health_check_grpc {
+        return Box::new(super::grpc_health::GrpcHealthCheck::new(cfg, service));
+    }
     let Some(path) = &cfg.health_check_path else {
         let mut hc = TcpHealthCheck::new();
         hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout.0);
@@ -61,6 +64,7 @@ fn check_for(cfg: &UpstreamConfig) -> Check {
         &cfg.sni
     };
     let mut hc = HttpHealthCheck::new(host, cfg.tls);
+    super::set_protocol(&mut hc.peer_template, cfg.protocol);
     if let Ok(mut req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
         let _ = req.append_header("Host", host);
         hc.req = req;

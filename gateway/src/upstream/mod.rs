@@ -11,8 +11,9 @@
 
 pub mod checks;
 pub mod discovery;
+mod grpc_health;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
 use arc_swap::ArcSwap;
 use checks::ReloadableCheck;
 use discovery::{Dns, Resolve, Resolving, ServerList};
@@ -126,6 +127,7 @@ impl Upstream {
         peer.options.total_connection_timeout = Some(cfg.connect_timeout.0);
         peer.options.read_timeout = Some(cfg.read_timeout.0);
         peer.options.write_timeout = Some(cfg.read_timeout.0);
+        set_protocol(&mut peer, cfg.protocol);
         Some(Box::new(peer))
     }
 
@@ -241,6 +243,18 @@ pub struct UpstreamError {
     name: String,
     source: std::io::Error,
 }
+
+/// HTTP/2 only (no fallback to HTTP/1.1, which would break gRPC), its streams multiplexed
+/// on few connections.
+pub fn set_protocol(peer: &mut HttpPeer, protocol: UpstreamProtocol) {
+    if protocol != UpstreamProtocol::H1 {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
+}
+
+/// Streams the gateway opens on one HTTP/2 connection to a server before opening another.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Builds every upstream of `cfgs`.
 pub fn build(cfgs: &[UpstreamConfig]) -> Result<Vec<Upstream>, UpstreamError> {
