@@ -708,27 +708,7 @@ async fn metrics_count_decisions_on_their_own_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_serves_https_and_says_so_upstream() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(ok.success());
+    let (cert, key) = self_signed(dir.path());
     let redis = Redis::start().await;
     let up = Upstream::start("a").await;
     let tls_port = free_port();
@@ -737,6 +717,7 @@ async fn tls_listener_serves_https_and_says_so_upstream() {
         listen: format!("127.0.0.1:{tls_port}"),
         cert: cert.display().to_string(),
         key: key.display().to_string(),
+        http2: true,
     });
     let gw = Gateway::start(cfg).await;
     assert!(wait_for_port(tls_port, Duration::from_secs(10)).await);

@@ -1049,6 +1049,10 @@ impl ProxyHttp for Gateway {
                 format!("every server of upstream {} failed", upstream.name),
             )
         })?;
+        let mut peer = peer;
+        if ctx.protocol == Protocol::WebSocket {
+            peer.options.read_timeout = Some(upstream.tunnel_timeout());
+        }
         ctx.tried.push(peer.address().clone());
         ctx.upstream_started = Some(Instant::now());
         if !ctx.span.is_none() {

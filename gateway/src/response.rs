@@ -5,6 +5,7 @@ use crate::rate_limit::Exceeded;
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use std::borrow::Cow;
 
@@ -167,6 +168,11 @@ impl LocalResponse {
             session.set_keepalive(None);
         }
         let empty = self.body.is_empty();
+        if let (true, ServerSession::H2(h2)) = (empty, session.as_downstream_mut()) {
+            // The stream ends with the headers (Pingora's own writer leaves it open and
+            // resets it later): a gRPC client reads a Trailers-Only answer only so.
+            return h2.write_response_header(Box::new(header), true);
+        }
         session
             .write_response_header(Box::new(header), empty)
             .await?;

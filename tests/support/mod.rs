@@ -16,6 +16,7 @@
 //! - [`github`]: the GitHub OAuth app and REST API stand-in.
 //! - [`file_server`]: Python's `http.server` on a directory, the lenient upstream.
 //! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans the services export.
+//! - [`tls`]: a self-signed certificate for the TLS listener.
 //! - [`raw_upstream`]: an upstream that records the bytes of every request it receives.
 //! - [`grpc`]: a real gRPC server (grpc-js, h2c) to put behind the gateway, and a grpc-js
 //!   client call in front of it.
@@ -44,6 +45,7 @@ pub mod sentinel;
 pub mod services;
 pub mod sessions;
 pub mod smtp;
+pub mod tls;
 pub mod upstream;
 pub mod websocket;
 
@@ -63,5 +65,6 @@ pub use sentinel::Sentinels;
 pub use services::{AuthService, Gateway, Up};
 pub use sessions::*;
 pub use smtp::SmtpSink;
+pub use tls::self_signed;
 pub use upstream::Upstream;
 pub use websocket::{HttpRefusal, WsClient, WsEcho};

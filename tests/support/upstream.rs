@@ -1,18 +1,24 @@
 //! An echo upstream: every request is answered with what it carried.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// An upstream that answers every request with JSON describing what it received:
 /// `{"server": name, "method", "path", "headers": {name: [values]}}`. A path containing
 /// `/slow/` waits 3 s first; `/set-cookie/` sets `sid`, `__Host-SID` and `theme` cookies;
-/// `/cached/` answers with its own `Cache-Control`.
+/// `/cached/` answers with its own `Cache-Control`; `/events/` is a server-sent event stream
+/// that sends `data: tick` every 200 ms until the client goes.
 pub struct Upstream {
     pub port: u16,
+    counts: Arc<Counts>,
     task: tokio::task::JoinHandle<()>,
     /// Set to `true` to drop every open connection at once, as a crashed server would.
     stop: watch::Sender<bool>,
@@ -37,14 +43,23 @@ impl Upstream {
     fn serve(name: &'static str, listener: tokio::net::TcpListener) -> Upstream {
         let port = listener.local_addr().expect("addr").port();
         let (stop, stopped) = watch::channel(false);
+        let counts = Arc::new(Counts::default());
+        let served = counts.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let mut stopped = stopped.clone();
+                let counts = served.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| echo(name, req));
+                    let svc = service_fn(move |req| {
+                        let counts = counts.clone();
+                        async move {
+                            let _in = counts.enter();
+                            echo(name, req).await
+                        }
+                    });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
@@ -54,7 +69,22 @@ impl Upstream {
                 });
             }
         });
-        Upstream { port, task, stop }
+        Upstream {
+            port,
+            counts,
+            task,
+            stop,
+        }
+    }
+
+    /// Requests it has received.
+    pub fn hits(&self) -> usize {
+        self.counts.hits.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it has had in hand at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.counts.max.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every open connection, as a crash would.
@@ -68,10 +98,58 @@ impl Upstream {
     }
 }
 
+#[derive(Default)]
+struct Counts {
+    hits: AtomicUsize,
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// A request in hand, counted until dropped.
+struct InHand(Arc<Counts>);
+
+impl Counts {
+    fn enter(self: &Arc<Self>) -> InHand {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        InHand(self.clone())
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// `data: tick` every 200 ms, for as long as the client reads.
+fn event_stream() -> hyper::Response<Body> {
+    let ticks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(
+                b"data: tick\n\n",
+            ))),
+            (),
+        ))
+    });
+    hyper::Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-store")
+        .body(BodyExt::boxed(StreamBody::new(ticks)))
+        .expect("response")
+}
+
 async fn echo(
     name: &'static str,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<Body>, Infallible> {
+    if req.uri().path().contains("/events/") {
+        return Ok(event_stream());
+    }
     if req.uri().path().contains("/slow/") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -105,7 +183,7 @@ async fn echo(
         resp = resp.header("cache-control", "public, max-age=60");
     }
     let resp = resp
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
         .expect("response");
     Ok(resp)
 }

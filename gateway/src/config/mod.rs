@@ -283,6 +283,10 @@ pub struct UpstreamConfig {
     /// Longest wait for the upstream between reads; past it the client gets 504.
     #[serde(default = "default_read_timeout")]
     pub read_timeout: HumanDuration,
+    /// Longest silence from the server in a WebSocket tunnel before it is closed (instead
+    /// of `read_timeout`, which would cut idle sockets off).
+    #[serde(default = "default_tunnel_timeout")]
+    pub tunnel_timeout: HumanDuration,
     #[serde(default = "default_health_interval")]
     pub health_check_interval: HumanDuration,
     /// Check servers with `GET <path>` instead of a TCP connect.
@@ -344,6 +348,9 @@ fn default_connect_timeout() -> HumanDuration {
 }
 fn default_read_timeout() -> HumanDuration {
     HumanDuration::secs(30)
+}
+fn default_tunnel_timeout() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 fn default_health_interval() -> HumanDuration {
     HumanDuration::secs(5)

@@ -131,6 +131,11 @@ impl Upstream {
         Some(Box::new(peer))
     }
 
+    /// How long a WebSocket tunnel to this upstream may stay silent.
+    pub fn tunnel_timeout(&self) -> Duration {
+        self.cfg.tunnel_timeout.0
+    }
+
     /// Whether a request that has been sent to `tried` may go to one more server: within the
     /// configured retries, and only if a server it has not tried exists.
     pub fn can_retry(&self, tried: &[SocketAddr]) -> bool {
