@@ -320,6 +320,12 @@ async fn fingerprint_mismatch_by_source_ip_is_refused() {
         200,
         "reject policy keeps the session"
     );
+    // Once its own device has matched (and the gateway remembers its inputs), another
+    // device is still refused, and the first still served.
+    for _ in 0..2 {
+        assert_eq!(from("127.0.0.2").await.expect("request").status(), 401);
+        assert_eq!(from("127.0.0.1").await.expect("request").status(), 200);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ pub mod health;
 pub mod identity_jwt;
 pub mod in_flight;
 pub mod live;
+pub mod memo;
 pub mod message;
 pub mod metrics;
 pub mod policy;

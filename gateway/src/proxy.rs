@@ -24,7 +24,7 @@ use crate::protocol::Protocol;
 use crate::rate_limit::{Phase, Quota, RateDecision};
 use crate::response::LocalResponse;
 use crate::route::{Route, RouteMatch};
-use crate::session::{RejectReason, SessionChecker, Verdict};
+use crate::session::{Device, RejectReason, SessionChecker, Verdict};
 use crate::session_cache::{Entry, SessionCache};
 use crate::stream_resets::StreamResets;
 use crate::target::{self, Target};
@@ -640,13 +640,16 @@ impl Gateway {
         let policy = ctx.policy.clone();
         let session = &policy.session;
         let found = cookie::find(cookies, &session.cookie.name);
-        let client_ip = ctx.client_ip;
-        let fp = || session.fingerprint.compute(client_ip, &req.headers);
+        let device = Device {
+            spec: &session.fingerprint,
+            ip: ctx.client_ip,
+            headers: &req.headers,
+        };
         let started = Instant::now();
         let span = step_span(ctx, "session check");
         let verdict = self
             .sessions
-            .check(&session.rules, found, client_ip, fp)
+            .check(&session.rules, found, &device)
             .instrument(span)
             .await;
         metrics::observe_lookup(started.elapsed().as_secs_f64());

@@ -8,6 +8,8 @@
 
 use crate::breaker::Breaker;
 use crate::config::{MismatchPolicy, SessionCheckConfig};
+pub use crate::memo::Device;
+use crate::memo::Memo;
 use crate::metrics::{self, CacheOutcome};
 use crate::rate_limit::Exceeded;
 use crate::session_cache::{Entry, SessionCache};
@@ -126,6 +128,8 @@ pub const UNKNOWN_COOKIE_POLICY: &str = "unknown_cookies";
 /// Checks sessions against the store, through the session cache when there is one.
 pub struct SessionChecker {
     store: Arc<dyn SessionStore>,
+    /// Token ids and matched fingerprint inputs remembered, so a warm hit hashes nothing.
+    memo: Memo,
     cache: Option<CacheFeed>,
     breaker: Breaker,
     misses: RecentMisses,
@@ -198,6 +202,7 @@ impl SessionChecker {
     pub fn new(store: Arc<dyn SessionStore>, check: &SessionCheckConfig) -> Self {
         SessionChecker {
             store,
+            memo: Memo::new(check.cache_entries.max(1024)),
             cache: None,
             breaker: Breaker::new(check.breaker_threshold, check.breaker_cool_down.0),
             misses: RecentMisses::default(),
@@ -219,9 +224,9 @@ impl SessionChecker {
         &self,
         rules: &SessionRules,
         cookie: CookieLookup<'_>,
-        client: IpAddr,
-        fingerprint: impl FnOnce() -> String,
+        device: &Device<'_>,
     ) -> Result<Verdict, StoreError> {
+        let client = device.ip;
         let token = match cookie {
             CookieLookup::Missing => return Ok(Verdict::Rejected(RejectReason::Missing)),
             CookieLookup::Many => return Ok(Verdict::Rejected(RejectReason::Ambiguous)),
@@ -230,10 +235,13 @@ impl SessionChecker {
                 None => return Ok(Verdict::Rejected(RejectReason::Malformed)),
             },
         };
-        let id = token.id();
+        let id = self.memo.session_id(&token);
         let now = authflow_shared::now_ms();
         let session = match self.find(rules, &id, client, now).await? {
-            Found::Session(session) => session,
+            Found::Session(session) => {
+                self.memo.remember_id(&token, &id);
+                session
+            }
             Found::Nothing => return Ok(Verdict::Rejected(RejectReason::Unknown)),
             Found::NotAsked(retry_after) => {
                 return Ok(Verdict::Throttled(throttled(&rules.unknown, retry_after)))
@@ -247,24 +255,15 @@ impl SessionChecker {
         if record.held_since.is_some() {
             return Ok(Verdict::Rejected(RejectReason::Reauth));
         }
-        let fp = fingerprint();
-        if !fingerprint::matches(&record.fingerprint, &fp) {
-            let replaced = record
-                .replaced_fingerprint
-                .as_deref()
-                .is_some_and(|old| fingerprint::matches(old, &fp));
-            match rules.mismatch {
-                MismatchPolicy::Revoke => self.forget(&id, &record.user_id).await,
-                MismatchPolicy::Reject => {}
-                // The device a re-bind took the session from is refused; it cannot put the
-                // session aside again.
-                MismatchPolicy::Reauth if replaced => {}
-                MismatchPolicy::Reauth => {
-                    self.hold(&id, now, rules.reauth_hold).await?;
-                    return Ok(Verdict::Rejected(RejectReason::Reauth));
-                }
+        // The same inputs as a request that matched give the same fingerprint: only new
+        // inputs are hashed and compared.
+        let device_tag = self.memo.device_tag(device);
+        if !session.device_known(device_tag) {
+            let fp = device.fingerprint();
+            if !fingerprint::matches(&record.fingerprint, &fp) {
+                return self.mismatch(rules, &id, record, &fp, now).await;
             }
-            return Ok(Verdict::Rejected(RejectReason::FingerprintMismatch));
+            session.device_matched(device_tag);
         }
         session.saw(now);
         if session.claim_touch(now, rules.touch_interval.as_millis() as u64) {
@@ -272,6 +271,34 @@ impl SessionChecker {
             self.touch_later(id.clone(), now, ttl);
         }
         Ok(Verdict::Valid { id, session })
+    }
+
+    /// A request from another device than the session's: refused, and the session dealt
+    /// with as `on_fingerprint_mismatch` says.
+    async fn mismatch(
+        &self,
+        rules: &SessionRules,
+        id: &str,
+        record: &SessionRecord,
+        fp: &str,
+        now: u64,
+    ) -> Result<Verdict, StoreError> {
+        let replaced = record
+            .replaced_fingerprint
+            .as_deref()
+            .is_some_and(|old| fingerprint::matches(old, fp));
+        match rules.mismatch {
+            MismatchPolicy::Revoke => self.forget(id, &record.user_id).await,
+            MismatchPolicy::Reject => {}
+            // The device a re-bind took the session from is refused; it cannot put the
+            // session aside again.
+            MismatchPolicy::Reauth if replaced => {}
+            MismatchPolicy::Reauth => {
+                self.hold(id, now, rules.reauth_hold).await?;
+                return Ok(Verdict::Rejected(RejectReason::Reauth));
+            }
+        }
+        Ok(Verdict::Rejected(RejectReason::FingerprintMismatch))
     }
 
     /// The session, from the cache when it holds it and it does not look idle (another

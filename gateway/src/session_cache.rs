@@ -28,6 +28,9 @@ pub struct Entry {
     /// The identity headers for upstreams, made at the first request that forwards them
     /// (once per cached record, not once per request).
     identity: OnceLock<IdentityHeaders>,
+    /// The tag of the fingerprint inputs that matched this record ([`crate::memo`]): every
+    /// request that matches has the same inputs, so one tag is all there is to remember.
+    device: OnceLock<u128>,
 }
 
 /// `X-User-Id`, `X-User-Email` and `X-User-Roles` of a session as header values, made when
@@ -61,6 +64,7 @@ impl Entry {
         let at = record.last_seen_at;
         Entry {
             identity: OnceLock::new(),
+            device: OnceLock::new(),
             record,
             seen: AtomicU64::new(at),
             touched: AtomicU64::new(at),
@@ -76,6 +80,18 @@ impl Entry {
     pub fn identity(&self) -> &IdentityHeaders {
         self.identity
             .get_or_init(|| IdentityHeaders::of(&self.record))
+    }
+
+    /// Whether fingerprint inputs with this tag matched the record before.
+    pub fn device_known(&self, tag: Option<u128>) -> bool {
+        tag.is_some() && self.device.get() == tag.as_ref()
+    }
+
+    /// Fingerprint inputs with this tag matched the record.
+    pub fn device_matched(&self, tag: Option<u128>) {
+        if let Some(t) = tag {
+            let _ = self.device.set(t);
+        }
     }
 
     /// The latest activity this instance knows of.

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
@@ -105,19 +106,32 @@ impl FingerprintSpec {
     /// with its name and separators, so values cannot run into each other.
     pub fn compute(&self, client_ip: IpAddr, headers: &HeaderMap) -> String {
         let mut h = Sha256::new();
-        h.update(b"authflow-fp-v1");
+        self.feed(client_ip, headers, &mut |bytes| h.update(bytes));
+        hex::encode(h.finalize())
+    }
+
+    /// Gives `sink` the bytes [`FingerprintSpec::compute`] hashes, in order: equal bytes,
+    /// equal fingerprint (the gateway remembers which bytes matched a session).
+    pub fn feed(&self, client_ip: IpAddr, headers: &HeaderMap, sink: &mut dyn FnMut(&[u8])) {
+        sink(b"authflow-fp-v1");
         for c in &self.components {
-            h.update([0x1e]);
-            h.update(c.label().as_bytes());
-            h.update([0x1f]);
+            sink(&[0x1e]);
+            sink(c.label().as_bytes());
+            sink(&[0x1f]);
             match c {
-                Component::Ip => h.update(self.reduce_ip(client_ip).to_string().as_bytes()),
-                Component::UserAgent => feed_header(&mut h, headers, "user-agent"),
-                Component::AcceptLanguage => feed_header(&mut h, headers, "accept-language"),
-                Component::Header(name) => feed_header(&mut h, headers, name),
+                Component::Ip => {
+                    // An address is at most 39 characters: written on the stack.
+                    let mut buf = [0u8; 48];
+                    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                    let _ = write!(cursor, "{}", self.reduce_ip(client_ip));
+                    let n = cursor.position() as usize;
+                    sink(&buf[..n]);
+                }
+                Component::UserAgent => feed_header(sink, headers, "user-agent"),
+                Component::AcceptLanguage => feed_header(sink, headers, "accept-language"),
+                Component::Header(name) => feed_header(sink, headers, name),
             }
         }
-        hex::encode(h.finalize())
     }
 
     fn reduce_ip(&self, ip: IpAddr) -> IpAddr {
@@ -144,12 +158,12 @@ impl crate::config::Validate for FingerprintSpec {
 }
 
 /// All values of one header, trimmed and joined, so duplicates and whitespace do not matter.
-fn feed_header(h: &mut Sha256, headers: &HeaderMap, name: &str) {
+fn feed_header(sink: &mut dyn FnMut(&[u8]), headers: &HeaderMap, name: &str) {
     for (i, v) in headers.get_all(name).iter().enumerate() {
         if i > 0 {
-            h.update(b",");
+            sink(b",");
         }
-        h.update(trim_ascii(v.as_bytes()));
+        sink(trim_ascii(v.as_bytes()));
     }
 }
 
