@@ -178,3 +178,70 @@ async fn a_server_that_is_down_or_not_serving_gets_no_calls() {
     let down = grpc_call(&target, "Say", "hi", Some(&cookie)).await;
     assert_eq!(down.code, code::UNAVAILABLE, "{:?}", down.raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_roles_answers_permission_denied_and_passes_the_roles_on() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let server = GrpcServer::start().await;
+    let mut cfg = config(&redis, &app, &[server.addr()]);
+    cfg.routes[1].roles = vec!["admin".into()];
+    assert_eq!(cfg.routes[1].prefix, ECHO);
+    let gw = Gateway::start(cfg).await;
+    let target = format!("127.0.0.1:{}", gw.port);
+    let store = redis.store().await;
+    let plain = create_session(&store, "u-plain", None, "127.0.0.1", GRPC_UA).await;
+    let denied = grpc_call(
+        &target,
+        "Say",
+        "hi",
+        Some(&format!("sid={}", plain.expose())),
+    )
+    .await;
+    assert_eq!(denied.code, code::PERMISSION_DENIED, "{:?}", denied.raw);
+    let admin = create_session_with(&store, "u-admin", None, "127.0.0.1", GRPC_UA, |r| {
+        r.claims.roles = vec!["admin".into()]
+    })
+    .await;
+    let ok = grpc_call(
+        &target,
+        "Say",
+        "hi",
+        Some(&format!("sid={}", admin.expose())),
+    )
+    .await;
+    assert_eq!(ok.code, code::OK, "{:?}", ok.raw);
+    assert_eq!(ok.field("roles"), Some("admin"));
+    assert_eq!(says(&server), 1, "only the admin's call reached the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_over_a_shared_http2_connection_ends_with_its_session() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let server = GrpcServer::start().await;
+    let gw = Gateway::start(config(&redis, &app, &[server.addr()])).await;
+    let target = format!("127.0.0.1:{}", gw.port);
+    let store = redis.store().await;
+    let token = create_session(&store, "u-ticks", None, "127.0.0.1", GRPC_UA).await;
+    let cookie = format!("sid={}", token.expose());
+    let call = tokio::spawn(async move { grpc_call(&target, "Ticks", "t", Some(&cookie)).await });
+    // The client ends the stream itself at 2 s: revoke at 1.2 s, once it is watched.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    use authflow_shared::store::SessionStore;
+    store.delete(&token.id(), "u-ticks").await.expect("deleted");
+    let ticks = call.await.expect("call");
+    let ended = ticks.ended_after_ms.expect("ended_after_ms");
+    // The gateway resets the stream (the client reports CANCELLED, as for any reset),
+    // well before the client's own end at 2 s.
+    assert_ne!(ticks.code, code::OK, "{:?}", ticks.raw);
+    assert!(
+        ended < 1_700,
+        "ended {ended} ms after it began: {:?}",
+        ticks.raw
+    );
+    eprintln!(
+        "server stream ended {} ms after the session was deleted",
+        ended.saturating_sub(1_200)
+    );
+}

@@ -428,3 +428,71 @@ async fn streams_cancelled_after_they_reached_the_upstream_are_counted_per_conne
     let status = h2_status(&mut fresh, get("http://x/public/x").body(()).expect("req")).await;
     assert_eq!(status, Some(200), "another connection is not");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_http2_gets_headers_only_and_idle_connections_are_closed() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("a").await;
+    let mut cfg = h2c_config(&redis, &up);
+    cfg.limits.keepalive_timeout = HumanDuration::secs(1);
+    let gw = Gateway::start(cfg).await;
+    let (version, code, body) = curl(&["--http2-prior-knowledge", "-I", &gw.url("/app/x")]).await;
+    assert_eq!((version.as_str(), code), ("2", 401), "{body}");
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2");
+    let conn = tokio::spawn(conn);
+    assert_eq!(
+        h2_status(&mut send, get("http://x/public/x").body(()).expect("req")).await,
+        Some(200)
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection was kept past keepalive_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_cancel_do_not_take_servers_out() {
+    let redis = Redis::start().await;
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mut cfg = h2c_config(&redis, &a);
+    cfg.upstreams[0].servers = vec![a.addr(), b.addr()];
+    cfg.upstreams[0].read_timeout = HumanDuration::secs(10);
+    cfg.rate_limit.requests = 1_000_000;
+    let gw = Gateway::start(cfg).await;
+    for _ in 0..12 {
+        let mut send = h2_client(gw.port).await;
+        let mut ready = send.clone().ready().await.expect("ready");
+        let (_, mut stream) = ready
+            .send_request(get("http://x/public/slow/").body(()).expect("req"), true)
+            .expect("stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        let _ = h2_status(&mut send, get("http://x/public/x").body(()).expect("req")).await;
+    }
+    // Let the cancelled requests end (their upstream answers come after 3 s).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let mut servers = std::collections::HashSet::new();
+    let c = client();
+    for _ in 0..10 {
+        let body: serde_json::Value = c
+            .get(gw.url("/public/x"))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        servers.insert(body["server"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        servers.len(),
+        2,
+        "a server was taken out: only {servers:?} answered"
+    );
+}

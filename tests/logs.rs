@@ -154,6 +154,7 @@ async fn json_logs_give_one_access_object_per_request() {
     assert_eq!(access["status"], 401, "{access}");
     assert_eq!(access["decision"], "unauthenticated");
     assert_eq!(access["route"], "/app/");
+    assert_eq!(access["protocol"], "h1");
     assert!(access["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(access["elapsed_ms"].is_u64());
     let text = std::fs::read_to_string(&path).expect("log");

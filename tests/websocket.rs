@@ -313,3 +313,91 @@ async fn an_expiring_session_closes_its_socket_and_a_deleted_one_its_event_strea
         at.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_over_http2_ends_with_its_session() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let echo = WsEcho::start().await;
+    let mut cfg = config(&redis, &app, &echo);
+    cfg.h2c = true;
+    let gw = Gateway::start(cfg).await;
+    let store = redis.store().await;
+    let token = create_session(&store, "u-h2", None, "127.0.0.1", UA).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.expect("ready");
+    let req = http::Request::get("http://localhost/events/feed")
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", token.expose()))
+        .body(())
+        .expect("req");
+    let (resp, _) = send.send_request(req, true).expect("stream");
+    let resp = resp.await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.data().await.expect("a tick").expect("data");
+    assert!(String::from_utf8_lossy(&first).contains("tick"));
+    use authflow_shared::store::SessionStore;
+    store.delete(&token.id(), "u-h2").await.expect("deleted");
+    let at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = body.data().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the HTTP/2 stream outlived its session");
+    eprintln!(
+        "HTTP/2 event stream ended {:?} after the session was deleted",
+        at.elapsed()
+    );
+    // The connection itself serves on.
+    let mut send = send.ready().await.expect("the connection is still open");
+    let req = http::Request::get("http://localhost/public/x")
+        .body(())
+        .expect("req");
+    let (resp, _) = send.send_request(req, true).expect("stream");
+    assert_eq!(resp.await.expect("answer").status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_signed_in_answer_still_streaming_ends_with_its_session() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let echo = WsEcho::start().await;
+    let mut cfg = config(&redis, &app, &echo);
+    cfg.routes
+        .insert(0, route("/stream/", "app", AuthMode::Required));
+    let gw = Gateway::start(cfg).await;
+    let store = redis.store().await;
+    let token = create_session(&store, "u-dl", None, "127.0.0.1", UA).await;
+    let mut download = client()
+        .get(gw.url("/stream/big"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", token.expose()))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 200);
+    // Past a second of streaming the answer is watched.
+    let until = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < until {
+        assert!(download.chunk().await.expect("chunk").is_some());
+    }
+    use authflow_shared::store::SessionStore;
+    store.delete(&token.id(), "u-dl").await.expect("deleted");
+    let at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = download.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the download outlived its session");
+    eprintln!(
+        "chunked download ended {:?} after the session was deleted",
+        at.elapsed()
+    );
+}

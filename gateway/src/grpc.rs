@@ -23,7 +23,19 @@ pub enum Code {
 pub fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| is_grpc_type(v.as_bytes()))
+}
+
+/// `application/grpc`, alone or followed by `+format`, `-web...` or parameters, in any
+/// ASCII case (media types are case-insensitive); not `application/grpcfoo`.
+fn is_grpc_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(
+            value.get(GRPC.len()),
+            None | Some(b'+' | b'-' | b';' | b' ')
+        )
 }
 
 /// The code for an HTTP status the gateway would answer with, after gRPC's own mapping
@@ -141,6 +153,27 @@ mod tests {
             a.header_value("grpc-message"),
             Some("rate_limited: retry after 3s")
         );
+    }
+
+    #[test]
+    fn grpc_is_known_by_its_media_type_in_any_case() {
+        for yes in [
+            "application/grpc",
+            "Application/GRPC",
+            "application/grpc+proto",
+            "application/grpc-web+proto",
+            "application/grpc; charset=utf-8",
+        ] {
+            assert!(is_grpc_type(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "application/grpcfoo",
+            "application/json",
+            "text/grpc",
+            "application/grp",
+        ] {
+            assert!(!is_grpc_type(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

@@ -4,10 +4,16 @@
 //! client-tracking invalidations the session cache receives), and the session's connections
 //! are closed at once; an expired session's are closed within [`TICK`].
 //!
-//! A connection is closed by shutting down its upstream socket: Pingora then ends the tunnel
-//! or the response both ways, as if the upstream had hung up. The registry holds its own
-//! duplicate of the socket's descriptor, so the number it shuts down can never have been
-//! reused for another connection.
+//! Watched are WebSocket tunnels and event streams from their first byte, and any other
+//! answer of a signed-in request still streaming after [`LONG_LIVED`] (a gRPC server
+//! stream, a chunked download), from then on.
+//!
+//! A connection over HTTP/1.1 to its server is closed by shutting down its upstream socket:
+//! Pingora then ends the tunnel or the response both ways, as if the upstream had hung up.
+//! The registry holds its own duplicate of the socket's descriptor, so the number it shuts
+//! down can never have been reused for another connection. A stream over a shared HTTP/2
+//! connection to its server cannot be cut that way: it is marked, and the proxy ends it at
+//! its next chunk ([`Registration::is_closed`]).
 
 use crate::policy::Policy;
 use authflow_shared::session::SessionRecord;
@@ -16,7 +22,7 @@ use authflow_shared::token::log_id;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,21 +32,26 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// How long a session may go unconfirmed (the store unreachable) before its connections
 /// are closed: fail closed, but not on a blip.
 pub const UNVERIFIED_GRACE: Duration = Duration::from_secs(10);
+/// A signed-in answer still streaming after this long is watched like a tunnel.
+pub const LONG_LIVED: Duration = Duration::from_secs(1);
 
 /// What a live connection carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveKind {
     WebSocket,
     EventStream,
+    /// Any other answer still streaming after [`LONG_LIVED`].
+    Stream,
 }
 
 impl LiveKind {
-    pub const ALL: [LiveKind; 2] = [LiveKind::WebSocket, LiveKind::EventStream];
+    pub const ALL: [LiveKind; 3] = [LiveKind::WebSocket, LiveKind::EventStream, LiveKind::Stream];
 
     pub fn as_str(self) -> &'static str {
         match self {
             LiveKind::WebSocket => "ws",
             LiveKind::EventStream => "sse",
+            LiveKind::Stream => "stream",
         }
     }
 }
@@ -95,8 +106,10 @@ struct Watched {
 struct Conn {
     key: u64,
     /// A duplicate of the upstream socket's descriptor (closed when dropped; the socket
-    /// itself lives on until Pingora closes its own).
-    socket: TcpStream,
+    /// itself lives on until Pingora closes its own); none over a shared HTTP/2 connection.
+    socket: Option<TcpStream>,
+    /// Set when the session ended, for the proxy to end the stream at its next chunk.
+    closed: Arc<AtomicBool>,
     kind: LiveKind,
 }
 
@@ -106,6 +119,14 @@ pub struct Registration {
     live: Arc<LiveConnections>,
     session: String,
     key: u64,
+    closed: Arc<AtomicBool>,
+}
+
+impl Registration {
+    /// Whether the session ended: the stream must end now.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Registration {
@@ -131,28 +152,31 @@ impl LiveConnections {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Watches the connection whose upstream socket is `fd` until the returned registration
-    /// is dropped. `fd` must be open for the duration of this call (the upstream connection
-    /// of the request being answered). `None` when the descriptor cannot be duplicated (out
-    /// of descriptors): the connection is then not watched, and said so in the log.
+    /// Watches a connection until the returned registration is dropped: its upstream
+    /// socket `fd` (HTTP/1.1 to the server) is shut down when the session ends, and the
+    /// registration says so either way. `fd` must be open for the duration of this call
+    /// (the upstream connection of the request being answered). If it cannot be duplicated
+    /// (out of descriptors) the stream is still ended at its next chunk.
     pub fn register(
         self: &Arc<Self>,
         session_id: &str,
         record: &SessionRecord,
         last_seen: u64,
-        fd: RawFd,
+        fd: Option<RawFd>,
         kind: LiveKind,
-    ) -> Option<Registration> {
-        // SAFETY: the caller guarantees `fd` is open for this call; it is only borrowed to
-        // be duplicated, and the duplicate is owned from here on.
-        let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
-        let socket = match owned {
-            Ok(fd) => TcpStream::from(fd),
-            Err(e) => {
-                tracing::warn!(session = log_id(session_id), error = %e, "live connection not watched: descriptor not duplicated");
-                return None;
+    ) -> Registration {
+        let socket = fd.and_then(|fd| {
+            // SAFETY: the caller guarantees `fd` is open for this call; it is only borrowed
+            // to be duplicated, and the duplicate is owned from here on.
+            match unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() {
+                Ok(fd) => Some(TcpStream::from(fd)),
+                Err(e) => {
+                    tracing::warn!(session = log_id(session_id), error = %e, "upstream socket not duplicated: the stream ends at its next chunk");
+                    None
+                }
             }
-        };
+        });
+        let closed = Arc::new(AtomicBool::new(false));
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let mut sessions = self.sessions();
         let watched = sessions
@@ -166,15 +190,21 @@ impl LiveConnections {
                 stale: true,
                 unverified_since: None,
             });
-        watched.conns.push(Conn { key, socket, kind });
+        watched.conns.push(Conn {
+            key,
+            socket,
+            closed: closed.clone(),
+            kind,
+        });
         drop(sessions);
         crate::metrics::live_opened(kind);
         self.wake.notify_one();
-        Some(Registration {
+        Registration {
             live: self.clone(),
             session: session_id.to_owned(),
             key,
-        })
+            closed,
+        }
     }
 
     fn remove(&self, session_id: &str, key: u64) {
@@ -199,8 +229,11 @@ impl LiveConnections {
             return;
         };
         for conn in &watched.conns {
-            // Already closed by its peer is fine: the tunnel is ending anyway.
-            let _ = conn.socket.shutdown(Shutdown::Both);
+            conn.closed.store(true, Ordering::Relaxed);
+            if let Some(socket) = &conn.socket {
+                // Already closed by its peer is fine: the tunnel is ending anyway.
+                let _ = socket.shutdown(Shutdown::Both);
+            }
             crate::metrics::live_ended(conn.kind);
             crate::metrics::live_closed(reason);
         }
@@ -386,10 +419,29 @@ mod tests {
         let live = LiveConnections::new();
         let (ours, mut peer) = pair();
         let (other, mut other_peer) = pair();
-        let r1 = live.register("s1", &record(), 0, ours.as_raw_fd(), LiveKind::WebSocket);
-        let _r2 = live.register("s2", &record(), 0, other.as_raw_fd(), LiveKind::EventStream);
+        let r1 = live.register(
+            "s1",
+            &record(),
+            0,
+            Some(ours.as_raw_fd()),
+            LiveKind::WebSocket,
+        );
+        let _r2 = live.register(
+            "s2",
+            &record(),
+            0,
+            Some(other.as_raw_fd()),
+            LiveKind::EventStream,
+        );
         assert_eq!(live.len(), 2);
+        let shared = live.register("s1", &record(), 0, None, LiveKind::Stream);
+        assert!(!shared.is_closed());
         live.close("s1", CloseReason::Revoked);
+        assert!(
+            shared.is_closed(),
+            "a stream without a socket of its own is marked"
+        );
+        assert!(r1.is_closed());
         assert_eq!(live.len(), 1);
         let mut buf = [0u8; 1];
         assert_eq!(
@@ -412,7 +464,13 @@ mod tests {
     fn a_registration_leaves_when_dropped_and_keeps_no_socket_open() {
         let live = LiveConnections::new();
         let (ours, mut peer) = pair();
-        let r = live.register("s", &record(), 0, ours.as_raw_fd(), LiveKind::WebSocket);
+        let r = live.register(
+            "s",
+            &record(),
+            0,
+            Some(ours.as_raw_fd()),
+            LiveKind::WebSocket,
+        );
         drop(r);
         assert!(live.is_empty());
         drop(ours);
@@ -428,7 +486,13 @@ mod tests {
     fn a_change_marks_the_session_for_reading_and_an_unconfirmed_one_closes_after_the_grace() {
         let live = LiveConnections::new();
         let (ours, _peer) = pair();
-        let _r = live.register("s", &record(), 0, ours.as_raw_fd(), LiveKind::WebSocket);
+        let _r = live.register(
+            "s",
+            &record(),
+            0,
+            Some(ours.as_raw_fd()),
+            LiveKind::WebSocket,
+        );
         live.apply("s", Judged::Valid(Box::new(record()), 0), 1_000);
         assert!(live.sessions().get("s").is_some_and(|w| !w.stale));
         live.changed("s");

@@ -239,7 +239,7 @@ impl Gateway {
     /// Watches a signed-in request's tunnel (101) or event stream, so that it ends with the
     /// session ([`crate::live`]).
     fn watch_if_long_lived(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
-        let (Some(fd), Some(live), Some(id)) = (ctx.upstream_fd, &self.live, &ctx.identity) else {
+        let (Some(live), Some(id)) = (&self.live, &ctx.identity) else {
             return;
         };
         let kind = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -255,8 +255,42 @@ impl Gateway {
         };
         let entry = &id.session;
         // The upstream connection answering this request is open while its answer is
-        // being forwarded: `fd` is still its socket.
-        ctx.live = live.register(&id.session_id, &entry.record, entry.last_seen(), fd, kind);
+        // being forwarded: `upstream_fd` is still its socket.
+        ctx.live = Some(live.register(
+            &id.session_id,
+            &entry.record,
+            entry.last_seen(),
+            ctx.upstream_fd,
+            kind,
+        ));
+    }
+
+    /// Ends a watched answer whose session ended; watches a signed-in answer still
+    /// streaming after [`live::LONG_LIVED`].
+    fn watch_streaming(&self, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(watched) = &ctx.live {
+            if watched.is_closed() {
+                return Error::e_explain(
+                    ErrorType::Custom("session ended"),
+                    "stream of an ended session",
+                );
+            }
+            return Ok(());
+        }
+        let (Some(live), Some(id)) = (&self.live, &ctx.identity) else {
+            return Ok(());
+        };
+        if ctx.started.elapsed() >= live::LONG_LIVED {
+            let entry = &id.session;
+            ctx.live = Some(live.register(
+                &id.session_id,
+                &entry.record,
+                entry.last_seen(),
+                ctx.upstream_fd,
+                LiveKind::Stream,
+            ));
+        }
+        Ok(())
     }
 
     /// The request policy, in order. Only `Step::Respond` stops it.
@@ -264,6 +298,11 @@ impl Gateway {
         // HTTP/1.1 keeps idle connections forever by default: bound it.
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs()));
+        }
+        if session.is_http2() {
+            // A stream whose client stops reading (a zero window) is given up, as a slow
+            // HTTP/1.1 reader is by its socket.
+            session.set_write_timeout(Some(self.limits.keepalive_timeout.0));
         }
         let req = session.req_header();
         if let Some(resp) = self.header_limits(req) {
@@ -1005,6 +1044,20 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Ends the answer of a session that ended ([`crate::live`]).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.identity.is_some() {
+            self.watch_streaming(ctx)?;
+        }
+        Ok(None)
+    }
+
     /// Counts a chunked (or under-declared) body against the route's limit: past it the
     /// upstream request is abandoned and the client gets 413.
     async fn request_body_filter(
@@ -1113,7 +1166,9 @@ impl ProxyHttp for Gateway {
         e.retry.decide_reuse(client_reused);
         let mut retry_same = false;
         if let Some(upstream) = upstream_of(ctx) {
-            if !client_reused {
+            // A client that went away says nothing about the server (counted, it would let
+            // anyone take healthy servers out by cancelling requests).
+            if !client_reused && e.esource() != &ErrorSource::Downstream {
                 upstream.report_failure(peer.address());
             }
             if upstream.can_retry(&ctx.tried) {

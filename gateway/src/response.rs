@@ -167,7 +167,8 @@ impl LocalResponse {
         if request_has_body(session) {
             session.set_keepalive(None);
         }
-        let empty = self.body.is_empty();
+        // A HEAD answer has the headers of the GET answer, never its body.
+        let empty = self.body.is_empty() || session.req_header().method == http::Method::HEAD;
         if let (true, ServerSession::H2(h2)) = (empty, session.as_downstream_mut()) {
             // The stream ends with the headers (Pingora's own writer leaves it open and
             // resets it later): a gRPC client reads a Trailers-Only answer only so.

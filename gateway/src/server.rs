@@ -149,6 +149,9 @@ fn build_for(
     if let Some(app) = proxy.app_logic_mut() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = cfg.h2c;
+        // An HTTP/2 connection without a stream in flight is closed like an idle HTTP/1.1
+        // one (Pingora keeps it forever otherwise).
+        options.h2_idle_timeout = Some(cfg.limits.keepalive_timeout.0);
         app.server_options = Some(options);
         app.h2_options = Some(h2_options(&cfg.limits));
     }

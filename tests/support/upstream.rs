@@ -15,7 +15,8 @@ use tokio::sync::watch;
 /// `{"server": name, "method", "path", "headers": {name: [values]}}`. A path containing
 /// `/slow/` waits 3 s first; `/set-cookie/` sets `sid`, `__Host-SID` and `theme` cookies;
 /// `/cached/` answers with its own `Cache-Control`; `/events/` is a server-sent event stream
-/// that sends `data: tick` every 200 ms until the client goes.
+/// that sends `data: tick` every 200 ms until the client goes, `/stream/` the same as a
+/// chunked `text/plain` download.
 pub struct Upstream {
     pub port: u16,
     counts: Arc<Counts>,
@@ -125,8 +126,8 @@ impl Drop for InHand {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// `data: tick` every 200 ms, for as long as the client reads.
-fn event_stream() -> hyper::Response<Body> {
+/// `data: tick` every 200 ms, for as long as the client reads, as `content_type`.
+fn event_stream(content_type: &'static str) -> hyper::Response<Body> {
     let ticks = futures_util::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Some((
@@ -137,7 +138,7 @@ fn event_stream() -> hyper::Response<Body> {
         ))
     });
     hyper::Response::builder()
-        .header("content-type", "text/event-stream")
+        .header("content-type", content_type)
         .header("cache-control", "no-store")
         .body(BodyExt::boxed(StreamBody::new(ticks)))
         .expect("response")
@@ -148,7 +149,10 @@ async fn echo(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Body>, Infallible> {
     if req.uri().path().contains("/events/") {
-        return Ok(event_stream());
+        return Ok(event_stream("text/event-stream"));
+    }
+    if req.uri().path().contains("/stream/") {
+        return Ok(event_stream("text/plain"));
     }
     if req.uri().path().contains("/slow/") {
         tokio::time::sleep(Duration::from_secs(3)).await;
