@@ -27,6 +27,8 @@ events { worker_connections 8192; }
 http {
   access_log off;
   http2_max_concurrent_streams 128;
+  # nginx ends an HTTP/2 connection after 1000 requests by default (h2load does not reconnect).
+  keepalive_requests 100000000;
   upstream app { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NGXH2 http2;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
@@ -68,7 +70,7 @@ out=$("${SIDE[@]}" wrk -t1 -c$((H2_CONNS * H2_STREAMS)) -d"${SECS}s" --latency \
 after=$(cpu $GWH2_PID $REDIS_PID)
 reqs=$(echo "$out" | awk '/requests in/ {print $1}')
 RPS[gw_h1_protected]=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
-MEAN[gw_h1_protected]=$(echo "$out" | awk '$1=="Latency" {print $2}')
+MEAN[gw_h1_protected]=$(echo "$out" | awk '$1=="Latency" {print $2; exit}')
 P99[gw_h1_protected]=$(echo "$out" | awk '$1=="99%" {print $2}')
 CPUUS[gw_h1_protected]=$(awk -v c=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", c / hz * 1e6 / n}')
 

@@ -1049,10 +1049,11 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if ctx.identity.is_some() {
+        // A whole answer in one chunk is over already: no clock read for it.
+        if ctx.identity.is_some() && (ctx.live.is_some() || !end_of_stream) {
             self.watch_streaming(ctx)?;
         }
         Ok(None)
