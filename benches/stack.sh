@@ -172,7 +172,11 @@ outbox_dir = "$tmp/outbox"
 [signup]
 require_email_verification = false
 TOML
-RUST_LOG=error "${SIDE[@]}" "$BIN" auth --config "$tmp/auth.toml" & pids+=($!)
+# AUTH_ON_GATEWAY_CORE=1 puts the auth service (and its argon2 threads) on the gateway's core,
+# to show what sharing it costs during a sign-in flood.
+AUTH_CPU=("${SIDE[@]}")
+[ "${AUTH_ON_GATEWAY_CORE:-0}" = 1 ] && AUTH_CPU=("${SUT[@]}")
+RUST_LOG=error "${AUTH_CPU[@]}" "$BIN" auth --config "$tmp/auth.toml" & pids+=($!)
 for p in $UP $NGX $NGXA $VERIFY $BAREP $REDIS $AUTH; do wait_port $p; done
 RUST_LOG=off "${SUT[@]}" "$BIN" gateway --config "$tmp/gateway.toml" & GW_PID=$!; pids+=($GW_PID)
 RUST_LOG=off "${SUT[@]}" "$BIN" gateway --config "$tmp/gateway-nocache.toml" & GWNC_PID=$!; pids+=($GWNC_PID)
