@@ -19,11 +19,12 @@ use crate::policy::Policy;
 use authflow_shared::session::SessionRecord;
 use authflow_shared::store::{ChangeSink, SessionFeed, SessionStore};
 use authflow_shared::token::log_id;
+use prometheus::{IntCounter, IntGauge};
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How often sessions with live connections are judged again for expiry (and, without a
@@ -144,7 +145,7 @@ enum Judged {
 
 impl LiveConnections {
     pub fn new() -> Arc<Self> {
-        crate::metrics::register_live();
+        register_metrics();
         Arc::new(LiveConnections::default())
     }
 
@@ -197,7 +198,7 @@ impl LiveConnections {
             kind,
         });
         drop(sessions);
-        crate::metrics::live_opened(kind);
+        metric_opened(kind);
         self.wake.notify_one();
         Registration {
             live: self.clone(),
@@ -220,7 +221,7 @@ impl LiveConnections {
             sessions.remove(session_id);
         }
         drop(sessions);
-        crate::metrics::live_ended(conn.kind);
+        metric_ended(conn.kind);
     }
 
     /// Closes every live connection of `session_id`.
@@ -234,8 +235,8 @@ impl LiveConnections {
                 // Already closed by its peer is fine: the tunnel is ending anyway.
                 let _ = socket.shutdown(Shutdown::Both);
             }
-            crate::metrics::live_ended(conn.kind);
-            crate::metrics::live_closed(reason);
+            metric_ended(conn.kind);
+            metric_closed(reason);
         }
         tracing::info!(
             session = log_id(session_id),
@@ -387,6 +388,62 @@ impl ChangeSink for Fanout {
         for s in &self.0 {
             s.reset(live);
         }
+    }
+}
+
+/// `authflow_gateway_live_connections{kind}`: open connections watched, by kind.
+static LIVE: LazyLock<Option<Vec<IntGauge>>> = LazyLock::new(|| {
+    let vec = prometheus::register_int_gauge_vec!(
+        "authflow_gateway_live_connections",
+        "Open long-lived connections watched for their session's end, by kind (ws, sse, stream)",
+        &["kind"]
+    )
+    .ok()?;
+    Some(
+        LiveKind::ALL
+            .iter()
+            .map(|k| vec.with_label_values(&[k.as_str()]))
+            .collect(),
+    )
+});
+
+/// `authflow_gateway_live_connections_closed_total{reason}`.
+static CLOSED: LazyLock<Option<Vec<IntCounter>>> = LazyLock::new(|| {
+    let vec = prometheus::register_int_counter_vec!(
+        "authflow_gateway_live_connections_closed_total",
+        "Long-lived connections the gateway closed because their session ended, by reason",
+        &["reason"]
+    )
+    .ok()?;
+    Some(
+        CloseReason::ALL
+            .iter()
+            .map(|r| vec.with_label_values(&[r.as_str()]))
+            .collect(),
+    )
+});
+
+/// Registers the series, so that each exists from the first scrape.
+pub fn register_metrics() {
+    LazyLock::force(&LIVE);
+    LazyLock::force(&CLOSED);
+}
+
+fn metric_opened(kind: LiveKind) {
+    if let Some(g) = LIVE.as_ref().and_then(|all| all.get(kind as usize)) {
+        g.inc();
+    }
+}
+
+fn metric_ended(kind: LiveKind) {
+    if let Some(g) = LIVE.as_ref().and_then(|all| all.get(kind as usize)) {
+        g.dec();
+    }
+}
+
+fn metric_closed(reason: CloseReason) {
+    if let Some(c) = CLOSED.as_ref().and_then(|all| all.get(reason as usize)) {
+        c.inc();
     }
 }
 

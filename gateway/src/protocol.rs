@@ -1,6 +1,8 @@
 //! The protocol a request arrived in, for the access log and metrics.
 
 use pingora::proxy::Session;
+use prometheus::IntCounter;
+use std::sync::LazyLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -43,5 +45,33 @@ impl Protocol {
         } else {
             Protocol::H1
         }
+    }
+}
+
+/// `authflow_gateway_requests_by_protocol_total{protocol}`, one counter each, made up front.
+static REQUESTS: LazyLock<Option<Vec<IntCounter>>> = LazyLock::new(|| {
+    let vec = prometheus::register_int_counter_vec!(
+        "authflow_gateway_requests_by_protocol_total",
+        "Requests by protocol: h1, h2, ws (WebSocket upgrade), grpc",
+        &["protocol"]
+    )
+    .ok()?;
+    Some(
+        Protocol::ALL
+            .iter()
+            .map(|p| vec.with_label_values(&[p.as_str()]))
+            .collect(),
+    )
+});
+
+/// Registers the series, so that each exists from the first scrape.
+pub fn register_metrics() {
+    LazyLock::force(&REQUESTS);
+}
+
+/// Counts a request that arrived in `protocol`.
+pub fn count(protocol: Protocol) {
+    if let Some(c) = REQUESTS.as_ref().and_then(|all| all.get(protocol as usize)) {
+        c.inc();
     }
 }

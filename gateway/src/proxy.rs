@@ -253,16 +253,7 @@ impl Gateway {
         } else {
             return;
         };
-        let entry = &id.session;
-        // The upstream connection answering this request is open while its answer is
-        // being forwarded: `upstream_fd` is still its socket.
-        ctx.live = Some(live.register(
-            &id.session_id,
-            &entry.record,
-            entry.last_seen(),
-            ctx.upstream_fd,
-            kind,
-        ));
+        ctx.live = Some(watch(live, id, ctx.upstream_fd, kind));
     }
 
     /// Ends a watched answer whose session ended; watches a signed-in answer still
@@ -281,14 +272,7 @@ impl Gateway {
             return Ok(());
         };
         if ctx.started.elapsed() >= live::LONG_LIVED {
-            let entry = &id.session;
-            ctx.live = Some(live.register(
-                &id.session_id,
-                &entry.record,
-                entry.last_seen(),
-                ctx.upstream_fd,
-                LiveKind::Stream,
-            ));
+            ctx.live = Some(watch(live, id, ctx.upstream_fd, LiveKind::Stream));
         }
         Ok(())
     }
@@ -776,6 +760,24 @@ impl Gateway {
 }
 
 /// A browser's page load: a GET that accepts HTML (it gets pages and redirects, not JSON).
+/// Registers a request's answer under its session. The upstream connection answering it is
+/// open while the answer is forwarded: `upstream_fd` is still its socket.
+fn watch(
+    live: &Arc<LiveConnections>,
+    id: &Identity,
+    upstream_fd: Option<std::os::fd::RawFd>,
+    kind: LiveKind,
+) -> live::Registration {
+    let entry = &id.session;
+    live.register(
+        &id.session_id,
+        &entry.record,
+        entry.last_seen(),
+        upstream_fd,
+        kind,
+    )
+}
+
 /// The client's address and port (its connection), when it came over TCP.
 fn client_socket(session: &Session) -> Option<StdSocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
@@ -1383,7 +1385,7 @@ impl ProxyHttp for Gateway {
             }
         }
         metrics::count(ctx.decision);
-        metrics::live::protocol(ctx.protocol);
+        crate::protocol::count(ctx.protocol);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         let route_metrics = ctx

@@ -114,6 +114,7 @@ fn build_for(
     )
     .with_signer(signer);
     crate::metrics::register_all();
+    crate::protocol::register_metrics();
     let policy = gateway.reload_handle();
     let watched_policy = policy.clone();
     let upstreams_changed = Arc::new(tokio::sync::Notify::new());

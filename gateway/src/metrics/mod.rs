@@ -1,7 +1,6 @@
 //! Prometheus metrics of the request path, served with the detailed `/health` on the private
 //! `metrics_listen` listener when configured.
 
-pub mod live;
 pub mod traffic;
 
 use crate::decision::Decision;
@@ -240,7 +239,6 @@ pub fn register_all() {
     LazyLock::force(&CACHE_LIVE);
     LazyLock::force(&SESSION_CHECKS);
     traffic::register();
-    live::register();
     LazyLock::force(&UPSTREAM_SERVER_UP);
     authflow_shared::metrics::build_info();
 }
@@ -272,20 +270,4 @@ pub fn upstream_servers<'a>(servers: impl Iterator<Item = (&'a str, String, bool
             g.with_label_values(&[upstream, &server]).set(i64::from(up));
         }
     }
-}
-
-pub fn register_live() {
-    live::register();
-}
-
-pub fn live_opened(kind: crate::live::LiveKind) {
-    live::opened(kind);
-}
-
-pub fn live_ended(kind: crate::live::LiveKind) {
-    live::ended(kind);
-}
-
-pub fn live_closed(reason: crate::live::CloseReason) {
-    live::closed(reason);
 }
