@@ -401,3 +401,44 @@ async fn any_signed_in_answer_still_streaming_ends_with_its_session() {
         at.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_falls_silent_still_ends_with_its_session() {
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let echo = WsEcho::start().await;
+    let mut cfg = config(&redis, &app, &echo);
+    cfg.routes
+        .insert(0, route("/silent/", "app", AuthMode::Required));
+    cfg.upstreams[0].read_timeout = authflow_shared::config::HumanDuration::secs(20);
+    let gw = Gateway::start(cfg).await;
+    let store = redis.store().await;
+    let token = create_session(&store, "u-quiet", None, "127.0.0.1", UA).await;
+    let mut quiet = client()
+        .get(gw.url("/silent/x"))
+        .header("user-agent", UA)
+        .header("cookie", format!("sid={}", token.expose()))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(quiet.status(), 200);
+    let first = quiet
+        .chunk()
+        .await
+        .expect("chunk")
+        .expect("the first chunk");
+    assert_eq!(&first[..], b"chunk 0\n");
+    // Within its first second, then silent: no chunk passes after the revocation.
+    use authflow_shared::store::SessionStore;
+    store.delete(&token.id(), "u-quiet").await.expect("deleted");
+    let at = Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(2), quiet.chunk()).await;
+    match rest {
+        Ok(Ok(Some(chunk))) => panic!("a chunk passed after the session ended: {chunk:?}"),
+        Ok(_) => eprintln!(
+            "silent stream ended {:?} after the session was deleted",
+            at.elapsed()
+        ),
+        Err(_) => panic!("the silent stream outlived its session"),
+    }
+}

@@ -16,6 +16,7 @@
 //! its next chunk ([`Registration::is_closed`]).
 
 use crate::policy::Policy;
+use crate::session_cache::SessionCache;
 use authflow_shared::session::SessionRecord;
 use authflow_shared::store::{ChangeSink, SessionFeed, SessionStore};
 use authflow_shared::token::log_id;
@@ -100,6 +101,8 @@ struct Watched {
     conns: Vec<Conn>,
     /// To be read from the store again: new here, changed, or the feed reconnected.
     stale: bool,
+    /// Changes reported so far: a read clears `stale` only if none came in while it ran.
+    changes: u64,
     /// Since when the store has failed to confirm it (Unix ms).
     unverified_since: Option<u64>,
 }
@@ -189,6 +192,7 @@ impl LiveConnections {
                 // Read through the feed once, so its changes reach us whether or not the
                 // request was served from the cache.
                 stale: true,
+                changes: 0,
                 unverified_since: None,
             });
         watched.conns.push(Conn {
@@ -258,22 +262,17 @@ impl LiveConnections {
     /// Judges the watched sessions until the process ends: at once when one changed (or
     /// the feed reconnected), and every [`TICK`] for expiry. Without a feed every session
     /// is read from the store each tick.
-    pub async fn watch(
-        self: Arc<Self>,
-        store: Arc<dyn SessionStore>,
-        feed: Option<Arc<dyn SessionFeed>>,
-        policy: Arc<arc_swap::ArcSwap<Policy>>,
-    ) {
+    pub async fn watch(self: Arc<Self>, sources: Arc<Sources>) {
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
             }
-            let rules = policy.load().session.rules.clone();
+            let rules = sources.policy.load().session.rules.clone();
             let now = authflow_shared::now_ms();
-            for (id, stale) in self.due(&rules, now, feed.is_none()) {
-                let judged = judge(&*store, feed.as_deref(), &rules, &id, stale).await;
-                self.apply(&id, judged, authflow_shared::now_ms());
+            for (id, stale, changes) in self.due(&rules, now, sources.feed.is_none()) {
+                let judged = judge(&sources, &rules, &id, stale).await;
+                self.apply(&id, judged, changes, authflow_shared::now_ms());
             }
         }
     }
@@ -285,15 +284,16 @@ impl LiveConnections {
         rules: &crate::session::SessionRules,
         now: u64,
         poll: bool,
-    ) -> Vec<(String, bool)> {
+    ) -> Vec<(String, bool, u64)> {
         self.sessions()
             .iter()
             .filter(|(_, w)| poll || w.stale || rules.expiry(&w.record, w.last_seen, now).is_some())
-            .map(|(id, w)| (id.clone(), w.stale))
+            .map(|(id, w)| (id.clone(), w.stale, w.changes))
             .collect()
     }
 
-    fn apply(&self, id: &str, judged: Judged, now: u64) {
+    /// What a read of session `id` found; `changes` is the count of changes it began after.
+    fn apply(&self, id: &str, judged: Judged, changes: u64, now: u64) {
         let reason = {
             let mut sessions = self.sessions();
             let Some(w) = sessions.get_mut(id) else {
@@ -303,7 +303,8 @@ impl LiveConnections {
                 Judged::Valid(record, seen) => {
                     w.record = *record;
                     w.last_seen = w.last_seen.max(seen);
-                    w.stale = false;
+                    // A change reported during the read is read again on the next round.
+                    w.stale = w.changes != changes;
                     w.unverified_since = None;
                     return;
                 }
@@ -321,15 +322,30 @@ impl LiveConnections {
     }
 }
 
-/// Reads session `id` again: through the feed when it changed (so its next change is
-/// reported too), and from the store for the latest activity.
+/// Where the watcher reads sessions from.
+pub struct Sources {
+    pub store: Arc<dyn SessionStore>,
+    /// The change feed, and the cache it keeps coherent.
+    pub feed: Option<Arc<dyn SessionFeed>>,
+    pub cache: Option<Arc<SessionCache>>,
+    pub policy: Arc<arc_swap::ArcSwap<Policy>>,
+}
+
+/// Reads session `id` again. A session the live cache holds is tracked and unchanged since
+/// it was cached (a change removes it before it reaches this registry), so it is judged
+/// from the cache with no Redis command. Otherwise it is read through the feed when it
+/// changed (so its next change is reported too), and from the store for the latest
+/// activity.
 async fn judge(
-    store: &dyn SessionStore,
-    feed: Option<&dyn SessionFeed>,
+    sources: &Sources,
     rules: &crate::session::SessionRules,
     id: &str,
     stale: bool,
 ) -> Judged {
+    if let Some(hit) = sources.cache.as_ref().and_then(|c| c.get(id)) {
+        return judged(hit.record.clone(), hit.last_seen(), rules);
+    }
+    let (store, feed) = (&*sources.store, sources.feed.as_deref());
     if let (true, Some(feed)) = (stale, feed) {
         match feed.track(id).await {
             Ok(None) => return Judged::Over(CloseReason::Revoked),
@@ -337,15 +353,21 @@ async fn judge(
             Err(_) => return Judged::Unknown,
         }
     }
-    let record = match store.lookup(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Judged::Over(CloseReason::Revoked),
-        Err(_) => return Judged::Unknown,
-    };
+    match store.lookup(id).await {
+        Ok(Some(record)) => {
+            let seen = record.last_seen_at;
+            judged(record, seen, rules)
+        }
+        Ok(None) => Judged::Over(CloseReason::Revoked),
+        Err(_) => Judged::Unknown,
+    }
+}
+
+/// A record that exists: over if put aside or expired at the latest activity known.
+fn judged(record: SessionRecord, seen: u64, rules: &crate::session::SessionRules) -> Judged {
     if record.held_since.is_some() {
         return Judged::Over(CloseReason::Revoked);
     }
-    let seen = record.last_seen_at;
     if rules
         .expiry(&record, seen, authflow_shared::now_ms())
         .is_some()
@@ -359,6 +381,7 @@ impl ChangeSink for LiveConnections {
     fn changed(&self, id: &str) {
         if let Some(w) = self.sessions().get_mut(id) {
             w.stale = true;
+            w.changes += 1;
             self.wake.notify_one();
         }
     }
@@ -367,6 +390,7 @@ impl ChangeSink for LiveConnections {
         let mut sessions = self.sessions();
         for w in sessions.values_mut() {
             w.stale = true;
+            w.changes += 1;
         }
         if !sessions.is_empty() {
             self.wake.notify_one();
@@ -550,15 +574,24 @@ mod tests {
             Some(ours.as_raw_fd()),
             LiveKind::WebSocket,
         );
-        live.apply("s", Judged::Valid(Box::new(record()), 0), 1_000);
+        live.apply("s", Judged::Valid(Box::new(record()), 0), 0, 1_000);
         assert!(live.sessions().get("s").is_some_and(|w| !w.stale));
         live.changed("s");
         assert!(live.sessions().get("s").is_some_and(|w| w.stale));
-        live.apply("s", Judged::Unknown, 1_000);
+        // A read that began before that change does not clear it.
+        live.apply("s", Judged::Valid(Box::new(record()), 0), 0, 1_000);
+        assert!(
+            live.sessions().get("s").is_some_and(|w| w.stale),
+            "a change was lost"
+        );
+        live.apply("s", Judged::Valid(Box::new(record()), 0), 1, 1_000);
+        assert!(live.sessions().get("s").is_some_and(|w| !w.stale));
+        live.apply("s", Judged::Unknown, 1, 1_000);
         assert_eq!(live.len(), 1, "a blip keeps it");
         live.apply(
             "s",
             Judged::Unknown,
+            1,
             1_000 + UNVERIFIED_GRACE.as_millis() as u64,
         );
         assert!(live.is_empty(), "fails closed after the grace");

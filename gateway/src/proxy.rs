@@ -250,6 +250,12 @@ impl Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         {
             LiveKind::EventStream
+        } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+            && !matches!(resp.status.as_u16(), 204 | 304)
+        {
+            // A body of unknown length may stream for as long as the server likes, or
+            // fall silent: watched from its first byte, not only once a chunk passes.
+            LiveKind::Stream
         } else {
             return;
         };

@@ -3,7 +3,7 @@
 
 use crate::config::AuthMode;
 use crate::config::GatewayConfig;
-use crate::live::{Fanout, LiveConnections};
+use crate::live::{Fanout, LiveConnections, Sources};
 use crate::proxy::Gateway;
 use crate::session_cache::SessionCache;
 use crate::upstream;
@@ -178,6 +178,7 @@ fn build_for(
         server.add_service(metrics);
     }
     let feed = cache.as_ref().map(|(_, feed)| feed.clone());
+    let cached = cache.as_ref().map(|(cache, _)| cache.clone());
     if let Some((cache, feed)) = cache {
         let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![cache];
         sinks.extend(live.clone().map(|l| l as Arc<dyn ChangeSink>));
@@ -194,9 +195,12 @@ fn build_for(
             "live connections",
             LiveService {
                 live,
-                store,
-                feed,
-                policy: watched_policy,
+                sources: Arc::new(Sources {
+                    store,
+                    feed,
+                    cache: cached,
+                    policy: watched_policy,
+                }),
             },
         ));
     }
@@ -222,20 +226,14 @@ fn h2_options(
 /// Watches the sessions of live connections until shutdown ([`crate::live`]).
 struct LiveService {
     live: Arc<LiveConnections>,
-    store: Arc<dyn SessionStore>,
-    feed: Option<Arc<dyn SessionFeed>>,
-    policy: Arc<arc_swap::ArcSwap<crate::policy::Policy>>,
+    sources: Arc<Sources>,
 }
 
 #[async_trait::async_trait]
 impl BackgroundService for LiveService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let watch =
-            self.live
-                .clone()
-                .watch(self.store.clone(), self.feed.clone(), self.policy.clone());
         tokio::select! {
-            _ = watch => {}
+            _ = self.live.clone().watch(self.sources.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

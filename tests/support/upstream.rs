@@ -16,7 +16,7 @@ use tokio::sync::watch;
 /// `/slow/` waits 3 s first; `/set-cookie/` sets `sid`, `__Host-SID` and `theme` cookies;
 /// `/cached/` answers with its own `Cache-Control`; `/events/` is a server-sent event stream
 /// that sends `data: tick` every 200 ms until the client goes, `/stream/` the same as a
-/// chunked `text/plain` download.
+/// chunked `text/plain` download; `/silent/` sends one chunk, then nothing for 10 s.
 pub struct Upstream {
     pub port: u16,
     counts: Arc<Counts>,
@@ -144,6 +144,24 @@ fn event_stream(content_type: &'static str) -> hyper::Response<Body> {
         .expect("response")
 }
 
+/// One chunk at once, then silence for 10 s, then another (a stream that falls quiet).
+fn silent_stream() -> hyper::Response<Body> {
+    let chunks = futures_util::stream::unfold(0u8, |n| async move {
+        if n > 1 {
+            return None;
+        }
+        if n == 1 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let frame = hyper::body::Frame::data(Bytes::from(format!("chunk {n}\n")));
+        Some((Ok::<_, Infallible>(frame), n + 1))
+    });
+    hyper::Response::builder()
+        .header("content-type", "text/plain")
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
+        .expect("response")
+}
+
 async fn echo(
     name: &'static str,
     req: hyper::Request<hyper::body::Incoming>,
@@ -153,6 +171,9 @@ async fn echo(
     }
     if req.uri().path().contains("/stream/") {
         return Ok(event_stream("text/plain"));
+    }
+    if req.uri().path().contains("/silent/") {
+        return Ok(silent_stream());
     }
     if req.uri().path().contains("/slow/") {
         tokio::time::sleep(Duration::from_secs(3)).await;
