@@ -58,13 +58,7 @@ async fn stack_on(database_url: Option<String>) -> Stack {
 
 impl Stack {
     async fn register(&self, email: &str) {
-        let r = client()
-            .post(self.auth.api("signup"))
-            .json(&json!({"email": email, "password": PW}))
-            .send()
-            .await
-            .expect("signup");
-        assert!(r.status().is_success(), "signup {}", r.status());
+        self.auth.sign_up(email, PW).await;
     }
 
     async fn sign_in(&self, email: &str) -> String {

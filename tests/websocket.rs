@@ -147,13 +147,7 @@ async fn stack(redis: Redis, tweak: impl Fn(&mut GatewayConfig)) -> Stack {
 
 impl Stack {
     async fn sign_in(&self, email: &str) -> String {
-        let r = client()
-            .post(self.auth.api("signup"))
-            .json(&json!({"email": email, "password": PW}))
-            .send()
-            .await
-            .expect("signup");
-        assert!(r.status().is_success(), "signup {}", r.status());
+        self.auth.sign_up(email, PW).await;
         let r = sign_in_through(&self.gws[0].0.url(""), email, PW).await;
         assert_eq!(r.status(), 200);
         session_cookie(&r).expect("cookie")

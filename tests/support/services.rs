@@ -242,6 +242,17 @@ impl AuthService {
         self.url(&format!("/api/v1/simple_auth/{endpoint}"))
     }
 
+    /// Signs `email` up with `password`, straight at the service; panics unless it succeeds.
+    pub async fn sign_up(&self, email: &str, password: &str) {
+        let r = reqwest::Client::new()
+            .post(self.api("signup"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("signup");
+        assert!(r.status().is_success(), "signup {}", r.status());
+    }
+
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox")
     }
