@@ -245,3 +245,49 @@ async fn a_server_stream_over_a_shared_http2_connection_ends_with_its_session() 
         ended.saturating_sub(1_200)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_service_over_tls_is_reached_with_its_own_certificate_authority() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = private_pki(dir.path(), "grpc");
+    let redis = Redis::start().await;
+    let app = Upstream::start("app").await;
+    let server = GrpcServer::start_tls(&cert, &key).await;
+    let mut cfg = config(&redis, &app, &[server.addr()]);
+    let grpc = cfg
+        .upstreams
+        .iter_mut()
+        .find(|u| u.name == "grpc")
+        .expect("grpc");
+    grpc.protocol = UpstreamProtocol::H2;
+    grpc.tls = true;
+    grpc.sni = "localhost".into();
+    grpc.ca_file = Some(ca);
+    grpc.health_check_grpc = Some(String::new());
+    let gw = Gateway::start(cfg.clone()).await;
+    let target = format!("127.0.0.1:{}", gw.port);
+    let cookie = session(&redis, "u-tls").await;
+    let ok = grpc_call(&target, "Say", "over tls", Some(&cookie)).await;
+    assert_eq!(ok.code, code::OK, "{:?}", ok.raw);
+    assert_eq!(ok.field("user_id"), Some("u-tls"));
+    assert_eq!(ok.trailer("x-echo-trailer"), Some("kept"));
+    assert!(
+        server.call_events().iter().any(|e| e["method"] == "Check"),
+        "the health check reached the server over TLS"
+    );
+
+    // Without the authority the server's certificate is not trusted: no call gets through.
+    let grpc = cfg
+        .upstreams
+        .iter_mut()
+        .find(|u| u.name == "grpc")
+        .expect("grpc");
+    grpc.ca_file = None;
+    grpc.health_check_grpc = None;
+    let untrusting = Gateway::start(cfg).await;
+    let target = format!("127.0.0.1:{}", untrusting.port);
+    let before = says(&server);
+    let refused = grpc_call(&target, "Say", "over tls", Some(&cookie)).await;
+    assert_eq!(refused.code, code::UNAVAILABLE, "{:?}", refused.raw);
+    assert_eq!(says(&server), before);
+}

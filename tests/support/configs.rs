@@ -42,6 +42,7 @@ pub fn upstream(name: &str, servers: &[String]) -> UpstreamConfig {
         servers: servers.to_vec(),
         tls: false,
         protocol: Default::default(),
+        ca_file: None,
         sni: String::new(),
         connect_timeout: HumanDuration::millis(500),
         // Below the echo upstream's 3 s `/slow/`, above a sign-in on a busy 2-core machine.

@@ -14,7 +14,7 @@
 //!   [`GrpcServer::set_health`]`(false)`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -45,14 +45,22 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Starts the server on a free port and waits until it listens (at most 20 s).
     pub async fn start() -> GrpcServer {
+        Self::start_with(None).await
+    }
+
+    /// The same over TLS (HTTP/2 with ALPN `h2`) with this certificate and key (PEM).
+    pub async fn start_tls(cert: &Path, key: &Path) -> GrpcServer {
+        Self::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(&Path, &Path)>) -> GrpcServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let health_file = dir.path().join("health");
-        let peer = NodePeer::start(
-            "grpc_server.mjs",
-            "grpc-server",
-            &[("HEALTH_FILE", health_file.as_path())],
-        )
-        .await;
+        let mut env = vec![("HEALTH_FILE", health_file.as_path())];
+        if let Some((cert, key)) = tls {
+            env.extend([("TLS_CERT", cert), ("TLS_KEY", key)]);
+        }
+        let peer = NodePeer::start("grpc_server.mjs", "grpc-server", &env).await;
         GrpcServer {
             peer,
             health_file,

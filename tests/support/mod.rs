@@ -65,6 +65,6 @@ pub use sentinel::Sentinels;
 pub use services::{AuthService, Gateway, Up};
 pub use sessions::*;
 pub use smtp::SmtpSink;
-pub use tls::self_signed;
+pub use tls::{private_pki, self_signed};
 pub use upstream::Upstream;
 pub use websocket::{HttpRefusal, WsClient, WsEcho};

@@ -275,6 +275,10 @@ pub struct UpstreamConfig {
     /// `h2` or `h2c`.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// PEM file of the certificate authorities that sign the servers' certificates (every
+    /// certificate in it); without it, the system's roots. TLS upstreams only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// SNI and `Host` for TLS upstreams.
     #[serde(default)]
     pub sni: String,
@@ -429,6 +433,14 @@ impl GatewayConfig {
                 if !Path::new(p).is_file() {
                     out.push(format!("{k}: {p:?} does not exist on this machine"));
                 }
+            }
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if let Some(ca) = u.ca_file.as_ref().filter(|p| !p.is_file()) {
+                out.push(format!(
+                    "upstreams[{i}].ca_file: {:?} does not exist on this machine",
+                    ca.display().to_string()
+                ));
             }
         }
         if let Some(key) = self
@@ -674,6 +686,12 @@ impl Validate for UpstreamConfig {
                 "\"h2c\" is cleartext: with tls = true use \"h2\"",
             ),
             _ => {}
+        }
+        if self.ca_file.is_some() && !self.tls {
+            p.add(
+                "ca_file",
+                "only a TLS upstream (tls = true) checks a certificate",
+            );
         }
         if self.health_check_grpc.is_some() {
             if self.protocol == UpstreamProtocol::H1 {

@@ -20,7 +20,9 @@ use discovery::{Dns, Resolve, Resolving, ServerList};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct Upstream {
     cfg: Arc<UpstreamConfig>,
     /// Response time of its servers.
     response_time: Option<prometheus::Histogram>,
+    /// The authorities its servers' certificates are checked against (`ca_file`).
+    ca: Option<Arc<CaType>>,
 }
 
 impl Upstream {
@@ -47,14 +51,20 @@ impl Upstream {
     pub fn new(cfg: &UpstreamConfig, resolver: Arc<dyn Resolve>) -> Result<Self, UpstreamError> {
         let servers: ServerList = Arc::new(ArcSwap::from_pointee(cfg.servers.clone()));
         let check = ReloadableCheck::new(cfg);
-        let mut lb =
-            resolving_balancer(cfg, servers.clone(), resolver).map_err(|source| UpstreamError {
+        let mut lb = resolving_balancer(cfg, servers.clone(), resolver).map_err(|source| {
+            UpstreamError::Resolve {
                 name: cfg.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         lb.set_health_check(Box::new(check.clone()));
         lb.parallel_health_check = true;
+        let ca = load_ca(cfg).map_err(|why| UpstreamError::Ca {
+            name: cfg.name.clone(),
+            why,
+        })?;
         Ok(Upstream {
+            ca,
             name: cfg.name.clone(),
             lb: Arc::new(lb),
             passive: Arc::new(Passive::new(cfg)),
@@ -74,8 +84,16 @@ impl Upstream {
         }
         self.check.set(cfg);
         self.passive.set(cfg);
+        let ca = match load_ca(cfg) {
+            Ok(ca) => ca,
+            Err(why) => {
+                tracing::error!(upstream = %self.name, error = %why, "ca_file not reloaded: the previous one stays");
+                self.ca.clone()
+            }
+        };
         let next = Upstream {
             cfg: Arc::new(cfg.clone()),
+            ca,
             ..self.clone()
         };
         (next, servers_changed)
@@ -128,6 +146,7 @@ impl Upstream {
         peer.options.read_timeout = Some(cfg.read_timeout.0);
         peer.options.write_timeout = Some(cfg.read_timeout.0);
         set_protocol(&mut peer, cfg.protocol);
+        peer.options.ca = self.ca.clone();
         Some(Box::new(peer))
     }
 
@@ -243,10 +262,33 @@ impl Passive {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("upstream {name:?}: cannot resolve servers: {source}")]
-pub struct UpstreamError {
-    name: String,
-    source: std::io::Error,
+pub enum UpstreamError {
+    #[error("upstream {name:?}: cannot resolve servers: {source}")]
+    Resolve {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("upstream {name:?}: ca_file: {why}")]
+    Ca { name: String, why: String },
+}
+
+/// The certificates of `cfg.ca_file`, when it names one.
+pub fn load_ca(cfg: &UpstreamConfig) -> Result<Option<Arc<CaType>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let Some(path) = &cfg.ca_file else {
+        return Ok(None);
+    };
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
+    Ok(Some(Arc::from(wrapped)))
 }
 
 /// HTTP/2 only (no fallback to HTTP/1.1, which would break gRPC), its streams multiplexed

@@ -105,7 +105,14 @@ const health = {
 const server = new grpc.Server();
 server.addService(Echo.service, echo);
 server.addService(Health.service, health);
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+// With $TLS_CERT and $TLS_KEY (PEM files) it serves HTTP/2 over TLS instead of h2c.
+const credentials = process.env.TLS_CERT
+  ? grpc.ServerCredentials.createSsl(null, [{
+    cert_chain: fs.readFileSync(process.env.TLS_CERT),
+    private_key: fs.readFileSync(process.env.TLS_KEY),
+  }], false)
+  : grpc.ServerCredentials.createInsecure();
+server.bindAsync(`127.0.0.1:${port}`, credentials, (err, bound) => {
   if (err) {
     console.error(`bind 127.0.0.1:${port}: ${err.message}`);
     process.exit(1);
