@@ -65,7 +65,7 @@ fn check_for(cfg: &UpstreamConfig) -> Check {
     };
     let mut hc = HttpHealthCheck::new(host, cfg.tls);
     super::set_protocol(&mut hc.peer_template, cfg.protocol);
-    hc.peer_template.options.ca = ca_of(cfg);
+    hc.peer_template.options.ca = super::ca_for_checks(cfg);
     if let Ok(mut req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
         let _ = req.append_header("Host", host);
         hc.req = req;
@@ -83,12 +83,6 @@ fn check_for(cfg: &UpstreamConfig) -> Check {
         }
     }));
     Box::new(hc)
-}
-
-/// The upstream's `ca_file` for its checks (an unreadable one is reported when the upstream
-/// is built; the checks then use the system's roots and fail, as live traffic would).
-pub(super) fn ca_of(cfg: &UpstreamConfig) -> Option<Arc<pingora::protocols::tls::CaType>> {
-    super::load_ca(cfg).ok().flatten()
 }
 
 /// The upstreams in force now (the reloadable policy's), read at each round.

@@ -36,7 +36,7 @@ impl GrpcHealthCheck {
         peer.options.total_connection_timeout = Some(cfg.connect_timeout.0);
         peer.options.read_timeout = Some(cfg.connect_timeout.0.max(cfg.read_timeout.0));
         set_protocol(&mut peer, cfg.protocol);
-        peer.options.ca = super::checks::ca_of(cfg);
+        peer.options.ca = super::ca_for_checks(cfg);
         let host = if cfg.sni.is_empty() {
             "localhost".to_owned()
         } else {

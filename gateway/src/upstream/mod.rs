@@ -272,6 +272,12 @@ pub enum UpstreamError {
     Ca { name: String, why: String },
 }
 
+/// The upstream's `ca_file` for its health checks (an unreadable one is reported when the
+/// upstream is built; the checks then use the system's roots and fail, as live traffic would).
+fn ca_for_checks(cfg: &UpstreamConfig) -> Option<Arc<CaType>> {
+    load_ca(cfg).ok().flatten()
+}
+
 /// The certificates of `cfg.ca_file`, when it names one.
 pub fn load_ca(cfg: &UpstreamConfig) -> Result<Option<Arc<CaType>>, String> {
     use rustls_pki_types::pem::PemObject;
