@@ -99,12 +99,20 @@ struct Watched {
     /// The latest activity known (Unix ms).
     last_seen: u64,
     conns: Vec<Conn>,
-    /// To be read from the store again: new here, changed, or the feed reconnected.
-    stale: bool,
-    /// Changes reported so far: a read clears `stale` only if none came in while it ran.
+    /// Changes reported so far (being new here counts as one, so does a feed reconnection)...
     changes: u64,
+    /// ...and how many of them the last confirming read began after: while the two differ
+    /// the session is to be read from the store again ([`Watched::stale`]).
+    read: u64,
     /// Since when the store has failed to confirm it (Unix ms).
     unverified_since: Option<u64>,
+}
+
+impl Watched {
+    /// To be read from the store again: new here, changed, or the feed reconnected.
+    fn stale(&self) -> bool {
+        self.changes != self.read
+    }
 }
 
 struct Conn {
@@ -191,8 +199,8 @@ impl LiveConnections {
                 conns: Vec::new(),
                 // Read through the feed once, so its changes reach us whether or not the
                 // request was served from the cache.
-                stale: true,
-                changes: 0,
+                changes: 1,
+                read: 0,
                 unverified_since: None,
             });
         watched.conns.push(Conn {
@@ -287,8 +295,10 @@ impl LiveConnections {
     ) -> Vec<(String, bool, u64)> {
         self.sessions()
             .iter()
-            .filter(|(_, w)| poll || w.stale || rules.expiry(&w.record, w.last_seen, now).is_some())
-            .map(|(id, w)| (id.clone(), w.stale, w.changes))
+            .filter(|(_, w)| {
+                poll || w.stale() || rules.expiry(&w.record, w.last_seen, now).is_some()
+            })
+            .map(|(id, w)| (id.clone(), w.stale(), w.changes))
             .collect()
     }
 
@@ -304,7 +314,7 @@ impl LiveConnections {
                     w.record = *record;
                     w.last_seen = w.last_seen.max(seen);
                     // A change reported during the read is read again on the next round.
-                    w.stale = w.changes != changes;
+                    w.read = changes;
                     w.unverified_since = None;
                     return;
                 }
@@ -380,7 +390,6 @@ fn judged(record: SessionRecord, seen: u64, rules: &crate::session::SessionRules
 impl ChangeSink for LiveConnections {
     fn changed(&self, id: &str) {
         if let Some(w) = self.sessions().get_mut(id) {
-            w.stale = true;
             w.changes += 1;
             self.wake.notify_one();
         }
@@ -389,7 +398,6 @@ impl ChangeSink for LiveConnections {
     fn reset(&self, _live: bool) {
         let mut sessions = self.sessions();
         for w in sessions.values_mut() {
-            w.stale = true;
             w.changes += 1;
         }
         if !sessions.is_empty() {
@@ -574,24 +582,28 @@ mod tests {
             Some(ours.as_raw_fd()),
             LiveKind::WebSocket,
         );
-        live.apply("s", Judged::Valid(Box::new(record()), 0), 0, 1_000);
-        assert!(live.sessions().get("s").is_some_and(|w| !w.stale));
-        live.changed("s");
-        assert!(live.sessions().get("s").is_some_and(|w| w.stale));
-        // A read that began before that change does not clear it.
-        live.apply("s", Judged::Valid(Box::new(record()), 0), 0, 1_000);
         assert!(
-            live.sessions().get("s").is_some_and(|w| w.stale),
-            "a change was lost"
+            live.sessions().get("s").is_some_and(|w| w.stale()),
+            "new: to be read"
         );
         live.apply("s", Judged::Valid(Box::new(record()), 0), 1, 1_000);
-        assert!(live.sessions().get("s").is_some_and(|w| !w.stale));
-        live.apply("s", Judged::Unknown, 1, 1_000);
+        assert!(live.sessions().get("s").is_some_and(|w| !w.stale()));
+        live.changed("s");
+        assert!(live.sessions().get("s").is_some_and(|w| w.stale()));
+        // A read that began before that change does not clear it.
+        live.apply("s", Judged::Valid(Box::new(record()), 0), 1, 1_000);
+        assert!(
+            live.sessions().get("s").is_some_and(|w| w.stale()),
+            "a change was lost"
+        );
+        live.apply("s", Judged::Valid(Box::new(record()), 0), 2, 1_000);
+        assert!(live.sessions().get("s").is_some_and(|w| !w.stale()));
+        live.apply("s", Judged::Unknown, 2, 1_000);
         assert_eq!(live.len(), 1, "a blip keeps it");
         live.apply(
             "s",
             Judged::Unknown,
-            1,
+            2,
             1_000 + UNVERIFIED_GRACE.as_millis() as u64,
         );
         assert!(live.is_empty(), "fails closed after the grace");

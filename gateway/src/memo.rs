@@ -69,21 +69,19 @@ impl Memo {
         self.tag(TOKEN, |h| h.write(token.expose().as_bytes()))
     }
 
-    /// The token's session id: remembered, or computed (SHA-256).
-    pub fn session_id(&self, token: &SessionToken) -> String {
-        match self.token_tag(token).and_then(|t| self.ids.get(&t)) {
-            Some(id) => id.to_string(),
-            None => token.id(),
+    /// The token's session id: remembered, or computed (SHA-256). A computed one comes with
+    /// the tag to remember it under ([`Memo::remember_id`]), once it named a session.
+    pub fn session_id(&self, token: &SessionToken) -> (String, Option<u128>) {
+        let tag = self.token_tag(token);
+        match tag.and_then(|t| self.ids.get(&t)) {
+            Some(id) => (id.to_string(), None),
+            None => (token.id(), tag),
         }
     }
 
-    /// `token` named a session: its id is worth remembering.
-    pub fn remember_id(&self, token: &SessionToken, id: &str) {
-        if let Some(t) = self.token_tag(token) {
-            if self.ids.get(&t).is_none() {
-                self.ids.insert(t, Arc::from(id));
-            }
-        }
+    /// The id computed under `tag` named a session: worth remembering.
+    pub fn remember_id(&self, tag: u128, id: &str) {
+        self.ids.insert(tag, Arc::from(id));
     }
 
     /// The tag of the bytes `device`'s fingerprint is made of (`None`: no key).
@@ -105,11 +103,12 @@ mod tests {
         let memo = Memo::new(16);
         let a = SessionToken::for_user("a");
         let b = SessionToken::for_user("b");
-        assert_eq!(memo.session_id(&a), a.id());
-        memo.remember_id(&a, &a.id());
-        assert_eq!(memo.session_id(&a), a.id());
+        let (id, tag) = memo.session_id(&a);
+        assert_eq!(id, a.id());
+        memo.remember_id(tag.expect("computed, so to remember"), &id);
+        assert_eq!(memo.session_id(&a), (a.id(), None), "remembered");
         assert_eq!(
-            memo.session_id(&b),
+            memo.session_id(&b).0,
             b.id(),
             "another token is never given a's id"
         );

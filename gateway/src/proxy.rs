@@ -236,8 +236,8 @@ impl Gateway {
         ))
     }
 
-    /// Watches a signed-in request's tunnel (101) or event stream, so that it ends with the
-    /// session ([`crate::live`]).
+    /// Watches a signed-in request's tunnel (101), event stream or answer of unknown length,
+    /// so that it ends with the session ([`crate::live`]).
     fn watch_if_long_lived(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
         let (Some(live), Some(id)) = (&self.live, &ctx.identity) else {
             return;
@@ -765,7 +765,6 @@ impl Gateway {
     }
 }
 
-/// A browser's page load: a GET that accepts HTML (it gets pages and redirects, not JSON).
 /// Registers a request's answer under its session. The upstream connection answering it is
 /// open while the answer is forwarded: `upstream_fd` is still its socket.
 fn watch(
@@ -789,6 +788,7 @@ fn client_socket(session: &Session) -> Option<StdSocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
 }
 
+/// A browser's page load: a GET that accepts HTML (it gets pages and redirects, not JSON).
 fn is_browser(req: &RequestHeader) -> bool {
     let accept = req.headers.get_all("accept");
     let accept = accept.iter().filter_map(|v| v.to_str().ok());
@@ -1034,8 +1034,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Remembers the upstream socket of a signed-in request to an HTTP/1.1 server, in case
-    /// its answer is a tunnel or an event stream (an HTTP/2 connection to a server is shared
-    /// by many requests: it is never shut down for one).
+    /// its answer turns out long-lived (an HTTP/2 connection to a server is shared by many
+    /// requests: it is never shut down for one).
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,

@@ -177,16 +177,15 @@ fn build_for(
         metrics.add_tcp(addr);
         server.add_service(metrics);
     }
-    let feed = cache.as_ref().map(|(_, feed)| feed.clone());
-    let cached = cache.as_ref().map(|(cache, _)| cache.clone());
-    if let Some((cache, feed)) = cache {
-        let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![cache];
+    let (cached, feed) = cache.unzip();
+    if let (Some(cache), Some(feed)) = (&cached, &feed) {
+        let mut sinks: Vec<Arc<dyn ChangeSink>> = vec![cache.clone()];
         sinks.extend(live.clone().map(|l| l as Arc<dyn ChangeSink>));
         server.add_service(background_service(
             "session cache feed",
             FeedService {
                 sink: Arc::new(Fanout(sinks)),
-                feed,
+                feed: feed.clone(),
             },
         ));
     }

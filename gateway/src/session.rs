@@ -235,11 +235,13 @@ impl SessionChecker {
                 None => return Ok(Verdict::Rejected(RejectReason::Malformed)),
             },
         };
-        let id = self.memo.session_id(&token);
+        let (id, to_remember) = self.memo.session_id(&token);
         let now = authflow_shared::now_ms();
         let session = match self.find(rules, &id, client, now).await? {
             Found::Session(session) => {
-                self.memo.remember_id(&token, &id);
+                if let Some(tag) = to_remember {
+                    self.memo.remember_id(tag, &id);
+                }
                 session
             }
             Found::Nothing => return Ok(Verdict::Rejected(RejectReason::Unknown)),
